@@ -1,0 +1,22 @@
+# Each target sets itself up: a virtual environment in .venv with the package installed editable.
+# torch is pinned to 2.13.0 in the [dev] extra, so set-up takes the small CPU wheel, not the CUDA stack.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+$(BIN)/gradcheck: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+.PHONY: demo test lint
+demo: $(BIN)/gradcheck
+	$(BIN)/gradcheck demo --depth 50
+
+lint: $(BIN)/gradcheck
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest

@@ -1,0 +1,134 @@
+"""Every choice set the CLI and the API accept, as enums (their values are the CLI spellings)."""
+
+from enum import Enum
+
+
+class Arch(str, Enum):
+    MLP = "mlp"
+    CNN = "cnn"
+    RNN = "rnn"
+    LSTM = "lstm"
+
+    @property
+    def recurrent(self) -> bool:
+        return self in (Arch.RNN, Arch.LSTM)
+
+
+class Activation(str, Enum):
+    SIGMOID = "sigmoid"
+    TANH = "tanh"
+    RELU = "relu"
+    LEAKY_RELU = "leaky_relu"
+    ELU = "elu"
+    SELU = "selu"
+    GELU = "gelu"
+    IDENTITY = "identity"
+
+    @property
+    def saturating(self) -> bool:
+        return self in (Activation.SIGMOID, Activation.TANH)
+
+    @property
+    def relu_family(self) -> bool:
+        return self in (Activation.RELU, Activation.LEAKY_RELU, Activation.ELU, Activation.GELU)
+
+
+class Init(str, Enum):
+    DEFAULT = "default"
+    KAIMING = "kaiming"
+    XAVIER = "xavier"
+    ORTHOGONAL = "orthogonal"
+    NORMAL = "normal"
+
+
+class Norm(str, Enum):
+    NONE = "none"
+    BATCH = "batch"
+    LAYER = "layer"
+
+
+class OutputFormat(str, Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class Severity(str, Enum):
+    WARNING = "warning"
+    ERROR = "error"
+
+    @property
+    def rank(self) -> int:
+        return {Severity.WARNING: 1, Severity.ERROR: 2}[self]
+
+
+class FailOn(str, Enum):
+    ERROR = "error"
+    WARNING = "warning"
+    NEVER = "never"
+
+
+class Verdict(str, Enum):
+    """Ordered from best to worst: the report's verdict is the worst of its error findings."""
+
+    HEALTHY = "healthy"
+    VANISHING = "vanishing"
+    EXPLODING = "exploding"
+    NONFINITE = "nonfinite"
+
+    @property
+    def rank(self) -> int:
+        return list(Verdict).index(self)
+
+
+class FindingKind(str, Enum):
+    VANISHING_GRADIENT = "vanishing_gradient"
+    ZERO_GRADIENT = "zero_gradient"
+    VANISHING_ACTIVATION = "vanishing_activation"
+    VANISHING_THROUGH_TIME = "vanishing_through_time"
+    EXPLODING_GRADIENT = "exploding_gradient"
+    EXPLODING_ACTIVATION = "exploding_activation"
+    LARGE_RELATIVE_GRADIENT = "large_relative_gradient"
+    EXPLODING_THROUGH_TIME = "exploding_through_time"
+    NONFINITE = "nonfinite"
+
+    @property
+    def verdict(self) -> Verdict:
+        if self is FindingKind.NONFINITE:
+            return Verdict.NONFINITE
+        if self.value.startswith("vanishing") or self is FindingKind.ZERO_GRADIENT:
+            return Verdict.VANISHING
+        return Verdict.EXPLODING
+
+
+class FixId(str, Enum):
+    """Fix ids are public API (they appear in the JSON report)."""
+
+    RELU = "relu"
+    BATCHNORM = "batchnorm"
+    RESIDUAL = "residual"
+    CLIPPING = "clipping"
+    LSTM = "lstm"
+    INIT = "init"
+
+
+class LayerStatus(str, Enum):
+    OK = "ok"
+    WEAK = "weak"  # backward signal 1–2 decades below the output end: a warning, not yet vanishing
+    VANISHING = "vanishing"
+    EXPLODING = "exploding"
+    ZERO = "zero"  # gradient exactly zero
+    NONFINITE = "nonfinite"
+    NO_GRAD = "no-grad"  # trainable, but autograd gave it no gradient
+    FROZEN = "frozen"  # requires_grad=False everywhere
+    NOT_RUN = "not-run"  # owns parameters but the forward pass never called it
+
+    @property
+    def flagged(self) -> bool:
+        return self in (
+            LayerStatus.WEAK,
+            LayerStatus.VANISHING,
+            LayerStatus.EXPLODING,
+            LayerStatus.ZERO,
+            LayerStatus.NONFINITE,
+            LayerStatus.NO_GRAD,
+        )

@@ -1,0 +1,136 @@
+"""The command line: a thin adapter over the library. The only module that prints or exits.
+
+Exit codes (public API, see README): 0 healthy, 1 a finding at or above --fail-on, 2 usage or input error.
+torch is imported inside the commands, never at start-up, so --help and --version stay instant.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from gradcheck_cli import __version__
+from gradcheck_cli.choices import Activation, Arch, FailOn, Init, Norm, OutputFormat
+from gradcheck_cli.errors import GradcheckError
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+
+app = typer.Typer(
+    name="gradcheck",
+    help="Find vanishing and exploding gradients in PyTorch models: where, why, and what to change.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+stderr = Console(stderr=True, highlight=False)
+
+
+class _State:
+    debug = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gradcheck {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of errors.")] = False,
+) -> None:
+    _State.debug = debug
+
+
+def _fail(error: GradcheckError) -> NoReturn:
+    """Every GradcheckError becomes one sentence on stderr and exit code 2, here and only here."""
+    if _State.debug:
+        raise error
+    stderr.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _quiet_torch_import() -> None:
+    # torch warns on import when NumPy is absent; gradcheck does not use NumPy, so the warning is noise.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+
+
+@app.command()
+def demo(
+    arch: Annotated[Arch, typer.Option(help="Preset architecture.")] = Arch.MLP,
+    depth: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Hidden layers (mlp, cnn; default 50) or stacked recurrent layers (rnn, lstm; default 1)."
+        ),
+    ] = None,
+    width: Annotated[
+        int | None, typer.Option(min=1, help="Units, channels or hidden size (default 256 mlp, 128 cnn and rnn/lstm).")
+    ] = None,
+    activation: Annotated[
+        Activation | None, typer.Option(help="Hidden activation (default sigmoid; tanh for rnn).")
+    ] = None,
+    init: Annotated[Init, typer.Option(help="Weight initialization of the hidden layers.")] = Init.DEFAULT,
+    gain: Annotated[
+        float | None, typer.Option(help="Gain for --init normal (std gain/sqrt(fan_in)), xavier or orthogonal.")
+    ] = None,
+    norm: Annotated[Norm, typer.Option(help="Normalization after each hidden layer.")] = Norm.NONE,
+    residual: Annotated[bool, typer.Option("--residual", help="Use pre-activation residual blocks.")] = False,
+    seq_len: Annotated[int, typer.Option(min=1, help="Time steps of the rnn/lstm presets.")] = 50,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Batch size (default 64 mlp, 16 cnn, 32 rnn/lstm).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for weights, batches and dropout.")] = 0,
+    passes: Annotated[int, typer.Option(min=1, help="Forward/backward passes to aggregate (median).")] = 3,
+    fix: Annotated[
+        bool, typer.Option("--fix/--no-fix", help="Also measure the preset with the first suggested fix applied.")
+    ] = True,
+    output_format: Annotated[
+        OutputFormat, typer.Option("--format", help="Report format on stdout.")
+    ] = OutputFormat.TEXT,
+    all_layers: Annotated[
+        bool, typer.Option("--all-layers", help="Show every layer, not the condensed table.")
+    ] = False,
+    fail_on: Annotated[FailOn, typer.Option(help="Lowest severity that makes the exit code 1.")] = FailOn.ERROR,
+) -> None:
+    """Build a preset deep model and watch its gradients vanish or explode, and the fix that cures it.
+
+    [dim]Example: gradcheck demo --depth 50 --activation relu --init kaiming[/]
+    """
+    _quiet_torch_import()
+    try:
+        from gradcheck_cli.demo import run_demo
+        from gradcheck_cli.presets import DemoSpec
+        from gradcheck_cli.render.interface import RenderOptions, get_renderer
+
+        spec = DemoSpec(
+            arch=arch, depth=depth, width=width, activation=activation, init=init, gain=gain, norm=norm,
+            residual=residual, seq_len=seq_len, batch_size=batch_size,
+        ).resolved()  # fmt: skip
+        with _progress(f"Probing {spec.describe()}"):
+            report = run_demo(spec, seed=seed, passes=passes, try_fix=fix)
+    except GradcheckError as error:
+        _fail(error)
+    get_renderer(output_format).render(report, sys.stdout, RenderOptions(all_layers=all_layers))
+    raise typer.Exit(EXIT_FINDINGS if report.fails(fail_on) else EXIT_OK)
+
+
+def _progress(message: str):
+    """A spinner on stderr when it is a terminal; nothing otherwise (stdout carries only the report)."""
+    import contextlib
+
+    if stderr.is_terminal:
+        return stderr.status(message)
+    return contextlib.nullcontext()
+
+
+def main() -> None:
+    app()

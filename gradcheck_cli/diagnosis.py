@@ -1,0 +1,410 @@
+"""The judgement layer: pure functions from measurements (``ProbeResult``) to findings. No torch, no printing.
+
+The verdict rests on the backward signal b_l (per-sample RMS of dL/d(output of layer l)), not on
+weight-gradient norms: in a homogeneous stack ||dL/dW_l|| ~ ||b_l|| * ||a_(l-1)||, and the forward and
+backward trends cancel, so weight-gradient norms stay flat while the network explodes or vanishes
+(Glorot & Bengio 2010, section 4.2.1 and Fig. 8; see ../shared/GRADIENTS.md for the measurements).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, Verdict
+from gradcheck_cli.fixes import Fix, FixContext, fixes_for
+from gradcheck_cli.stats import LayerStats, ProbeResult, RecurrentStats
+
+# |D| in decades, D = log10(b at the input end / b at the output end). Every pathology measured for
+# GRADIENTS.md had |D| >= 3.1 and every healthy design |D| <= 0.5 (SELU at depth 64: 0.95), so one
+# decade is worth a warning and two are an error.
+DECADES_WARNING = 1.0
+DECADES_ERROR = 2.0
+# Forward signal F = log10(RMS at the output end / RMS at the input end): two decades of growth or
+# collapse of the activations (signal-propagation plots, Brock et al. 2021).
+FORWARD_DECADES_ERROR = 2.0
+# ||dL/dW|| / ||W||: one SGD step changes a layer by lr times this. At 1e4, even lr = 1e-4 rewrites the
+# weights in one step; at 1e2, lr = 1e-2 does. Healthy nets measure 1e-3 to 1 at initialization.
+RELATIVE_GRAD_WARNING = 1e2
+RELATIVE_GRAD_ERROR = 1e4
+# Fewer layers than this carry no depth trend worth fitting.
+MIN_TREND_LAYERS = 4
+# The ends are the median of this fraction of the layers (at most END_LAYERS_MAX): one odd layer at
+# an end (an attention projection, a zero-initialized layer) must not decide the verdict.
+END_FRACTION = 0.1
+END_LAYERS_MAX = 3
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Every threshold of the diagnosis; the defaults are the named constants above."""
+
+    decades_warning: float = DECADES_WARNING
+    decades_error: float = DECADES_ERROR
+    forward_decades_error: float = FORWARD_DECADES_ERROR
+    relative_grad_warning: float = RELATIVE_GRAD_WARNING
+    relative_grad_error: float = RELATIVE_GRAD_ERROR
+    min_trend_layers: int = MIN_TREND_LAYERS
+
+    def __post_init__(self) -> None:
+        if not 0 < self.decades_warning <= self.decades_error:
+            raise ValueError("thresholds need 0 < decades_warning <= decades_error")
+        if not 0 < self.relative_grad_warning <= self.relative_grad_error:
+            raise ValueError("thresholds need 0 < relative_grad_warning <= relative_grad_error")
+        if self.forward_decades_error <= 0 or self.min_trend_layers < 2:
+            raise ValueError("forward_decades_error must be positive and min_trend_layers at least 2")
+
+
+@dataclass
+class DepthProfile:
+    """The depth trend of the backward and forward signals, over the layers that carry it."""
+
+    layers: list[str]  # trend layers, input end first
+    decades: float | None  # D: log10(b_input_end / b_output_end); <0 vanishing, >0 exploding
+    gain_per_layer: float | None  # backward multiplier per layer, output to input (Theil-Sen fit)
+    forward_decades: float | None  # F
+    zero_layers: list[str]  # trend layers whose backward signal is exactly zero (underflow or blocked)
+    reference: float | None  # b at the output end
+
+    @property
+    def depth_scale(self) -> float | None:
+        """Layers over which the backward signal changes by a factor e (Schoenholz et al. 2017)."""
+        if not self.gain_per_layer or self.gain_per_layer == 1.0:
+            return None
+        return 1.0 / abs(math.log(self.gain_per_layer))
+
+
+@dataclass
+class TimeProfile:
+    """How the gradient reaching each time step's input decays, for one recurrent module."""
+
+    name: str
+    type: str
+    steps: int
+    decades: float  # log10(b at the first step / b at the last step)
+    gain_per_step: float  # multiplier per step, last to first (Theil-Sen fit)
+    zero_steps: int
+
+
+@dataclass
+class Finding:
+    kind: FindingKind
+    severity: Severity
+    layers: list[str]
+    message: str
+    evidence: dict[str, Any]
+    fixes: list[Fix] = field(default_factory=list)
+
+
+@dataclass
+class Diagnosis:
+    verdict: Verdict
+    findings: list[Finding]
+    statuses: dict[str, LayerStatus]  # layer name -> status
+    ratios: dict[str, float]  # layer name -> b / b at the output end
+    profile: DepthProfile
+    time_profiles: list[TimeProfile]
+    thresholds: Thresholds
+
+    def worst_severity(self) -> Severity | None:
+        return max((f.severity for f in self.findings), key=lambda s: s.rank, default=None)
+
+
+def diagnose(result: ProbeResult, thresholds: Thresholds | None = None) -> Diagnosis:
+    thresholds = thresholds or Thresholds()
+    profile = depth_profile(result.layers, thresholds)
+    ratios = _ratios(result.layers, profile)
+    time_profiles = [p for p in map(time_profile, result.recurrent) if p is not None]
+    findings: list[Finding] = []
+    findings += _nonfinite_findings(result)
+    findings += _depth_findings(profile, ratios, thresholds)
+    findings += _relative_grad_findings(result.layers, thresholds)
+    findings += _time_findings(time_profiles, thresholds)
+    findings += _zero_gradient_findings(result.layers, profile)
+    context = FixContext(result=result, profile=profile)
+    for finding in findings:
+        finding.fixes = fixes_for(finding.kind, finding.evidence, context)
+    statuses = _statuses(result.layers, findings, ratios, thresholds)
+    errors = [f.kind.verdict for f in findings if f.severity is Severity.ERROR]
+    verdict = max(errors, key=lambda v: v.rank, default=Verdict.HEALTHY)
+    findings.sort(key=lambda f: (-f.severity.rank, -f.kind.verdict.rank))
+    return Diagnosis(verdict, findings, statuses, ratios, profile, time_profiles, thresholds)
+
+
+def theil_sen_slope(xs: list[float], ys: list[float]) -> float:
+    """Median of pairwise slopes: robust to a few odd layers (Sen 1968). Subsampled past 200 points
+    to keep the pair count bounded on very deep models."""
+    if len(xs) < 2:
+        return 0.0
+    step = max(1, len(xs) // 200)
+    xs, ys = xs[::step], ys[::step]
+    slopes = [
+        (ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[j] != xs[i]
+    ]
+    return statistics.median(slopes) if slopes else 0.0
+
+
+def depth_profile(layers: list[LayerStats], thresholds: Thresholds) -> DepthProfile:
+    """Trend layers: trainable, with a measured backward signal, in execution order. The last one
+    (usually the head, whose output gradient is dL/dlogits rather than a hidden signal) is left out."""
+    trend = [layer for layer in layers if layer.trainable and layer.backward is not None and not layer.shared_with]
+    if len(trend) > 2:
+        trend = trend[:-1]
+    names = [layer.name for layer in trend]
+    if len(trend) < thresholds.min_trend_layers:
+        return DepthProfile(names, None, None, None, [], None)
+    backward = [layer.backward for layer in trend]
+    zero = [layer.name for layer in trend if layer.backward == 0.0]
+    k = max(1, min(END_LAYERS_MAX, int(len(trend) * END_FRACTION)))
+    positive = [(i, b) for i, b in enumerate(backward) if b > 0 and math.isfinite(b)]
+    reference = _median_positive(backward[-k:])
+    decades = None
+    if positive and reference:
+        first = _median_positive([b for _, b in positive[:k]])
+        decades = math.log10(first / reference)
+    gain = None
+    if len(positive) >= 2:
+        slope = theil_sen_slope([float(i) for i, _ in positive], [math.log(b) for _, b in positive])
+        gain = math.exp(-slope)
+    forward = [layer.forward_rms for layer in trend]
+    forward_decades = None
+    if all(f is not None and math.isfinite(f) for f in forward):
+        start, end = _median_positive(forward[:k]), _median_positive(forward[-k:])
+        if start and end:
+            forward_decades = math.log10(end / start)
+    return DepthProfile(names, decades, gain, forward_decades, zero, reference)
+
+
+def _median_positive(values: list[float]) -> float | None:
+    kept = [v for v in values if v > 0 and math.isfinite(v)]
+    return statistics.median(kept) if kept else None
+
+
+def _ratios(layers: list[LayerStats], profile: DepthProfile) -> dict[str, float]:
+    if not profile.reference:
+        return {}
+    return {
+        layer.name: layer.backward / profile.reference
+        for layer in layers
+        if layer.backward is not None and math.isfinite(layer.backward)
+    }
+
+
+def _nonfinite_findings(result: ProbeResult) -> list[Finding]:
+    bad = [layer for layer in result.layers if layer.nonfinite]
+    if not bad and not result.loss_nonfinite:
+        return []
+    forward_origin = next((layer.name for layer in result.layers if layer.forward_nonfinite), None)
+    evidence: dict[str, Any] = {
+        "first_nonfinite_forward": forward_origin,
+        "nonfinite_forward_layers": sum(layer.forward_nonfinite for layer in result.layers),
+        "nonfinite_gradient_layers": sum(layer.grad_nonfinite or layer.backward_nonfinite for layer in result.layers),
+        "loss_nonfinite": result.loss_nonfinite,
+    }
+    if forward_origin:
+        where = f"the forward pass first produced NaN/Inf at {forward_origin}"
+    elif result.loss_nonfinite:
+        where = "the loss is NaN/Inf although every layer's output was finite"
+    else:
+        where = "the backward pass produced NaN/Inf gradients from finite activations"
+    message = f"Non-finite values: {where}; {len(bad)} layer(s) affected."
+    return [Finding(FindingKind.NONFINITE, Severity.ERROR, [layer.name for layer in bad], message, evidence)]
+
+
+def _severity(magnitude: float, thresholds: Thresholds) -> Severity | None:
+    if magnitude >= thresholds.decades_error:
+        return Severity.ERROR
+    if magnitude >= thresholds.decades_warning:
+        return Severity.WARNING
+    return None
+
+
+def _depth_findings(profile: DepthProfile, ratios: dict[str, float], thresholds: Thresholds) -> list[Finding]:
+    if profile.decades is None:
+        return []
+    decades = profile.decades
+    evidence: dict[str, Any] = {
+        "decades": round(decades, 3),
+        "gain_per_layer": _round(profile.gain_per_layer),
+        "depth_scale_layers": _round(profile.depth_scale),
+        "forward_decades": _round(profile.forward_decades),
+        "trend_layers": len(profile.layers),
+        "zero_layers": len(profile.zero_layers),
+        "first_layer": profile.layers[0],
+        "last_layer": profile.layers[-1],
+    }
+    # Exactly-zero gradients at the input end below a decaying trend are the limit of vanishing
+    # (float underflow), not a separate problem: they make it an error however short the trend.
+    vanishing_severity = _severity(-decades, thresholds) if decades < 0 else None
+    if profile.zero_layers and decades <= 0:
+        vanishing_severity = Severity.ERROR
+    findings = []
+    forward = profile.forward_decades
+    forward_counted = False
+    if vanishing_severity:
+        layers = [n for n in profile.layers if ratios.get(n, 0.0) <= 10**-thresholds.decades_warning]
+        zero = f" (exactly zero, underflowed, at {len(profile.zero_layers)} layer(s))" if profile.zero_layers else ""
+        message = (
+            f"Vanishing gradients: the backward signal at the input end is {_decades_text(decades)} of that "
+            f"near the loss{zero}; each layer passes on x{_fmt(profile.gain_per_layer)} of it."
+        )
+        if forward is not None and forward <= -thresholds.forward_decades_error:
+            message += f" The forward signal also collapses ({_decades_text(forward)} from input to output)."
+            forward_counted = True
+        findings.append(Finding(FindingKind.VANISHING_GRADIENT, vanishing_severity, layers, message, dict(evidence)))
+    exploding_severity = _severity(decades, thresholds) if decades > 0 else None
+    if exploding_severity:
+        layers = [n for n in profile.layers if ratios.get(n, 0.0) >= 10**thresholds.decades_warning]
+        message = (
+            f"Exploding gradients: the backward signal at the input end is {_decades_text(decades)} of that "
+            f"near the loss; each layer multiplies it by x{_fmt(profile.gain_per_layer)}."
+        )
+        if forward is not None and forward >= thresholds.forward_decades_error:
+            message += f" The forward activations grow too ({_decades_text(forward)} from input to output)."
+            forward_counted = True
+        findings.append(Finding(FindingKind.EXPLODING_GRADIENT, exploding_severity, layers, message, dict(evidence)))
+    if forward is not None and abs(forward) >= thresholds.forward_decades_error and not forward_counted:
+        kind = FindingKind.EXPLODING_ACTIVATION if forward > 0 else FindingKind.VANISHING_ACTIVATION
+        verb = "grow" if forward > 0 else "collapse"
+        message = f"The forward activations {verb} with depth: RMS at the output end is {_decades_text(forward)} of the input end."
+        findings.append(Finding(kind, Severity.ERROR, [profile.layers[-1]], message, dict(evidence)))
+    return findings
+
+
+def _relative_grad_findings(layers: list[LayerStats], thresholds: Thresholds) -> list[Finding]:
+    large = [
+        layer
+        for layer in layers
+        if layer.relative_grad is not None and layer.relative_grad >= thresholds.relative_grad_warning
+    ]
+    if not large:
+        return []
+    worst = max(large, key=lambda layer: layer.relative_grad)
+    severity = Severity.ERROR if worst.relative_grad >= thresholds.relative_grad_error else Severity.WARNING
+    safe_lr = 0.01 / worst.relative_grad  # a step that changes the worst layer by at most 1%
+    message = (
+        f"Relative gradients are huge: ||g||/||w|| reaches {worst.relative_grad:.3g} at {worst.name}, so one SGD "
+        f"step with lr 1e-3 would change it by {worst.relative_grad * 1e-3:.3g}x its own size."
+    )
+    evidence = {
+        "max_relative_grad": _round(worst.relative_grad),
+        "worst_layer": worst.name,
+        "layers_over_warning": len(large),
+        "lr_for_1_percent_change": _round(safe_lr),
+    }
+    return [Finding(FindingKind.LARGE_RELATIVE_GRADIENT, severity, [layer.name for layer in large], message, evidence)]
+
+
+def time_profile(series: RecurrentStats) -> TimeProfile | None:
+    """The decay of dL/dx_t from the last step (nearest the loss) to the first."""
+    steps = series.time_steps
+    positive = [(t, b) for t, b in enumerate(steps) if b > 0 and math.isfinite(b)]
+    if len(steps) < 2 or not positive or not steps[-1] > 0:
+        return None
+    slope = theil_sen_slope([float(t) for t, _ in positive], [math.log(b) for _, b in positive])
+    return TimeProfile(
+        name=series.name,
+        type=series.type,
+        steps=len(steps),
+        decades=math.log10(positive[0][1] / steps[-1]),
+        gain_per_step=math.exp(-slope),
+        zero_steps=sum(1 for b in steps if b == 0.0),
+    )
+
+
+def _time_findings(profiles: list[TimeProfile], thresholds: Thresholds) -> list[Finding]:
+    findings = []
+    for profile in profiles:
+        evidence = {
+            "module": profile.name,
+            "type": profile.type,
+            "time_steps": profile.steps,
+            "decades": round(profile.decades, 3),
+            "gain_per_step": _round(profile.gain_per_step),
+            "zero_steps": profile.zero_steps,
+        }
+        if profile.decades < 0 or profile.zero_steps:
+            severity = Severity.ERROR if profile.zero_steps else _severity(-profile.decades, thresholds)
+            kind, what = FindingKind.VANISHING_THROUGH_TIME, "vanishes"
+        else:
+            severity = _severity(profile.decades, thresholds)
+            kind, what = FindingKind.EXPLODING_THROUGH_TIME, "explodes"
+        if severity is None:
+            continue
+        message = (
+            f"The gradient through time {what} in {profile.name} ({profile.type}): the gradient reaching the first "
+            f"of {profile.steps} steps is {_decades_text(profile.decades)} of that at the last step "
+            f"(x{_fmt(profile.gain_per_step)} per step)."
+        )
+        findings.append(Finding(kind, severity, [profile.name], message, evidence))
+    return findings
+
+
+def _zero_gradient_findings(layers: list[LayerStats], profile: DepthProfile) -> list[Finding]:
+    """Layers that cannot learn: exactly zero gradient not explained by a vanishing trend, or none at all."""
+    explained = set(profile.zero_layers) if profile.decades is not None and profile.decades <= 0 else set()
+    zero = [
+        layer.name
+        for layer in layers
+        if layer.trainable and layer.grad_norm == 0.0 and layer.name not in explained and not layer.shared_with
+    ]
+    missing = [layer.name for layer in layers if layer.trainable and layer.grad_norm is None and not layer.shared_with]
+    findings = []
+    if zero:
+        message = f"{len(zero)} layer(s) get a gradient of exactly zero, so they cannot learn: {', '.join(zero[:5])}."
+        findings.append(Finding(FindingKind.ZERO_GRADIENT, Severity.ERROR, zero, message, {"zero_layers": len(zero)}))
+    if missing:
+        message = f"{len(missing)} trainable layer(s) got no gradient at all (not on the loss's path): {', '.join(missing[:5])}."
+        findings.append(
+            Finding(FindingKind.ZERO_GRADIENT, Severity.WARNING, missing, message, {"no_grad_layers": len(missing)})
+        )
+    return findings
+
+
+def _statuses(
+    layers: list[LayerStats], findings: list[Finding], ratios: dict[str, float], thresholds: Thresholds
+) -> dict[str, LayerStatus]:
+    """A layer is flagged only as part of a model-level finding: one odd layer in a healthy profile
+    (attention query/key projections at initialization) is not vanishing."""
+    flagged: dict[str, set[FindingKind]] = {}
+    for finding in findings:
+        for name in finding.layers:
+            flagged.setdefault(name, set()).add(finding.kind)
+    statuses = {}
+    for layer in layers:
+        kinds = flagged.get(layer.name, set())
+        ratio = ratios.get(layer.name)
+        if not layer.trainable:
+            status = LayerStatus.FROZEN
+        elif layer.calls == 0:
+            status = LayerStatus.NOT_RUN
+        elif layer.nonfinite:
+            status = LayerStatus.NONFINITE
+        elif layer.grad_norm is None and not layer.shared_with:
+            status = LayerStatus.NO_GRAD
+        elif layer.grad_norm == 0.0 or layer.backward == 0.0:
+            status = LayerStatus.ZERO
+        elif kinds & {FindingKind.EXPLODING_GRADIENT, FindingKind.LARGE_RELATIVE_GRADIENT}:
+            status = LayerStatus.EXPLODING
+        elif FindingKind.VANISHING_GRADIENT in kinds and ratio is not None:
+            status = LayerStatus.VANISHING if ratio <= 10**-thresholds.decades_error else LayerStatus.WEAK
+        else:
+            status = LayerStatus.OK
+        statuses[layer.name] = status
+    return statuses
+
+
+def _decades_text(decades: float) -> str:
+    return f"10^{decades:+.1f}"
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def _round(value: float | None, digits: int = 4) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(f"{value:.{digits}g}")

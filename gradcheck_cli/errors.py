@@ -1,0 +1,13 @@
+"""The one exception family. The CLI turns these into exit code 2 in one place (``cli.main``)."""
+
+
+class GradcheckError(Exception):
+    """A problem with what the user asked for; the message says what is wrong and what to do."""
+
+
+class InvalidOptionError(GradcheckError):
+    """An option value or combination that cannot work."""
+
+
+class ModelRunError(GradcheckError):
+    """The user's model failed while gradcheck ran it; the message names where."""

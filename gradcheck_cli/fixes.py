@@ -1,0 +1,303 @@
+"""The fixes catalog: for a finding on a measured model, the fixes that fit it, most supported first.
+
+Each fix says why it applies to *this* model, with its numbers, and shows the PyTorch code. A fix that
+does not fit the model (an LSTM for a CNN, BatchNorm for a net that is already normalized) is not offered.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from gradcheck_cli.choices import FindingKind, FixId
+from gradcheck_cli.stats import ProbeResult
+
+if TYPE_CHECKING:
+    from gradcheck_cli.diagnosis import DepthProfile
+
+SATURATING = ("Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "LogSigmoid", "Softsign")
+RELU_FAMILY = ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "CELU", "GELU", "SiLU", "Mish", "Softplus")
+# Weight scale std * sqrt(fan_in) that keeps the signal at unit gain: He et al. 2015 (sqrt 2) for the
+# ReLU family, Glorot & Bengio 2010 / LeCun (1) for tanh, sigmoid, SELU and linear layers.
+HE_SCALE = math.sqrt(2.0)
+UNIT_SCALE = 1.0
+# A measured scale off its target by more than this factor is worth re-initializing.
+INIT_SCALE_TOLERANCE = 1.25
+# Below this many layers on the gradient's path, skip connections are not worth suggesting.
+RESIDUAL_MIN_DEPTH = 10
+
+
+@dataclass(frozen=True)
+class Fix:
+    id: str
+    title: str
+    detail: str  # why it applies to this model, with its numbers
+    code: str
+    params: dict[str, Any] | None = None  # e.g. {"max_norm": 1.3} for clipping
+
+
+@dataclass
+class FixContext:
+    result: ProbeResult
+    profile: DepthProfile
+
+    @property
+    def activation_summary(self) -> tuple[int, int, str]:
+        """(saturating activations, all activations, the most common saturating type)."""
+        acts = self.result.structure.activations
+        saturating = {k: v for k, v in acts.items() if k in SATURATING}
+        most = max(saturating, key=saturating.get) if saturating else ""
+        return sum(saturating.values()), sum(acts.values()), most
+
+    @property
+    def relu_like(self) -> bool:
+        acts = self.result.structure.activations
+        return sum(v for k, v in acts.items() if k in RELU_FAMILY) > sum(acts.values()) / 2
+
+    def weight_scale(self) -> tuple[float, int] | None:
+        """Median std * sqrt(fan_in) over the layers with weight matrices, and how many there are."""
+        scales = [
+            layer.weight_std * math.sqrt(layer.fan_in)
+            for layer in self.result.layers
+            if layer.weight_std is not None and layer.fan_in and layer.type in ("Linear", "Conv1d", "Conv2d", "Conv3d")
+        ]
+        return (statistics.median(scales), len(scales)) if scales else None
+
+    def target_scale(self) -> tuple[float, str]:
+        return (HE_SCALE, "He") if self.relu_like else (UNIT_SCALE, "Xavier/LeCun")
+
+    @property
+    def depth(self) -> int:
+        return len(self.profile.layers)
+
+
+def fixes_for(kind: FindingKind, evidence: dict[str, Any], context: FixContext) -> list[Fix]:
+    """The fixes for one finding, in order of how much the measurements support them."""
+    if kind in (FindingKind.VANISHING_GRADIENT, FindingKind.VANISHING_ACTIVATION):
+        candidates = [_relu, _init_vanishing, _batchnorm, _residual]
+    elif kind in (FindingKind.EXPLODING_GRADIENT, FindingKind.EXPLODING_ACTIVATION):
+        candidates = [_residual_for_normalized, _init_exploding, _clipping]
+    elif kind is FindingKind.LARGE_RELATIVE_GRADIENT:
+        candidates = [_init_exploding, _clipping]
+    elif kind is FindingKind.NONFINITE:
+        candidates = [_clipping, _init_exploding]
+    elif kind is FindingKind.VANISHING_THROUGH_TIME:
+        candidates = [_lstm, _forget_bias]
+    elif kind is FindingKind.EXPLODING_THROUGH_TIME:
+        candidates = [_clipping, _recurrent_orthogonal]
+    else:
+        candidates = []
+    fixes = [fix for build in candidates if (fix := build(context, evidence)) is not None]
+    return fixes
+
+
+def _relu(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    saturating, total, most = context.activation_summary
+    if not saturating or saturating < total / 2:
+        return None
+    bound = "0.25" if most == "Sigmoid" else "1, and far less once |x| > 2"
+    gain = evidence.get("gain_per_layer")
+    measured = f"; measured gain x{gain:.3g} per layer" if gain else ""
+    return Fix(
+        FixId.RELU.value,
+        "Use ReLU-family activations (ReLU, LeakyReLU, ELU, SELU) with He init",
+        f"{saturating} of {total} activations are {most}, whose derivative is at most {bound}, so every layer "
+        f"shrinks the backward signal{measured}. ReLU passes the gradient unchanged where it is active; He "
+        "init (std sqrt(2/fan_in)) keeps its scale (He et al. 2015).",
+        "act = nn.ReLU()  # instead of nn.Sigmoid() / nn.Tanh()\n"
+        "for m in model.modules():\n"
+        "    if isinstance(m, (nn.Linear, nn.Conv2d)):\n"
+        '        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")\n'
+        "        nn.init.zeros_(m.bias)",
+    )
+
+
+def _init_vanishing(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    measured = context.weight_scale()
+    if measured is None:
+        return None
+    scale, count = measured
+    target, name = context.target_scale()
+    if scale * INIT_SCALE_TOLERANCE >= target:
+        return None
+    return _init_fix(context, scale, count, target, name, "too small")
+
+
+def _init_exploding(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    measured = context.weight_scale()
+    if measured is None:
+        return None
+    scale, count = measured
+    target, name = context.target_scale()
+    if scale <= target * INIT_SCALE_TOLERANCE:
+        return None
+    return _init_fix(context, scale, count, target, name, "too large")
+
+
+def _init_fix(context: FixContext, scale: float, count: int, target: float, name: str, verdict: str) -> Fix:
+    per_layer = scale / target
+    default_note = " (PyTorch's default U(+-1/sqrt(fan_in)) gives 0.577)" if abs(scale - 0.577) < 0.03 else ""
+    if context.relu_like:
+        code = (
+            "for m in model.modules():\n"
+            "    if isinstance(m, (nn.Linear, nn.Conv2d)):\n"
+            '        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")  # He et al. 2015\n'
+            "        nn.init.zeros_(m.bias)"
+        )
+    else:
+        code = (
+            "for m in model.modules():\n"
+            "    if isinstance(m, (nn.Linear, nn.Conv2d)):\n"
+            "        nn.init.xavier_normal_(m.weight)  # or nn.init.orthogonal_(m.weight)\n"
+            "        nn.init.zeros_(m.bias)"
+        )
+    return Fix(
+        FixId.INIT.value,
+        f"Initialize weights for unit gain ({name})",
+        f"The median weight scale std*sqrt(fan_in) over {count} weight layers is {scale:.3g}{default_note}; "
+        f"{name} init for these activations is {target:.3g}. The scale is {verdict}: each layer multiplies "
+        f"the signal by about {per_layer:.2f} of what unit gain needs.",
+        code,
+        {"measured_scale": round(scale, 4), "target_scale": round(target, 4)},
+    )
+
+
+def _batchnorm(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    structure = context.result.structure
+    if structure.normalized or structure.recurrent or context.depth < RESIDUAL_MIN_DEPTH:
+        return None
+    if structure.convolutional:
+        code = "nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU())"
+    else:
+        code = "nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU())  # LayerNorm for sequences"
+    return Fix(
+        FixId.BATCHNORM.value,
+        "Normalize each layer's pre-activations (BatchNorm / LayerNorm)",
+        f"No normalization layer in {context.depth} layers: nothing pulls the pre-activations back to unit "
+        "scale, so they drift into the regions where the activation's derivative is small (Ioffe & Szegedy "
+        "2015). Pair it with residual connections at this depth: deep normalized nets without skips explode "
+        "at initialization (Yang et al. 2019).",
+        code,
+    )
+
+
+def _residual(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    structure = context.result.structure
+    if structure.residual or structure.recurrent or context.depth < RESIDUAL_MIN_DEPTH:
+        return None
+    known = "has no skip connections" if structure.residual is False else "shows no sign of skip connections"
+    return Fix(
+        FixId.RESIDUAL.value,
+        "Add residual connections",
+        f"The gradient crosses {context.depth} layers in series and the model {known}: a block computing "
+        "x + f(x) gives the gradient an identity path around every layer (He et al. 2016); zero-initialize the "
+        "last layer (or norm) of each branch so the net starts close to identity.",
+        "class Block(nn.Module):\n"
+        "    def __init__(self, width):\n"
+        "        super().__init__()\n"
+        "        self.norm, self.fc = nn.BatchNorm1d(width), nn.Linear(width, width)\n"
+        "    def forward(self, x):\n"
+        "        return x + self.fc(torch.relu(self.norm(x)))",
+    )
+
+
+def _residual_for_normalized(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    structure = context.result.structure
+    if not structure.normalized or structure.residual or structure.recurrent:
+        return None
+    norms = sum(structure.norms.values())
+    gain = evidence.get("gain_per_layer")
+    measured = f" (measured x{gain:.3g} per layer)" if gain else ""
+    return Fix(
+        FixId.RESIDUAL.value,
+        "Add residual connections (the net is normalized but has no skips)",
+        f"The model has {norms} normalization layers and no skip connections: at this depth BatchNorm itself "
+        f"makes the gradient grow geometrically toward the input at initialization{measured} (Yang et al. 2019). "
+        "More normalization does not help; an identity path around each block does. One large SGD step "
+        "also reverses it, but the first steps are then wasted.",
+        "class Block(nn.Module):\n"
+        "    def __init__(self, width):\n"
+        "        super().__init__()\n"
+        "        self.norm, self.fc = nn.BatchNorm1d(width), nn.Linear(width, width)\n"
+        "    def forward(self, x):\n"
+        "        return x + self.fc(torch.relu(self.norm(x)))",
+    )
+
+
+def _clipping(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    norms = [n for n in context.result.total_grad_norms if math.isfinite(n) and n > 0]
+    if not norms:
+        return Fix(
+            FixId.CLIPPING.value,
+            "Clip the gradient norm",
+            "Every measured total gradient norm was NaN/Inf or zero, so no threshold can be derived from this "
+            "model yet: fix the non-finite source first, then clip at the median norm of healthy steps.",
+            "torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)",
+        )
+    median = statistics.median(norms)
+    max_norm = float(f"{median:.2g}")
+    return Fix(
+        FixId.CLIPPING.value,
+        f"Clip the gradient norm at max_norm={max_norm:g}",
+        f"The total gradient norm measured over {len(norms)} passes has median {median:.3g} "
+        f"(range {min(norms):.3g} to {max(norms):.3g}); clipping near the median norm (Pascanu et al. 2013, "
+        "section 3.2) bounds every update. It guards the step; it does not make the gradient flow healthy.",
+        f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={max_norm:g})  # after loss.backward()",
+        {"max_norm": max_norm, "median_total_norm": float(f"{median:.4g}")},
+    )
+
+
+def _lstm(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    if not evidence.get("type", "").startswith("RNN"):
+        return None
+    steps = evidence["time_steps"]
+    bias = math.log(max(steps - 1, 2))
+    return Fix(
+        FixId.LSTM.value,
+        "Use a gated recurrent cell (LSTM or GRU)",
+        f"{evidence['module']} is a vanilla RNN; its gradient shrinks x{evidence['gain_per_step']:.3g} per step, "
+        f"{evidence['decades']:+.1f} decades over {steps} steps (Bengio, Simard & Frasconi 1994). An LSTM's cell "
+        f"state carries the gradient additively (Hochreiter & Schmidhuber 1997), but only with a forget-gate bias "
+        f"well above 0: set it to ln(T-1) = {bias:.2f} for T = {steps} (chrono init, Tallec & Ollivier 2018).",
+        f"rnn = nn.LSTM(input_size, hidden_size, batch_first=True)  # or nn.GRU\n"
+        f"h = rnn.hidden_size\n"
+        f"for name, p in rnn.named_parameters():\n"
+        f"    if name.startswith('bias'):\n"
+        f"        nn.init.zeros_(p)\n"
+        f"        if name.startswith('bias_ih'):\n"
+        f"            p.data[h:2 * h] = {bias:.2f}  # forget gate",
+        {"forget_bias": round(bias, 3)},
+    )
+
+
+def _forget_bias(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    if evidence.get("type") != "LSTM":
+        return None
+    steps = evidence["time_steps"]
+    bias = math.log(max(steps - 1, 2))
+    return Fix(
+        FixId.INIT.value,
+        f"Set the LSTM forget-gate bias to {bias:.2f}",
+        f"With its default bias near 0 the forget gate is about 0.5, so the cell gradient halves every step: "
+        f"measured x{evidence['gain_per_step']:.3g} per step over {steps} steps (Jozefowicz et al. 2015). A bias "
+        f"of ln(T-1) = {bias:.2f} makes it 1 - 1/T (chrono init, Tallec & Ollivier 2018).",
+        f"h = lstm.hidden_size\n"
+        f"for name, p in lstm.named_parameters():\n"
+        f"    if name.startswith('bias_ih'):\n"
+        f"        p.data[h:2 * h] = {bias:.2f}  # forget gate\n"
+        f"    elif name.startswith('bias_hh'):\n"
+        f"        p.data[h:2 * h] = 0.0",
+        {"forget_bias": round(bias, 3)},
+    )
+
+
+def _recurrent_orthogonal(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    return Fix(
+        FixId.INIT.value,
+        "Initialize the recurrent weights orthogonally",
+        f"The gradient grows x{evidence['gain_per_step']:.3g} per step in {evidence['module']}: the recurrent "
+        "matrix has singular values above 1. An orthogonal matrix has all of them at 1 (Saxe et al. 2014).",
+        "for name, p in rnn.named_parameters():\n    if name.startswith('weight_hh'):\n        nn.init.orthogonal_(p)",
+    )

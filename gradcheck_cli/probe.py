@@ -1,0 +1,476 @@
+"""The measurement layer: run a few forward/backward passes and record every layer's gradient health.
+
+Nothing here prints or judges. Hooks keep only reductions (0-d norms), never copies of activations or
+gradients, and all of a pass's reductions reach the host in one transfer (no ``.item()`` per layer).
+The model is left exactly as found: hooks removed, train/eval flags, ``.grad``, buffers (BatchNorm
+running statistics) and the global RNG state restored, even when the model raises.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradcheck_cli.errors import InvalidOptionError, ModelRunError
+from gradcheck_cli.stats import LayerStats, ModelStructure, ProbeResult, RecurrentStats
+
+# Norms are reduced in float64: a vanishing gradient of 1e-30 squares to 1e-60, which float32 flushes to
+# zero (and an exploding one of 1e20 overflows), so float32 norms would hide the very thing we measure.
+_NORM_DTYPE = torch.float64
+
+ACTIVATION_TYPES = (
+    nn.Sigmoid, nn.Tanh, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
+    nn.SiLU, nn.Mish, nn.Softplus, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.LogSigmoid, nn.Softsign,
+    nn.Tanhshrink,
+)  # fmt: skip
+NORM_TYPES = (
+    nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
+    nn.LocalResponseNorm,
+)  # fmt: skip
+RMS_NORM = getattr(nn, "RMSNorm", None)
+
+
+@dataclass
+class Batch:
+    """One batch for one pass: positional and keyword inputs of the model, and what the loss needs."""
+
+    args: tuple
+    kwargs: dict = field(default_factory=dict)
+    target: Any = None
+    size: int | None = None  # batch size; read off the first tensor input when None
+
+
+LossFn = Callable[[Any, Batch], torch.Tensor]
+BatchFn = Callable[[int], Batch]
+ProgressFn = Callable[[int, int], None]
+
+
+def describe_structure(model: nn.Module, residual: bool | None = None) -> ModelStructure:
+    """Read what the model is built from off its module types (cheap, no forward pass)."""
+    structure = ModelStructure(residual=residual)
+    norm_types = NORM_TYPES + ((RMS_NORM,) if RMS_NORM else ())
+    for module in model.modules():
+        kind = type(module).__name__
+        if isinstance(module, ACTIVATION_TYPES):
+            structure.activations[kind] = structure.activations.get(kind, 0) + 1
+        elif isinstance(module, norm_types):
+            structure.norms[kind] = structure.norms.get(kind, 0) + 1
+        elif isinstance(module, nn.RNNBase):
+            key = kind if not isinstance(module, nn.RNN) else f"RNN({module.nonlinearity})"
+            structure.recurrent[key] = structure.recurrent.get(key, 0) + 1
+        elif isinstance(module, nn.modules.conv._ConvNd):
+            structure.convolutional = True
+    return structure
+
+
+def probe_model(
+    model: nn.Module,
+    make_batch: BatchFn,
+    loss_fn: LossFn,
+    *,
+    passes: int = 3,
+    seed: int = 0,
+    train_mode: bool = True,
+    name: str | None = None,
+    structure: ModelStructure | None = None,
+    progress: ProgressFn | None = None,
+) -> ProbeResult:
+    """Run ``passes`` forward/backward passes and measure every layer.
+
+    ``make_batch(i)`` gives the batch of pass ``i``; it and the model draw randomness from the global
+    RNG, seeded with ``seed`` here and restored afterwards. ``loss_fn(output, batch)`` gives a scalar.
+    """
+    if passes < 1:
+        raise InvalidOptionError(f"passes must be at least 1 (got {passes}); try --passes 3.")
+    layers = [(n, m) for n, m in model.named_modules() if _owns_parameters(m)]
+    recorder = _Recorder(layers)
+    per_pass: list[_PassFigures] = []
+    started = time.perf_counter()
+    with ExitStack() as stack:
+        stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(model)))
+        stack.callback(_snapshot(model))
+        for i, (_, module) in enumerate(layers):
+            handle = module.register_forward_hook(recorder.forward_hook(i))
+            stack.callback(handle.remove)
+        for module_name, module in model.named_modules():
+            if isinstance(module, nn.RNNBase):
+                handle = module.register_forward_pre_hook(recorder.time_probe_hook(module_name, module))
+                stack.callback(handle.remove)
+        model.train(train_mode)
+        torch.manual_seed(seed)
+        for index in range(passes):
+            batch = make_batch(index)
+            recorder.start_pass()
+            loss = _forward_backward(model, batch, loss_fn, recorder)
+            per_pass.append(recorder.finish_pass(loss, _batch_size(batch)))
+            if progress is not None:
+                progress(index + 1, passes)
+    seconds = time.perf_counter() - started
+    return _assemble(model, name, recorder, per_pass, passes, seed, seconds, structure)
+
+
+def _owns_parameters(module: nn.Module) -> bool:
+    return next(module.parameters(recurse=False), None) is not None
+
+
+def _cuda_devices(model: nn.Module) -> list[int]:
+    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+
+
+def _snapshot(model: nn.Module) -> Callable[[], None]:
+    """Record what a probe may change and return the function that puts it back."""
+    modes = [(m, m.training) for m in model.modules()]
+    params = list(model.parameters())
+    grads = [p.grad for p in params]
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    for p in params:
+        p.grad = None  # the probe's gradients must not accumulate into the user's
+
+    def restore() -> None:
+        for module, training in modes:
+            module.training = training
+        for p, g in zip(params, grads):
+            p.grad = g
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+
+    return restore
+
+
+def _forward_backward(model: nn.Module, batch: Batch, loss_fn: LossFn, recorder: _Recorder) -> torch.Tensor:
+    for p in model.parameters():
+        p.grad = None
+    stage = "forward pass"
+    try:
+        output = model(*batch.args, **batch.kwargs)
+        stage = "loss"
+        loss = loss_fn(output, batch)
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+            raise ModelRunError("The loss must be a single-element tensor; check the loss function.")
+        stage = "backward pass"
+        loss.backward()
+    except ModelRunError:
+        raise
+    except Exception as error:  # the user's code: say where it failed, keep the original as the cause
+        ran = recorder.layers_run()
+        where = f" after running {', '.join(ran[-3:])}" if ran else " before any layer ran"
+        raise ModelRunError(
+            f"The model failed in the {stage}{where}: {type(error).__name__}: {error}. "
+            "Fix the model or its inputs, or rerun with --debug for the traceback."
+        ) from error
+    return loss.detach()
+
+
+def _batch_size(batch: Batch) -> int:
+    if batch.size is not None:
+        return batch.size
+    for value in _tensors((batch.args, batch.kwargs)):
+        if value.dim() > 0:
+            return int(value.shape[0])
+    return 1
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor inside nested tuples, lists and dicts (module outputs are often tuples)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+@dataclass
+class _PassFigures:
+    forward_sq: list[float]  # per layer: sum of squares of its outputs over all calls
+    forward_numel: list[int]
+    backward_sq: list[float]
+    backward_seen: list[bool]
+    weight_grad_sq: list[float | None]
+    other_grad_sq: list[float | None]
+    grad_nonfinite: list[bool]
+    time_steps: dict[str, list[float]]
+    loss: float
+    total_grad_norm: float
+    batch_size: int
+
+
+class _Recorder:
+    """Hook bodies kept minimal: each appends one 0-d norm tensor; the host sees them once per pass."""
+
+    _FORWARD, _BACKWARD = 0, 1
+
+    def __init__(self, layers: list[tuple[str, nn.Module]]):
+        self.layers = layers
+        self.order: list[int] = []  # layer indices in first-execution order
+        self._seen: set[int] = set()
+        self.calls = [0] * len(layers)
+        self._values: list[torch.Tensor] = []
+        self._slots: list[tuple[int, int]] = []
+        self._numel = [0] * len(layers)
+        self._time_probes: list[tuple[str, torch.Tensor, int]] = []
+        self.recurrent_types: dict[str, str] = {}
+
+    def start_pass(self) -> None:
+        self._values, self._slots = [], []
+        self._numel = [0] * len(self.layers)
+        self._time_probes = []
+        self.calls = [0] * len(self.layers)
+
+    def layers_run(self) -> list[str]:
+        return [self.layers[i][0] or "(model)" for i in self.order]
+
+    def forward_hook(self, index: int) -> Callable:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            if index not in self._seen:
+                self._seen.add(index)
+                self.order.append(index)
+            self.calls[index] += 1
+            for tensor in _tensors(output):
+                if not tensor.is_floating_point():
+                    continue
+                self._record(self._FORWARD, index, tensor.detach())
+                self._numel[index] += tensor.numel()
+                if tensor.requires_grad:
+                    tensor.register_hook(self._backward_hook(index))
+
+        return hook
+
+    def _backward_hook(self, index: int) -> Callable:
+        def hook(grad: torch.Tensor) -> None:
+            self._record(self._BACKWARD, index, grad)
+
+        return hook
+
+    def time_probe_hook(self, name: str, module: nn.RNNBase) -> Callable:
+        """Add a zero tensor that requires grad to the sequence input: its gradient is dL/dx_t for
+        every step t, measured without cutting the graph to the layers below."""
+        self.recurrent_types[name] = type(module).__name__
+
+        def hook(mod: nn.Module, args: tuple) -> tuple | None:
+            if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+                return None  # PackedSequence and friends: no per-step probe
+            sequence = args[0]
+            probe = torch.zeros_like(sequence, requires_grad=True)
+            time_dim = 1 if (mod.batch_first and sequence.dim() == 3) else 0
+            self._time_probes.append((name, probe, time_dim))
+            return (sequence + probe, *args[1:])
+
+        return hook
+
+    def _record(self, slot: int, index: int, tensor: torch.Tensor) -> None:
+        self._values.append(torch.linalg.vector_norm(tensor, dtype=_NORM_DTYPE))
+        self._slots.append((slot, index))
+
+    def finish_pass(self, loss: torch.Tensor, batch_size: int) -> _PassFigures:
+        params = _owned_parameters(self)
+        grads = [p.grad for _, _, p in params]
+        present = [g for g in grads if g is not None]
+        grad_norms = list(torch._foreach_norm(present, 2, dtype=_NORM_DTYPE)) if present else []
+        steps = [
+            probe.grad.to(_NORM_DTYPE).pow(2).sum(dim=[d for d in range(probe.dim()) if d != time_dim])
+            for _, probe, time_dim in self._time_probes
+            if probe.grad is not None
+        ]
+        scalars = [*self._values, *grad_norms, loss.to(_NORM_DTYPE).reshape(())]
+        device = scalars[-1].device
+        flat = torch.cat([torch.stack([s.to(device) for s in scalars]), *[s.to(device) for s in steps]])
+        host = flat.tolist()  # the one host transfer of this pass
+        return self._unpack(host, params, grads, batch_size, len(scalars))
+
+    def _unpack(self, host, params, grads, batch_size, n_scalars) -> _PassFigures:
+        n_layers = len(self.layers)
+        forward_sq, backward_sq = [0.0] * n_layers, [0.0] * n_layers
+        backward_seen = [False] * n_layers
+        for (slot, index), value in zip(self._slots, host):
+            if slot == self._FORWARD:
+                forward_sq[index] += value * value
+            else:
+                backward_sq[index] += value * value
+                backward_seen[index] = True
+        weight_sq: list[float | None] = [None] * n_layers
+        other_sq: list[float | None] = [None] * n_layers
+        grad_nonfinite = [False] * n_layers
+        norms = iter(host[len(self._slots) : n_scalars - 1])
+        total_sq = 0.0
+        for (owner, is_weight, _), grad in zip(params, grads):
+            if grad is None:
+                continue
+            value = next(norms)
+            total_sq += value * value
+            if not math.isfinite(value):
+                grad_nonfinite[owner] = True
+            bucket = weight_sq if is_weight else other_sq
+            bucket[owner] = (bucket[owner] or 0.0) + value * value
+        loss_value = host[n_scalars - 1]
+        time_steps: dict[str, list[float]] = {}
+        offset = n_scalars
+        for name, probe, time_dim in self._time_probes:
+            if probe.grad is None:
+                continue
+            length = int(probe.shape[time_dim])
+            previous = time_steps.setdefault(name, [0.0] * length)
+            for t in range(length):
+                previous[t] += host[offset + t]
+            offset += length
+        return _PassFigures(
+            forward_sq, list(self._numel), backward_sq, backward_seen, weight_sq, other_sq, grad_nonfinite,
+            time_steps, loss_value, math.sqrt(total_sq), batch_size,
+        )  # fmt: skip
+
+
+def _owned_parameters(recorder: _Recorder) -> list[tuple[int, bool, nn.Parameter]]:
+    """(owning layer, is-a-weight, parameter) for every trainable parameter, each listed once.
+
+    A parameter registered on several modules (tied embeddings) belongs to the first of them to run.
+    """
+    ranked = recorder.order + [i for i in range(len(recorder.layers)) if i not in recorder._seen]
+    owned: list[tuple[int, bool, nn.Parameter]] = []
+    seen: set[int] = set()
+    for index in ranked:
+        for local_name, param in recorder.layers[index][1].named_parameters(recurse=False):
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
+            if param.requires_grad:
+                owned.append((index, _is_weight(local_name), param))
+    return owned
+
+
+def _is_weight(local_name: str) -> bool:
+    return "weight" in local_name
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _assemble(
+    model: nn.Module,
+    name: str | None,
+    recorder: _Recorder,
+    per_pass: list[_PassFigures],
+    passes: int,
+    seed: int,
+    seconds: float,
+    structure: ModelStructure | None,
+) -> ProbeResult:
+    owners: dict[int, str] = {}
+    ranked = recorder.order + [i for i in range(len(recorder.layers)) if i not in recorder._seen]
+    layer_stats: list[LayerStats] = []
+    weight_figures = _weight_figures(recorder.layers)
+    for index in ranked:
+        layer_name, module = recorder.layers[index]
+        own = list(module.parameters(recurse=False))
+        shared_with = None
+        for p in own:
+            if id(p) in owners and owners[id(p)] != layer_name:
+                shared_with = owners[id(p)]
+            owners.setdefault(id(p), layer_name)
+        stats = LayerStats(
+            name=layer_name or "(model)",
+            type=type(module).__name__,
+            calls=recorder.calls[index],
+            param_count=sum(p.numel() for p in own),
+            trainable=any(p.requires_grad for p in own),
+            shared_with=shared_with,
+            **weight_figures[index],
+        )
+        _fill_pass_figures(stats, index, per_pass)
+        layer_stats.append(stats)
+    first_param = next(model.parameters(), None)
+    time_series = _median_series([p.time_steps for p in per_pass], [p.batch_size for p in per_pass])
+    return ProbeResult(
+        model_name=name or type(model).__name__,
+        param_count=sum(p.numel() for p in model.parameters()),
+        trainable_param_count=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        batch_size=per_pass[0].batch_size,
+        passes=passes,
+        seed=seed,
+        seconds=seconds,
+        dtype=str(first_param.dtype).replace("torch.", "") if first_param is not None else "n/a",
+        device=str(first_param.device) if first_param is not None else "cpu",
+        layers=layer_stats,
+        recurrent=[
+            RecurrentStats(name, recorder.recurrent_types.get(name, "RNN"), steps)
+            for name, steps in time_series.items()
+        ],
+        losses=[p.loss for p in per_pass],
+        total_grad_norms=[p.total_grad_norm for p in per_pass],
+        structure=structure or describe_structure(model),
+    )
+
+
+def _weight_figures(layers: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
+    """Norm, std and fan-in of each layer's weights: computed once, parameters do not change while probing."""
+    weights = [[p for n, p in m.named_parameters(recurse=False) if _is_weight(n)] for _, m in layers]
+    main = [next((p for p in ws if p.dim() >= 2), None) for ws in weights]
+    flat = [p.detach() for ws in weights for p in ws]
+    norms = list(torch._foreach_norm(flat, 2, dtype=_NORM_DTYPE)) if flat else []
+    stds = [p.detach().to(_NORM_DTYPE).std() for p in main if p is not None and p.numel() > 1]
+    if not norms:
+        return [{} for _ in layers]
+    device = norms[0].device
+    host = torch.stack([t.to(device) for t in (*norms, *stds)]).tolist()
+    norm_values, std_values = iter(host[: len(norms)]), iter(host[len(norms) :])
+    figures: list[dict[str, Any]] = []
+    for ws, p in zip(weights, main):
+        figure: dict[str, Any] = {}
+        if ws:
+            figure["weight_norm"] = math.sqrt(sum(next(norm_values) ** 2 for _ in ws))
+        if p is not None and p.numel() > 1:
+            figure["weight_std"] = next(std_values)
+            figure["fan_in"] = int(p[0].numel())
+        figures.append(figure)
+    return figures
+
+
+def _fill_pass_figures(stats: LayerStats, index: int, per_pass: list[_PassFigures]) -> None:
+    series: dict[str, list[float]] = {}
+    for figures in per_pass:
+        numel = figures.forward_numel[index]
+        if numel:
+            forward = math.sqrt(figures.forward_sq[index] / numel)
+            stats.forward_nonfinite |= not math.isfinite(forward)
+            series.setdefault("forward_rms", []).append(forward)
+        if figures.backward_seen[index]:
+            # per-sample RMS of the output gradient: the loss is a batch mean, so each sample's own
+            # gradient is B times its share; sqrt(B * sum of squares) = B * RMS over samples.
+            backward = math.sqrt(figures.batch_size * figures.backward_sq[index])
+            stats.backward_nonfinite |= not math.isfinite(backward)
+            series.setdefault("backward", []).append(backward)
+        stats.grad_nonfinite |= figures.grad_nonfinite[index]
+        weight_sq, other_sq = figures.weight_grad_sq[index], figures.other_grad_sq[index]
+        if weight_sq is not None:
+            series.setdefault("weight_grad_norm", []).append(math.sqrt(weight_sq))
+            if stats.weight_norm:
+                series.setdefault("relative_grad", []).append(math.sqrt(weight_sq) / stats.weight_norm)
+        if other_sq is not None:
+            series.setdefault("other_grad_norm", []).append(math.sqrt(other_sq))
+        if weight_sq is not None or other_sq is not None:
+            series.setdefault("grad_norm", []).append(math.sqrt((weight_sq or 0.0) + (other_sq or 0.0)))
+    for key, values in series.items():
+        setattr(stats, key, _median(values))
+        stats.spread[key] = (min(values), max(values))
+
+
+def _median_series(per_pass: list[dict[str, list[float]]], batch_sizes: list[int]) -> dict[str, list[float]]:
+    names = {name for figures in per_pass for name in figures}
+    out: dict[str, list[float]] = {}
+    for name in sorted(names, key=lambda n: next(i for i, f in enumerate(per_pass) if n in f)):
+        runs = [
+            [math.sqrt(b * v) for v in figures[name]] for figures, b in zip(per_pass, batch_sizes) if name in figures
+        ]
+        out[name] = [_median([run[t] for run in runs]) for t in range(min(len(r) for r in runs))]
+    return out

@@ -1,0 +1,124 @@
+"""``--format json``: one JSON document (schema in docs/json-schema.md). Its keys are public API."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict
+from typing import Any, TextIO
+
+from gradcheck_cli import __version__
+from gradcheck_cli.render.interface import RenderOptions
+from gradcheck_cli.report import Report
+
+# Bump on any change to an existing key's meaning or removal (new keys are a minor change). See CHANGELOG.
+SCHEMA_VERSION = "1.0"
+
+
+class JsonRenderer:
+    def render(self, report: Report, stream: TextIO, options: RenderOptions) -> None:
+        document = {"schema_version": SCHEMA_VERSION, "tool": {"name": "gradcheck", "version": __version__}}
+        document.update(report_to_dict(report))
+        stream.write(json.dumps(_finite(document), indent=2, allow_nan=False))
+        stream.write("\n")
+
+
+def report_to_dict(report: Report) -> dict[str, Any]:
+    result, diagnosis = report.result, report.diagnosis
+    profile = diagnosis.profile
+    document: dict[str, Any] = {
+        "title": report.title,
+        "verdict": diagnosis.verdict.value,
+        "model": {
+            "name": result.model_name,
+            "parameters": result.param_count,
+            "trainable_parameters": result.trainable_param_count,
+            "layers": len(result.layers),
+            "batch_size": result.batch_size,
+            "passes": result.passes,
+            "seed": result.seed,
+            "seconds": round(result.seconds, 4),
+            "dtype": result.dtype,
+            "device": result.device,
+            "structure": asdict(result.structure),
+        },
+        "profile": {
+            "decades": profile.decades,
+            "gain_per_layer": profile.gain_per_layer,
+            "depth_scale_layers": profile.depth_scale,
+            "forward_decades": profile.forward_decades,
+            "trend_layers": len(profile.layers),
+            "zero_layers": len(profile.zero_layers),
+        },
+        "time_profiles": [asdict(series) for series in diagnosis.time_profiles],
+        "total_grad_norms": result.total_grad_norms,
+        "losses": result.losses,
+        "layers": [
+            {
+                "name": layer.name,
+                "type": layer.type,
+                "status": diagnosis.statuses[layer.name].value,
+                "grad_norm": layer.grad_norm,
+                "weight_grad_norm": layer.weight_grad_norm,
+                "other_grad_norm": layer.other_grad_norm,
+                "weight_norm": layer.weight_norm,
+                "relative_grad": layer.relative_grad,
+                "backward": layer.backward,
+                "ratio_to_output": diagnosis.ratios.get(layer.name),
+                "forward_rms": layer.forward_rms,
+                "weight_std": layer.weight_std,
+                "fan_in": layer.fan_in,
+                "calls": layer.calls,
+                "parameters": layer.param_count,
+                "trainable": layer.trainable,
+                "shared_with": layer.shared_with,
+                "nonfinite": layer.nonfinite,
+                "spread": {key: list(value) for key, value in layer.spread.items()},
+            }
+            for layer in result.layers
+        ],
+        "recurrent": [
+            {"name": series.name, "type": series.type, "time_steps": series.time_steps} for series in result.recurrent
+        ],
+        "findings": [
+            {
+                "kind": finding.kind.value,
+                "verdict": finding.kind.verdict.value,
+                "severity": finding.severity.value,
+                "layers": finding.layers,
+                "message": finding.message,
+                "evidence": finding.evidence,
+                "fixes": [
+                    {
+                        "id": fix.id,
+                        "title": fix.title,
+                        "detail": fix.detail,
+                        "code": fix.code,
+                        "params": fix.params or {},
+                    }
+                    for fix in finding.fixes
+                ],
+            }
+            for finding in diagnosis.findings
+        ],
+        "thresholds": asdict(diagnosis.thresholds),
+    }
+    if report.fix_trial is not None:
+        trial = report.fix_trial
+        document["fix_trial"] = {
+            "fix_id": trial.fix_id,
+            "change": trial.description,
+            "report": report_to_dict(trial.report),
+        }
+    return document
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN or Infinity: non-finite numbers become null (the layer's `nonfinite` says why)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value

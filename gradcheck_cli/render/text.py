@@ -1,0 +1,294 @@
+"""The Rich terminal report. Colour is decoration only: every status is also a word, so ``NO_COLOR``
+and pipes read the same. Rich itself honours NO_COLOR, FORCE_COLOR, COLUMNS and TTY detection."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from rich.console import Console, Group
+from rich.padding import Padding
+from rich.rule import Rule
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from gradcheck_cli.choices import LayerStatus, Severity, Verdict
+from gradcheck_cli.diagnosis import Finding
+from gradcheck_cli.render.interface import RenderOptions
+from gradcheck_cli.report import Report
+from gradcheck_cli.stats import LayerStats
+
+VERDICT_STYLE = {
+    Verdict.HEALTHY: "bold green",
+    Verdict.VANISHING: "bold yellow",
+    Verdict.EXPLODING: "bold red",
+    Verdict.NONFINITE: "bold magenta",
+}
+STATUS_STYLE = {
+    LayerStatus.OK: "green",
+    LayerStatus.WEAK: "yellow",
+    LayerStatus.VANISHING: "bold yellow",
+    LayerStatus.EXPLODING: "bold red",
+    LayerStatus.ZERO: "bold yellow",
+    LayerStatus.NONFINITE: "bold magenta",
+    LayerStatus.NO_GRAD: "yellow",
+    LayerStatus.FROZEN: "dim",
+    LayerStatus.NOT_RUN: "dim",
+}
+SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow"}
+# Condensed layer table: this many layers at each end, then every flagged layer; runs of flagged
+# layers with one status are cut to their ends when the table would exceed MAX_ROWS.
+END_ROWS = 3
+MAX_ROWS = 24
+RUN_ENDS = 2
+# Terminal widths below which the optional columns go: |g|/|w| and fwd RMS first, then # and type.
+WIDE = 100
+MEDIUM = 80
+TIME_STEP_ROWS = 8
+
+
+class TextRenderer:
+    def render(self, report: Report, stream: TextIO, options: RenderOptions) -> None:
+        console = Console(file=stream, width=options.width, highlight=False, soft_wrap=False)
+        _render_report(console, report, options, heading=None)
+        trial = report.fix_trial
+        if trial is not None:
+            console.print()
+            console.print(Rule(f"After the suggested fix: {trial.fix_id}", style="cyan"))
+            console.print(Text(f"Applied to a fresh copy of the preset: {trial.description}.", style="cyan"))
+            console.print()
+            console.print(_comparison(report, trial.report))
+            console.print()
+            _render_report(console, trial.report, options, heading="after")
+
+
+def _render_report(console: Console, report: Report, options: RenderOptions, heading: str | None) -> None:
+    console.print(_header(report, heading))
+    console.print()
+    console.print(_layer_table(report, options, console.width))
+    for series in report.result.recurrent:
+        console.print()
+        console.print(_time_table(series.name, series.type, series.time_steps))
+    console.print()
+    findings = report.diagnosis.findings
+    if not findings:
+        console.print(Text("No findings: gradients flow through every layer.", style="green"))
+    for number, finding in enumerate(findings, 1):
+        console.print(_finding(number, finding))
+
+
+def _header(report: Report, heading: str | None) -> Group:
+    result, diagnosis = report.result, report.diagnosis
+    title = Text()
+    title.append("gradcheck", style="bold")
+    if heading:
+        title.append(f" ({heading})", style="cyan")
+    title.append(f"  {report.title}")
+    facts = Text(
+        f"{result.param_count:,} parameters ({result.trainable_param_count:,} trainable) · "
+        f"{len(result.layers)} layers · batch {result.batch_size} · {result.passes} passes · seed {result.seed} · "
+        f"{result.dtype} on {result.device} · {result.seconds:.2f} s",
+        style="dim",
+    )
+    verdict = Text("Verdict: ")
+    verdict.append(diagnosis.verdict.value.upper(), style=VERDICT_STYLE[diagnosis.verdict])
+    profile = diagnosis.profile
+    if profile.decades is not None:
+        verdict.append(f"   input/output backward signal 10^{profile.decades:+.1f}")
+    if profile.gain_per_layer is not None:
+        verdict.append(f" · gain x{profile.gain_per_layer:.3g}/layer")
+    if profile.forward_decades is not None:
+        verdict.append(f" · forward 10^{profile.forward_decades:+.1f}")
+    for series in diagnosis.time_profiles:
+        verdict.append(f"   {series.name}: first/last step 10^{series.decades:+.1f}, x{series.gain_per_step:.3g}/step")
+    return Group(title, facts, verdict)
+
+
+def _layer_table(report: Report, options: RenderOptions, width: int) -> Table:
+    result, diagnosis = report.result, report.diagnosis
+    # Columns in order of importance: the narrower the terminal, the fewer of the optional ones.
+    full, medium = width >= WIDE, width >= MEDIUM
+    table = Table(title="Layers, input end first", title_justify="left", header_style="bold")
+    if medium:
+        table.add_column("#", justify="right", style="dim")
+    table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=40 if full else 28)
+    if medium:
+        table.add_column("type", overflow="ellipsis", no_wrap=True, max_width=16)
+    table.add_column("grad W", justify="right", no_wrap=True)
+    if full:
+        table.add_column("|g|/|w|", justify="right", no_wrap=True)
+    table.add_column("dL/dout", justify="right", no_wrap=True)
+    table.add_column("ratio", justify="right", no_wrap=True)
+    if full:
+        table.add_column("fwd RMS", justify="right", no_wrap=True)
+    table.add_column("status", no_wrap=not medium)
+    statuses = [diagnosis.statuses[layer.name] for layer in result.layers]
+    blank = [""] * (len(table.columns) - 1)
+
+    def skipped_row(skipped: list[LayerStatus]) -> None:
+        cells = list(blank)
+        cells.insert(1 if medium else 0, Text(_skipped_text(skipped), style="dim italic", no_wrap=True))
+        table.add_row(*cells[: len(table.columns)])
+
+    previous = -1
+    for index in _rows_to_show(statuses, options.all_layers):
+        if index - previous > 1:
+            skipped_row(statuses[previous + 1 : index])
+        layer = result.layers[index]
+        weight_grad = layer.weight_grad_norm if layer.weight_grad_norm is not None else layer.grad_norm
+        cells: list = [str(index)] if medium else []
+        cells.append(layer.name)
+        if medium:
+            cells.append(layer.type)
+        cells.append(_num(weight_grad))
+        if full:
+            cells.append(_num(layer.relative_grad))
+        cells += [_num(layer.backward), _num(diagnosis.ratios.get(layer.name))]
+        if full:
+            cells.append(_num(layer.forward_rms))
+        status = statuses[index]
+        label = status.value + (f" (tied to {layer.shared_with})" if layer.shared_with else "")
+        cells.append(Text(label, style=STATUS_STYLE[status]))
+        table.add_row(*cells)
+        previous = index
+    if previous < len(statuses) - 1:
+        skipped_row(statuses[previous + 1 :])
+    return table
+
+
+def _rows_to_show(statuses: list[LayerStatus], all_layers: bool) -> list[int]:
+    """The ends plus every flagged layer; long runs of one flagged status cut to their ends."""
+    count = len(statuses)
+    if all_layers or count <= MAX_ROWS:
+        return list(range(count))
+    keep = set(range(END_ROWS)) | set(range(count - END_ROWS, count))
+    keep |= {i for i, status in enumerate(statuses) if status.flagged}
+    if len(keep) > MAX_ROWS:
+        keep = set(range(END_ROWS)) | set(range(count - END_ROWS, count))
+        start = 0
+        while start < count:
+            end = start
+            while end + 1 < count and statuses[end + 1] is statuses[start]:
+                end += 1
+            if statuses[start].flagged:
+                keep |= set(range(start, min(start + RUN_ENDS, end + 1)))
+                keep |= set(range(max(end - RUN_ENDS + 1, start), end + 1))
+            start = end + 1
+    return sorted(keep)
+
+
+def _skipped_text(statuses: list[LayerStatus]) -> str:
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status.value] = counts.get(status.value, 0) + 1
+    summary = ", ".join(f"{n} {name}" for name, n in counts.items())
+    return f"... {len(statuses)} more ({summary})"
+
+
+def _time_table(name: str, kind: str, steps: list[float]) -> Table:
+    table = Table(
+        title=f"Time steps of {name} ({kind}): gradient reaching each step's input",
+        title_justify="left",
+        header_style="bold",
+    )
+    table.add_column("step", justify="right")
+    table.add_column("dL/dx_t", justify="right")
+    table.add_column("ratio to last", justify="right")
+    last = steps[-1] if steps else 0.0
+    count = len(steps)
+    shown = (
+        sorted({round(i * (count - 1) / (TIME_STEP_ROWS - 1)) for i in range(TIME_STEP_ROWS)})
+        if count > TIME_STEP_ROWS
+        else range(count)
+    )
+    for t in shown:
+        ratio = steps[t] / last if last else None
+        table.add_row(str(t + 1), _num(steps[t]), _num(ratio))
+    return table
+
+
+def _finding(number: int, finding: Finding) -> Group:
+    head = Text(f"{number}. ")
+    head.append(finding.severity.value.upper(), style=SEVERITY_STYLE[finding.severity])
+    head.append(f" {finding.kind.value}: ", style="bold")
+    head.append(finding.message)
+    parts: list = [head]
+    evidence = ", ".join(
+        f"{key}={_evidence_value(value)}" for key, value in finding.evidence.items() if value is not None
+    )
+    if evidence:
+        parts.append(Padding(Text(f"evidence: {evidence}", style="dim"), (0, 0, 0, 3)))
+    if finding.layers:
+        shown = ", ".join(finding.layers[:4]) + (
+            f" and {len(finding.layers) - 4} more" if len(finding.layers) > 4 else ""
+        )
+        parts.append(Padding(Text(f"layers: {shown}", style="dim"), (0, 0, 0, 3)))
+    for rank, fix in enumerate(finding.fixes, 1):
+        title = Text(f"fix {rank}: ", style="bold cyan")
+        title.append(f"[{fix.id}] ", style="cyan")
+        title.append(fix.title, style="bold")
+        parts.append(Padding(title, (1 if rank == 1 else 0, 0, 0, 3)))
+        parts.append(Padding(Text(fix.detail), (0, 0, 0, 5)))
+        parts.append(
+            Padding(
+                Syntax(fix.code, "python", theme="ansi_dark", background_color="default", word_wrap=True), (0, 0, 1, 5)
+            )
+        )
+    return Group(*parts)
+
+
+def _comparison(before: Report, after: Report) -> Table:
+    table = Table(title="Before -> after", title_justify="left", header_style="bold")
+    table.add_column("measure")
+    table.add_column("before", justify="right")
+    table.add_column("after", justify="right")
+    b, a = before.diagnosis, after.diagnosis
+    table.add_row(
+        "verdict",
+        Text(b.verdict.value, style=VERDICT_STYLE[b.verdict]),
+        Text(a.verdict.value, style=VERDICT_STYLE[a.verdict]),
+    )
+    table.add_row("backward signal input/output (decades)", _decades(b.profile.decades), _decades(a.profile.decades))
+    table.add_row("gain per layer", _num(b.profile.gain_per_layer), _num(a.profile.gain_per_layer))
+    table.add_row(
+        "forward signal output/input (decades)",
+        _decades(b.profile.forward_decades),
+        _decades(a.profile.forward_decades),
+    )
+    table.add_row(
+        "first layer |grad W|", _num(_first_grad(before.result.layers)), _num(_first_grad(after.result.layers))
+    )
+    for series_b, series_a in zip(b.time_profiles, a.time_profiles):
+        table.add_row(
+            f"{series_b.name}: first/last time step (decades)", _decades(series_b.decades), _decades(series_a.decades)
+        )
+        table.add_row(f"{series_b.name}: gain per step", _num(series_b.gain_per_step), _num(series_a.gain_per_step))
+    errors = [sum(f.severity is Severity.ERROR for f in r.findings) for r in (b, a)]
+    table.add_row("error findings", str(errors[0]), str(errors[1]))
+    return table
+
+
+def _first_grad(layers: list[LayerStats]) -> float | None:
+    return next((layer.weight_grad_norm for layer in layers if layer.weight_grad_norm is not None), None)
+
+
+def _decades(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value != value:
+        return "nan"
+    if value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    return f"{value:.2e}" if (abs(value) < 1e-2 or abs(value) >= 1e4) else f"{value:.3g}"
+
+
+def _evidence_value(value) -> str:
+    if isinstance(value, float):
+        return _num(value)
+    return str(value)

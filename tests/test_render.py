@@ -1,0 +1,91 @@
+"""Rendered output against golden files (set UPDATE_GOLDEN=1 to rewrite them after a deliberate change)."""
+
+import io
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from gradcheck_cli.choices import OutputFormat
+from gradcheck_cli.diagnosis import diagnose
+from gradcheck_cli.render.interface import RenderOptions, get_renderer
+from gradcheck_cli.report import FixTrial, Report
+from gradcheck_cli.stats import RecurrentStats
+from tests.synthetic import geometric_result
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def vanishing_report_with_fix() -> Report:
+    before = geometric_result(depth=40, gain=0.25, activations={"Sigmoid": 40}, weight_scale=0.577)
+    for layer in before.layers[:2]:
+        layer.backward = layer.weight_grad_norm = layer.grad_norm = 0.0
+    after = geometric_result(depth=40, gain=1.0, activations={"ReLU": 40}, weight_scale=1.414)
+    report = Report("Synthetic MLP, sigmoid", before, diagnose(before))
+    fixed = Report("Synthetic MLP, relu", after, diagnose(after))
+    report.fix_trial = FixTrial("relu", "activation: sigmoid -> relu, init: default -> kaiming", fixed)
+    return report
+
+
+def healthy_report() -> Report:
+    result = geometric_result(depth=6, gain=1.0)
+    return Report("Synthetic healthy MLP", result, diagnose(result))
+
+
+def recurrent_report() -> Report:
+    result = geometric_result(depth=1)
+    result.structure.activations, result.structure.recurrent = {}, {"RNN(tanh)": 1}
+    result.recurrent = [RecurrentStats("rnn", "RNN", [0.55 ** (29 - t) for t in range(30)])]
+    return Report("Synthetic RNN", result, diagnose(result))
+
+
+def render(report: Report, output_format: OutputFormat, **options) -> str:
+    stream = io.StringIO()
+    get_renderer(output_format).render(report, stream, RenderOptions(**options))
+    return stream.getvalue()
+
+
+CASES = {
+    "vanishing_with_fix_w100.txt": lambda: render(vanishing_report_with_fix(), OutputFormat.TEXT, width=100),
+    "vanishing_all_layers_w100.txt": lambda: render(
+        vanishing_report_with_fix(), OutputFormat.TEXT, width=100, all_layers=True
+    ),
+    "healthy_w60.txt": lambda: render(healthy_report(), OutputFormat.TEXT, width=60),
+    "recurrent_w100.txt": lambda: render(recurrent_report(), OutputFormat.TEXT, width=100),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden(name):
+    text = CASES[name]()
+    path = GOLDEN / name
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text)
+    assert text == path.read_text()
+
+
+def test_text_has_no_escape_codes_when_not_a_terminal():
+    assert "\x1b[" not in render(vanishing_report_with_fix(), OutputFormat.TEXT, width=100)
+
+
+def test_condensed_table_keeps_the_ends_and_says_what_it_skipped():
+    text = render(vanishing_report_with_fix(), OutputFormat.TEXT, width=100)
+    assert "layers.0 " in text and "layers.39" in text and "head" in text
+    assert "... " in text and "more (" in text
+    full = render(vanishing_report_with_fix(), OutputFormat.TEXT, width=100, all_layers=True)
+    assert all(f"layers.{i} " in full for i in range(40))
+
+
+def test_every_output_format_renders():
+    for output_format in OutputFormat:
+        assert render(vanishing_report_with_fix(), output_format, width=100).strip()
+
+
+def test_json_has_no_nan_or_infinity():
+    report = healthy_report()
+    report.result.layers[0].backward = float("inf")
+    report.result.losses = [float("nan")]
+    document = json.loads(render(report, OutputFormat.JSON))
+    assert document["layers"][0]["backward"] is None
+    assert document["losses"] == [None]
