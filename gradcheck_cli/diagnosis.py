@@ -62,8 +62,9 @@ class DepthProfile:
     """The depth trend of the backward and forward signals, over the layers that carry it."""
 
     layers: list[str]  # trend layers, input end first
+    layer_type: str | None  # the one layer type the trend is read over
     decades: float | None  # D: log10(b_input_end / b_output_end); <0 vanishing, >0 exploding
-    gain_per_layer: float | None  # backward multiplier per layer, output to input (Theil-Sen fit)
+    gain_per_layer: float | None  # backward multiplier per trend layer, output to input (Theil-Sen fit)
     forward_decades: float | None  # F
     zero_layers: list[str]  # trend layers whose backward signal is exactly zero (underflow or blocked)
     reference: float | None  # b at the output end
@@ -147,14 +148,19 @@ def theil_sen_slope(xs: list[float], ys: list[float]) -> float:
 
 
 def depth_profile(layers: list[LayerStats], thresholds: Thresholds) -> DepthProfile:
-    """Trend layers: trainable, with a measured backward signal, in execution order. The last one
-    (usually the head, whose output gradient is dL/dlogits rather than a hidden signal) is left out."""
-    trend = [layer for layer in layers if layer.trainable and layer.backward is not None and not layer.shared_with]
-    if len(trend) > 2:
-        trend = trend[:-1]
+    """The trend is read over one layer type, like with like: a BatchNorm's output gradient differs from
+    its Linear's by a constant factor, and interleaved types at the two ends would shift the ratio by it.
+    The type is the most frequent one among the trainable layers with a backward signal (ties: the one
+    holding more parameters). The last such layer, usually the head, whose output gradient is dL/dlogits
+    rather than a hidden signal, is left out."""
+    candidates = [layer for layer in layers if layer.trainable and layer.backward is not None and not layer.shared_with]
+    if len(candidates) > 2:
+        candidates = candidates[:-1]
+    layer_type = _dominant_type(candidates)
+    trend = [layer for layer in candidates if layer.type == layer_type]
     names = [layer.name for layer in trend]
     if len(trend) < thresholds.min_trend_layers:
-        return DepthProfile(names, None, None, None, [], None)
+        return DepthProfile(names, layer_type, None, None, None, [], None)
     backward = [layer.backward for layer in trend]
     zero = [layer.name for layer in trend if layer.backward == 0.0]
     k = max(1, min(END_LAYERS_MAX, int(len(trend) * END_FRACTION)))
@@ -174,7 +180,15 @@ def depth_profile(layers: list[LayerStats], thresholds: Thresholds) -> DepthProf
         start, end = _median_positive(forward[:k]), _median_positive(forward[-k:])
         if start and end:
             forward_decades = math.log10(end / start)
-    return DepthProfile(names, decades, gain, forward_decades, zero, reference)
+    return DepthProfile(names, layer_type, decades, gain, forward_decades, zero, reference)
+
+
+def _dominant_type(layers: list[LayerStats]) -> str | None:
+    counts: dict[str, tuple[int, int]] = {}
+    for layer in layers:
+        count, params = counts.get(layer.type, (0, 0))
+        counts[layer.type] = (count + 1, params + layer.param_count)
+    return max(counts, key=counts.__getitem__) if counts else None
 
 
 def _median_positive(values: list[float]) -> float | None:
@@ -231,6 +245,7 @@ def _depth_findings(profile: DepthProfile, ratios: dict[str, float], thresholds:
         "depth_scale_layers": _round(profile.depth_scale),
         "forward_decades": _round(profile.forward_decades),
         "trend_layers": len(profile.layers),
+        "trend_layer_type": profile.layer_type,
         "zero_layers": len(profile.zero_layers),
         "first_layer": profile.layers[0],
         "last_layer": profile.layers[-1],

@@ -6,7 +6,7 @@ import pytest
 
 from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, Verdict
 from gradcheck_cli.diagnosis import Thresholds, diagnose, theil_sen_slope
-from gradcheck_cli.stats import RecurrentStats
+from gradcheck_cli.stats import LayerStats, RecurrentStats
 from tests.synthetic import geometric_result
 
 
@@ -169,3 +169,20 @@ def test_vanishing_through_time_suggests_lstm_for_a_vanilla_rnn_only():
 def test_shallow_models_have_no_depth_verdict():
     diagnosis = diagnose(geometric_result(depth=2, gain=0.01))
     assert diagnosis.profile.decades is None and diagnosis.verdict is Verdict.HEALTHY
+
+
+def test_regression_interleaved_layer_types_are_compared_like_with_like():
+    """A ResNet's BatchNorm outputs get a gradient a constant factor below its convolutions'; with a conv
+    at one end and a BatchNorm at the other, mixing types read that factor as a depth trend (a small
+    ResNet got a false exploding warning at 10^+1.04)."""
+    result = geometric_result(depth=20)
+    layers = []
+    for i, linear in enumerate(result.layers[:-1]):
+        norm = LayerStats(name=f"norms.{i}", type="BatchNorm1d", calls=1, param_count=32, weight_norm=4.0,
+                          weight_grad_norm=0.05, grad_norm=0.05, relative_grad=0.01, backward=0.05, forward_rms=1.0)  # fmt: skip
+        layers += [linear, norm] if i < 19 else [norm, linear]
+    result.layers = [*layers, result.layers[-1]]
+    diagnosis = diagnose(result)
+    assert diagnosis.profile.layer_type == "Linear"
+    assert diagnosis.profile.decades == pytest.approx(0.0)
+    assert diagnosis.findings == []
