@@ -29,6 +29,22 @@ INIT_SCALE_TOLERANCE = 1.25
 RESIDUAL_MIN_DEPTH = 10
 
 
+RESIDUAL_BLOCK_CODE = (
+    "class Block(nn.Module):\n"
+    "    def __init__(self, width):\n"
+    "        super().__init__()\n"
+    "        self.norm, self.fc = nn.BatchNorm1d(width), nn.Linear(width, width)\n"
+    "    def forward(self, x):\n"
+    "        return x + self.fc(torch.relu(self.norm(x)))"
+)
+
+
+def chrono_forget_bias(seq_len: int) -> float:
+    """ln(T - 1): the upper end of chrono initialization (Tallec & Ollivier 2018). sigmoid of it is
+    1 - 1/T, so the cell gradient keeps about e^-1 of itself over T steps instead of 0.5^T."""
+    return math.log(max(seq_len - 1, 2))
+
+
 @dataclass(frozen=True)
 class Fix:
     id: str
@@ -194,12 +210,7 @@ def _residual(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
         f"The gradient crosses {context.depth} layers in series and the model {known}: a block computing "
         "x + f(x) gives the gradient an identity path around every layer (He et al. 2016); zero-initialize the "
         "last layer (or norm) of each branch so the net starts close to identity.",
-        "class Block(nn.Module):\n"
-        "    def __init__(self, width):\n"
-        "        super().__init__()\n"
-        "        self.norm, self.fc = nn.BatchNorm1d(width), nn.Linear(width, width)\n"
-        "    def forward(self, x):\n"
-        "        return x + self.fc(torch.relu(self.norm(x)))",
+        RESIDUAL_BLOCK_CODE,
     )
 
 
@@ -217,12 +228,7 @@ def _residual_for_normalized(context: FixContext, evidence: dict[str, Any]) -> F
         f"makes the gradient grow geometrically toward the input at initialization{measured} (Yang et al. 2019). "
         "More normalization does not help; an identity path around each block does. One large SGD step "
         "also reverses it, but the first steps are then wasted.",
-        "class Block(nn.Module):\n"
-        "    def __init__(self, width):\n"
-        "        super().__init__()\n"
-        "        self.norm, self.fc = nn.BatchNorm1d(width), nn.Linear(width, width)\n"
-        "    def forward(self, x):\n"
-        "        return x + self.fc(torch.relu(self.norm(x)))",
+        RESIDUAL_BLOCK_CODE,
     )
 
 
@@ -253,7 +259,7 @@ def _lstm(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
     if not evidence.get("type", "").startswith("RNN"):
         return None
     steps = evidence["time_steps"]
-    bias = math.log(max(steps - 1, 2))
+    bias = chrono_forget_bias(steps)
     return Fix(
         FixId.LSTM.value,
         "Use a gated recurrent cell (LSTM or GRU)",
@@ -276,7 +282,7 @@ def _forget_bias(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
     if evidence.get("type") != "LSTM":
         return None
     steps = evidence["time_steps"]
-    bias = math.log(max(steps - 1, 2))
+    bias = chrono_forget_bias(steps)
     return Fix(
         FixId.INIT.value,
         f"Set the LSTM forget-gate bias to {bias:.2f}",

@@ -11,6 +11,7 @@ from torch import nn
 
 from gradcheck_cli.choices import Activation, Arch, FixId, Init, Norm
 from gradcheck_cli.errors import InvalidOptionError
+from gradcheck_cli.fixes import chrono_forget_bias
 from gradcheck_cli.probe import Batch, describe_structure
 from gradcheck_cli.stats import ModelStructure
 
@@ -247,12 +248,6 @@ def set_forget_bias(lstm: nn.LSTM, value: float) -> None:
                 param[hidden : 2 * hidden].fill_(value)
             elif name.startswith("bias_hh"):
                 param[hidden : 2 * hidden].fill_(0.0)
-
-
-def chrono_forget_bias(seq_len: int) -> float:
-    """ln(T - 1): the upper end of chrono initialization (Tallec & Ollivier 2018). sigmoid of it is
-    1 - 1/T, so the cell gradient keeps about e^-1 of itself over T steps instead of 0.5^T."""
-    return math.log(max(seq_len - 1, 2))
 
 
 def apply_fix(spec: DemoSpec, fix: FixId) -> DemoSpec | None:

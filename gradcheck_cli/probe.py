@@ -228,6 +228,10 @@ class _Recorder:
         self._time_probes = []
         self.calls = [0] * len(self.layers)
 
+    def ranked(self) -> list[int]:
+        """Layer indices in execution order, then the layers that never ran in definition order."""
+        return self.order + [i for i in range(len(self.layers)) if i not in self._seen]
+
     def layers_run(self) -> list[str]:
         return [self.layers[i][0] or "(model)" for i in self.order]
 
@@ -335,10 +339,9 @@ def _owned_parameters(recorder: _Recorder) -> list[tuple[int, bool, nn.Parameter
 
     A parameter registered on several modules (tied embeddings) belongs to the first of them to run.
     """
-    ranked = recorder.order + [i for i in range(len(recorder.layers)) if i not in recorder._seen]
     owned: list[tuple[int, bool, nn.Parameter]] = []
     seen: set[int] = set()
-    for index in ranked:
+    for index in recorder.ranked():
         for local_name, param in recorder.layers[index][1].named_parameters(recurse=False):
             if id(param) in seen:
                 continue
@@ -367,10 +370,9 @@ def _assemble(
     structure: ModelStructure | None,
 ) -> ProbeResult:
     owners: dict[int, str] = {}
-    ranked = recorder.order + [i for i in range(len(recorder.layers)) if i not in recorder._seen]
     layer_stats: list[LayerStats] = []
     weight_figures = _weight_figures(recorder.layers)
-    for index in ranked:
+    for index in recorder.ranked():
         layer_name, module = recorder.layers[index]
         own = list(module.parameters(recurse=False))
         shared_with = None
