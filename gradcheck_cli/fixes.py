@@ -267,13 +267,7 @@ def _lstm(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
         f"{evidence['decades']:+.1f} decades over {steps} steps (Bengio, Simard & Frasconi 1994). An LSTM's cell "
         f"state carries the gradient additively (Hochreiter & Schmidhuber 1997), but only with a forget-gate bias "
         f"well above 0: set it to ln(T-1) = {bias:.2f} for T = {steps} (chrono init, Tallec & Ollivier 2018).",
-        f"rnn = nn.LSTM(input_size, hidden_size, batch_first=True)  # or nn.GRU\n"
-        f"h = rnn.hidden_size\n"
-        f"for name, p in rnn.named_parameters():\n"
-        f"    if name.startswith('bias'):\n"
-        f"        nn.init.zeros_(p)\n"
-        f"        if name.startswith('bias_ih'):\n"
-        f"            p.data[h:2 * h] = {bias:.2f}  # forget gate",
+        "rnn = nn.LSTM(input_size, hidden_size, batch_first=True)  # or nn.GRU\n" + _forget_bias_code("rnn", bias),
         {"forget_bias": round(bias, 3)},
     )
 
@@ -289,13 +283,20 @@ def _forget_bias(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
         f"With its default bias near 0 the forget gate is about 0.5, so the cell gradient halves every step: "
         f"measured x{evidence['gain_per_step']:.3g} per step over {steps} steps (Jozefowicz et al. 2015). A bias "
         f"of ln(T-1) = {bias:.2f} makes it 1 - 1/T (chrono init, Tallec & Ollivier 2018).",
-        f"h = lstm.hidden_size\n"
-        f"for name, p in lstm.named_parameters():\n"
-        f"    if name.startswith('bias_ih'):\n"
-        f"        p.data[h:2 * h] = {bias:.2f}  # forget gate\n"
-        f"    elif name.startswith('bias_hh'):\n"
-        f"        p.data[h:2 * h] = 0.0",
+        _forget_bias_code("lstm", bias),
         {"forget_bias": round(bias, 3)},
+    )
+
+
+def _forget_bias_code(name: str, bias: float) -> str:
+    """Gates are ordered input, forget, cell, output; the two bias vectors add, so one carries it all."""
+    return (
+        f"h = {name}.hidden_size\n"
+        f"for param_name, p in {name}.named_parameters():\n"
+        f"    if param_name.startswith('bias_ih'):\n"
+        f"        p.data[h:2 * h] = {bias:.2f}  # forget gate\n"
+        f"    elif param_name.startswith('bias_hh'):\n"
+        f"        p.data[h:2 * h] = 0.0"
     )
 
 

@@ -186,3 +186,26 @@ def test_regression_interleaved_layer_types_are_compared_like_with_like():
     assert diagnosis.profile.layer_type == "Linear"
     assert diagnosis.profile.decades == pytest.approx(0.0)
     assert diagnosis.findings == []
+
+
+def test_every_fix_snippet_is_valid_python():
+    reports = [
+        geometric_result(depth=30, gain=0.25, activations={"Sigmoid": 30}, weight_scale=0.577),
+        geometric_result(depth=30, gain=0.25, activations={"Sigmoid": 30}, convolutional=True),
+        geometric_result(depth=30, gain=2.0, weight_scale=3.0),
+        geometric_result(depth=30, gain=1.2, norms={"BatchNorm1d": 30}),
+    ]
+    for kind in ("RNN", "LSTM"):
+        result = geometric_result(depth=1)
+        result.recurrent = [RecurrentStats("rnn", kind, [0.5 ** (19 - t) for t in range(20)])]
+        reports.append(result)
+    rising = geometric_result(depth=1)
+    rising.recurrent = [RecurrentStats("rnn", "RNN", [2.0 ** (19 - t) for t in range(20)])]
+    reports.append(rising)
+    seen = set()
+    for result in reports:
+        for finding in diagnose(result).findings:
+            for fix in finding.fixes:
+                compile(fix.code, f"<fix {fix.id}>", "exec")
+                seen.add(fix.id)
+    assert seen == {"relu", "init", "batchnorm", "residual", "clipping", "lstm"}
