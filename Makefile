@@ -11,8 +11,9 @@ $(BIN)/gradcheck: pyproject.toml
 	touch $@
 
 .PHONY: demo test lint
+# The default preset vanishes on purpose, so its exit code is 1 (a finding); only 2 is a failure here.
 demo: $(BIN)/gradcheck
-	$(BIN)/gradcheck demo --depth 50
+	$(BIN)/gradcheck demo --depth 50 || [ $$? -eq 1 ]
 
 lint: $(BIN)/gradcheck
 	$(BIN)/ruff check .

@@ -114,6 +114,7 @@ class FixId(str, Enum):
 class LayerStatus(str, Enum):
     OK = "ok"
     WEAK = "weak"  # backward signal 1–2 decades below the output end: a warning, not yet vanishing
+    HIGH = "high"  # 1–2 decades above it, or a relative gradient past the warning line: not yet exploding
     VANISHING = "vanishing"
     EXPLODING = "exploding"
     ZERO = "zero"  # gradient exactly zero
@@ -126,6 +127,7 @@ class LayerStatus(str, Enum):
     def flagged(self) -> bool:
         return self in (
             LayerStatus.WEAK,
+            LayerStatus.HIGH,
             LayerStatus.VANISHING,
             LayerStatus.EXPLODING,
             LayerStatus.ZERO,

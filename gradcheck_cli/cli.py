@@ -45,7 +45,9 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Also print the traceback of an error (exit code stays 2).")
+    ] = False,
 ) -> None:
     _State.debug = debug
 
@@ -53,7 +55,9 @@ def _root(
 def _fail(error: GradcheckError) -> NoReturn:
     """Every GradcheckError becomes one sentence on stderr and exit code 2, here and only here."""
     if _State.debug:
-        raise error
+        import traceback
+
+        traceback.print_exception(error, file=sys.stderr)
     stderr.print(f"[bold red]error:[/] {error}", soft_wrap=True)
     raise typer.Exit(EXIT_USAGE)
 
@@ -76,22 +80,29 @@ def demo(
         int | None, typer.Option(min=1, help="Units, channels or hidden size (default 256 mlp, 128 cnn and rnn/lstm).")
     ] = None,
     activation: Annotated[
-        Activation | None, typer.Option(help="Hidden activation (default sigmoid; tanh for rnn).")
+        Activation | None,
+        typer.Option(help="Hidden activation (default sigmoid; rnn: tanh or relu, default tanh; lstm: fixed)."),
     ] = None,
     init: Annotated[Init, typer.Option(help="Weight initialization of the hidden layers.")] = Init.DEFAULT,
     gain: Annotated[
         float | None, typer.Option(help="Gain for --init normal (std gain/sqrt(fan_in)), xavier or orthogonal.")
     ] = None,
-    norm: Annotated[Norm, typer.Option(help="Normalization after each hidden layer.")] = Norm.NONE,
+    norm: Annotated[
+        Norm, typer.Option(help="Normalization in each hidden block: after the weight layer, or first with --residual.")
+    ] = Norm.NONE,
     residual: Annotated[bool, typer.Option("--residual", help="Use pre-activation residual blocks.")] = False,
     seq_len: Annotated[int, typer.Option(min=1, help="Time steps of the rnn/lstm presets.")] = 50,
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Batch size (default 64 mlp, 16 cnn, 32 rnn/lstm).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for weights, batches and dropout.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for the weights and the random batches.")] = 0,
     passes: Annotated[int, typer.Option(min=1, help="Forward/backward passes to aggregate (median).")] = 3,
     fix: Annotated[
-        bool, typer.Option("--fix/--no-fix", help="Also measure the preset with the first suggested fix applied.")
+        bool,
+        typer.Option(
+            "--fix/--no-fix",
+            help="When there is an error finding, also measure the preset with the first fix that applies to it.",
+        ),
     ] = True,
     output_format: Annotated[
         OutputFormat, typer.Option("--format", help="Report format on stdout.")

@@ -68,6 +68,7 @@ class DepthProfile:
     forward_decades: float | None  # F
     zero_layers: list[str]  # trend layers whose backward signal is exactly zero (underflow or blocked)
     reference: float | None  # b at the output end
+    type_references: dict[str, float] = field(default_factory=dict)  # the same, per layer type
 
     @property
     def depth_scale(self) -> float | None:
@@ -120,7 +121,7 @@ def diagnose(result: ProbeResult, thresholds: Thresholds | None = None) -> Diagn
     time_profiles = [p for p in map(time_profile, result.recurrent) if p is not None]
     findings: list[Finding] = []
     findings += _nonfinite_findings(result)
-    findings += _depth_findings(profile, ratios, thresholds)
+    findings += _depth_findings(profile, ratios, thresholds, [layer.name for layer in result.layers])
     findings += _relative_grad_findings(result.layers, thresholds)
     findings += _time_findings(time_profiles, thresholds)
     findings += _zero_gradient_findings(result.layers, profile)
@@ -161,9 +162,15 @@ def depth_profile(layers: list[LayerStats], thresholds: Thresholds) -> DepthProf
     names = [layer.name for layer in trend]
     if len(trend) < thresholds.min_trend_layers:
         return DepthProfile(names, layer_type, None, None, None, [], None)
+    type_references = {}
+    for kind in {layer.type for layer in candidates}:
+        of_kind = [layer.backward for layer in candidates if layer.type == kind]
+        reference_of_kind = _median_positive(of_kind[-_end_count(len(of_kind)) :])
+        if reference_of_kind:
+            type_references[kind] = reference_of_kind
     backward = [layer.backward for layer in trend]
     zero = [layer.name for layer in trend if layer.backward == 0.0]
-    k = max(1, min(END_LAYERS_MAX, int(len(trend) * END_FRACTION)))
+    k = _end_count(len(trend))
     positive = [(i, b) for i, b in enumerate(backward) if b > 0 and math.isfinite(b)]
     reference = _median_positive(backward[-k:])
     decades = None
@@ -180,7 +187,11 @@ def depth_profile(layers: list[LayerStats], thresholds: Thresholds) -> DepthProf
         start, end = _median_positive(forward[:k]), _median_positive(forward[-k:])
         if start and end:
             forward_decades = math.log10(end / start)
-    return DepthProfile(names, layer_type, decades, gain, forward_decades, zero, reference)
+    return DepthProfile(names, layer_type, decades, gain, forward_decades, zero, reference, type_references)
+
+
+def _end_count(count: int) -> int:
+    return max(1, min(END_LAYERS_MAX, int(count * END_FRACTION)))
 
 
 def _dominant_type(layers: list[LayerStats]) -> str | None:
@@ -197,10 +208,12 @@ def _median_positive(values: list[float]) -> float | None:
 
 
 def _ratios(layers: list[LayerStats], profile: DepthProfile) -> dict[str, float]:
+    """Each layer's backward signal over the output end's, like with like: against the last layers of
+    its own type where there are any (a BatchNorm against BatchNorms), else against the trend's end."""
     if not profile.reference:
         return {}
     return {
-        layer.name: layer.backward / profile.reference
+        layer.name: layer.backward / profile.type_references.get(layer.type, profile.reference)
         for layer in layers
         if layer.backward is not None and math.isfinite(layer.backward)
     }
@@ -235,7 +248,9 @@ def _severity(magnitude: float, thresholds: Thresholds) -> Severity | None:
     return None
 
 
-def _depth_findings(profile: DepthProfile, ratios: dict[str, float], thresholds: Thresholds) -> list[Finding]:
+def _depth_findings(
+    profile: DepthProfile, ratios: dict[str, float], thresholds: Thresholds, order: list[str]
+) -> list[Finding]:
     if profile.decades is None:
         return []
     decades = profile.decades
@@ -271,7 +286,7 @@ def _depth_findings(profile: DepthProfile, ratios: dict[str, float], thresholds:
         findings.append(Finding(FindingKind.VANISHING_GRADIENT, vanishing_severity, layers, message, dict(evidence)))
     exploding_severity = _severity(decades, thresholds) if decades > 0 else None
     if exploding_severity:
-        layers = [n for n in profile.layers if ratios.get(n, 0.0) >= 10**thresholds.decades_warning]
+        layers = [n for n in order if n in ratios and ratios[n] >= 10**thresholds.decades_warning]
         message = (
             f"Exploding gradients: the backward signal at the input end is {_decades_text(decades)} of that "
             f"near the loss; each layer multiplies it by x{_fmt(profile.gain_per_layer)}."
@@ -365,17 +380,28 @@ def _zero_gradient_findings(layers: list[LayerStats], profile: DepthProfile) -> 
         for layer in layers
         if layer.trainable and layer.grad_norm == 0.0 and layer.name not in explained and not layer.shared_with
     ]
-    missing = [layer.name for layer in layers if layer.trainable and layer.grad_norm is None and not layer.shared_with]
+    missing = [layer for layer in layers if layer.trainable and layer.grad_norm is None and not layer.shared_with]
     findings = []
     if zero:
         message = f"{len(zero)} layer(s) get a gradient of exactly zero, so they cannot learn: {', '.join(zero[:5])}."
         findings.append(Finding(FindingKind.ZERO_GRADIENT, Severity.ERROR, zero, message, {"zero_layers": len(zero)}))
     if missing:
-        message = f"{len(missing)} trainable layer(s) got no gradient at all (not on the loss's path): {', '.join(missing[:5])}."
-        findings.append(
-            Finding(FindingKind.ZERO_GRADIENT, Severity.WARNING, missing, message, {"no_grad_layers": len(missing)})
-        )
+        off_path = [layer.name for layer in missing if layer.calls]
+        never_run = [layer.name for layer in missing if not layer.calls]
+        reasons = []
+        if off_path:
+            reasons.append(f"ran but are not on the loss's path: {', '.join(off_path[:5])}")
+        if never_run:
+            reasons.append(f"never ran in the forward pass: {', '.join(never_run[:5])}")
+        message = f"{len(missing)} trainable layer(s) got no gradient at all; " + "; ".join(reasons) + "."
+        evidence = {"no_grad_layers": len(off_path), "not_run_layers": len(never_run)}
+        names = [layer.name for layer in missing]
+        findings.append(Finding(FindingKind.ZERO_GRADIENT, Severity.WARNING, names, message, evidence))
     return findings
+
+
+# Which status wins when a layer is in several findings: the worse one.
+_STATUS_RANK = [LayerStatus.OK, LayerStatus.WEAK, LayerStatus.HIGH, LayerStatus.VANISHING, LayerStatus.EXPLODING]
 
 
 def _statuses(
@@ -383,14 +409,15 @@ def _statuses(
 ) -> dict[str, LayerStatus]:
     """A layer is flagged only as part of a model-level finding: one odd layer in a healthy profile
     (attention query/key projections at initialization) is not vanishing."""
-    flagged: dict[str, set[FindingKind]] = {}
+    by_name = {layer.name: layer for layer in layers}
+    from_findings: dict[str, LayerStatus] = {}
     for finding in findings:
         for name in finding.layers:
-            flagged.setdefault(name, set()).add(finding.kind)
+            status = _finding_status(finding, by_name.get(name), ratios.get(name), thresholds)
+            previous = from_findings.get(name, LayerStatus.OK)
+            from_findings[name] = max(previous, status, key=_STATUS_RANK.index)
     statuses = {}
     for layer in layers:
-        kinds = flagged.get(layer.name, set())
-        ratio = ratios.get(layer.name)
         if not layer.trainable:
             status = LayerStatus.FROZEN
         elif layer.calls == 0:
@@ -401,14 +428,29 @@ def _statuses(
             status = LayerStatus.NO_GRAD
         elif layer.grad_norm == 0.0 or layer.backward == 0.0:
             status = LayerStatus.ZERO
-        elif kinds & {FindingKind.EXPLODING_GRADIENT, FindingKind.LARGE_RELATIVE_GRADIENT}:
-            status = LayerStatus.EXPLODING
-        elif FindingKind.VANISHING_GRADIENT in kinds and ratio is not None:
-            status = LayerStatus.VANISHING if ratio <= 10**-thresholds.decades_error else LayerStatus.WEAK
         else:
-            status = LayerStatus.OK
+            status = from_findings.get(layer.name, LayerStatus.OK)
         statuses[layer.name] = status
     return statuses
+
+
+def _finding_status(
+    finding: Finding, layer: LayerStats | None, ratio: float | None, thresholds: Thresholds
+) -> LayerStatus:
+    """How badly one finding touches one of its layers: past the error line, or only the warning line."""
+    kind = finding.kind
+    if kind is FindingKind.VANISHING_GRADIENT and ratio is not None:
+        return LayerStatus.VANISHING if ratio <= 10**-thresholds.decades_error else LayerStatus.WEAK
+    if kind is FindingKind.EXPLODING_GRADIENT and ratio is not None:
+        return LayerStatus.EXPLODING if ratio >= 10**thresholds.decades_error else LayerStatus.HIGH
+    if kind is FindingKind.LARGE_RELATIVE_GRADIENT and layer is not None and layer.relative_grad is not None:
+        return LayerStatus.EXPLODING if layer.relative_grad >= thresholds.relative_grad_error else LayerStatus.HIGH
+    error = finding.severity is Severity.ERROR
+    if kind is FindingKind.VANISHING_THROUGH_TIME:
+        return LayerStatus.VANISHING if error else LayerStatus.WEAK
+    if kind is FindingKind.EXPLODING_THROUGH_TIME:
+        return LayerStatus.EXPLODING if error else LayerStatus.HIGH
+    return LayerStatus.OK
 
 
 def _decades_text(decades: float) -> str:

@@ -118,15 +118,17 @@ def _relu(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
     measured = f"; measured gain x{gain:.3g} per layer" if gain else ""
     return Fix(
         FixId.RELU.value,
-        "Use ReLU-family activations (ReLU, LeakyReLU, ELU, SELU) with He init",
+        "Use non-saturating activations (ReLU, LeakyReLU, ELU; or SELU with LeCun init)",
         f"{saturating} of {total} activations are {most}, whose derivative is at most {bound}, so every layer "
         f"shrinks the backward signal{measured}. ReLU passes the gradient unchanged where it is active; He "
-        "init (std sqrt(2/fan_in)) keeps its scale (He et al. 2015).",
+        "init (std sqrt(2/fan_in)) keeps its scale (He et al. 2015). SELU needs LeCun init, std "
+        "sqrt(1/fan_in) (Klambauer et al. 2017).",
         "act = nn.ReLU()  # instead of nn.Sigmoid() / nn.Tanh()\n"
         "for m in model.modules():\n"
         "    if isinstance(m, (nn.Linear, nn.Conv2d)):\n"
         '        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")\n'
-        "        nn.init.zeros_(m.bias)",
+        "        if m.bias is not None:\n"
+        "            nn.init.zeros_(m.bias)",
     )
 
 
@@ -160,14 +162,16 @@ def _init_fix(context: FixContext, scale: float, count: int, target: float, name
             "for m in model.modules():\n"
             "    if isinstance(m, (nn.Linear, nn.Conv2d)):\n"
             '        nn.init.kaiming_normal_(m.weight, nonlinearity="relu")  # He et al. 2015\n'
-            "        nn.init.zeros_(m.bias)"
+            "        if m.bias is not None:\n"
+            "            nn.init.zeros_(m.bias)"
         )
     else:
         code = (
             "for m in model.modules():\n"
             "    if isinstance(m, (nn.Linear, nn.Conv2d)):\n"
             "        nn.init.xavier_normal_(m.weight)  # or nn.init.orthogonal_(m.weight)\n"
-            "        nn.init.zeros_(m.bias)"
+            "        if m.bias is not None:\n"
+            "            nn.init.zeros_(m.bias)"
         )
     return Fix(
         FixId.INIT.value,
@@ -267,34 +271,42 @@ def _lstm(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
         f"{evidence['decades']:+.1f} decades over {steps} steps (Bengio, Simard & Frasconi 1994). An LSTM's cell "
         f"state carries the gradient additively (Hochreiter & Schmidhuber 1997), but only with a forget-gate bias "
         f"well above 0: set it to ln(T-1) = {bias:.2f} for T = {steps} (chrono init, Tallec & Ollivier 2018).",
-        "rnn = nn.LSTM(input_size, hidden_size, batch_first=True)  # or nn.GRU\n" + _forget_bias_code("rnn", bias),
+        "rnn = nn.LSTM(input_size, hidden_size, batch_first=True)\n" + _forget_bias_code("rnn", bias),
         {"forget_bias": round(bias, 3)},
     )
+
+
+# The gate whose bias sets how much of the state survives a step, at rows [h:2h] in PyTorch's layout:
+# LSTM gates are (input, forget, cell, output), GRU gates (reset, update, new); a GRU keeps its state
+# where the update gate is near 1 (h_t = (1 - z) * n + z * h_(t-1)).
+_MEMORY_GATE = {"LSTM": "forget", "GRU": "update"}
 
 
 def _forget_bias(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
-    if evidence.get("type") != "LSTM":
+    gate = _MEMORY_GATE.get(evidence.get("type", ""))
+    if gate is None:
         return None
     steps = evidence["time_steps"]
     bias = chrono_forget_bias(steps)
+    kind = evidence["type"]
     return Fix(
         FixId.INIT.value,
-        f"Set the LSTM forget-gate bias to {bias:.2f}",
-        f"With its default bias near 0 the forget gate is about 0.5, so the cell gradient halves every step: "
+        f"Set the {kind} {gate}-gate bias to {bias:.2f}",
+        f"With its default bias near 0 the {gate} gate is about 0.5, so the state's gradient halves every step: "
         f"measured x{evidence['gain_per_step']:.3g} per step over {steps} steps (Jozefowicz et al. 2015). A bias "
-        f"of ln(T-1) = {bias:.2f} makes it 1 - 1/T (chrono init, Tallec & Ollivier 2018).",
-        _forget_bias_code("lstm", bias),
+        f"of ln(T-1) = {bias:.2f} makes the gate 1 - 1/T (chrono init, Tallec & Ollivier 2018).",
+        _forget_bias_code(kind.lower(), bias, gate),
         {"forget_bias": round(bias, 3)},
     )
 
 
-def _forget_bias_code(name: str, bias: float) -> str:
-    """Gates are ordered input, forget, cell, output; the two bias vectors add, so one carries it all."""
+def _forget_bias_code(name: str, bias: float, gate: str = "forget") -> str:
+    """The two bias vectors add, so one carries the whole value and the other is zeroed."""
     return (
         f"h = {name}.hidden_size\n"
         f"for param_name, p in {name}.named_parameters():\n"
         f"    if param_name.startswith('bias_ih'):\n"
-        f"        p.data[h:2 * h] = {bias:.2f}  # forget gate\n"
+        f"        p.data[h:2 * h] = {bias:.2f}  # {gate} gate\n"
         f"    elif param_name.startswith('bias_hh'):\n"
         f"        p.data[h:2 * h] = 0.0"
     )

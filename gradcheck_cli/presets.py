@@ -53,7 +53,7 @@ class DemoSpec:
     def describe(self) -> str:
         spec = self.resolved()
         if spec.arch is Arch.LSTM:
-            bias = f", forget bias {spec.forget_bias:g}" if spec.forget_bias is not None else ""
+            bias = f", forget bias {spec.forget_bias:.3g}" if spec.forget_bias is not None else ""
             return f"LSTM, {spec.depth} layer(s) x {spec.width}, {spec.seq_len} steps{bias}"
         if spec.arch is Arch.RNN:
             return f"RNN ({spec.activation.value}), {spec.depth} layer(s) x {spec.width}, {spec.seq_len} steps"

@@ -108,10 +108,11 @@ def test_impossible_combination_is_one_sentence_and_exit_2(runner):
     assert len(result.stderr.strip().splitlines()) <= 2  # one sentence (wrapped at most once)
 
 
-def test_debug_shows_the_exception(runner):
+def test_debug_shows_the_traceback_and_keeps_exit_code_2(runner):
     result = run(runner, ["--debug", "demo", "--init", "kaiming", "--gain", "2"])
-    assert result.exit_code != 0
-    assert result.exception is not None and "--gain applies" in str(result.exception)
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr and "InvalidOptionError" in result.stderr
+    assert "error: --gain applies" in result.stderr
 
 
 def test_rnn_demo_reports_time_steps(runner):

@@ -164,6 +164,10 @@ def test_vanishing_through_time_suggests_lstm_for_a_vanilla_rnn_only():
     lstm.recurrent = [RecurrentStats("lstm", "LSTM", [0.5 ** (49 - t) for t in range(50)])]
     finding = diagnose(lstm).findings[0]
     assert fix_ids(finding) == ["init"] and "forget-gate bias" in finding.fixes[0].title
+    gru = geometric_result(depth=1)
+    gru.recurrent = [RecurrentStats("gru", "GRU", [0.5 ** (49 - t) for t in range(50)])]
+    finding = diagnose(gru).findings[0]
+    assert fix_ids(finding) == ["init"] and "GRU update-gate bias" in finding.fixes[0].title
 
 
 def test_shallow_models_have_no_depth_verdict():
@@ -195,7 +199,7 @@ def test_every_fix_snippet_is_valid_python():
         geometric_result(depth=30, gain=2.0, weight_scale=3.0),
         geometric_result(depth=30, gain=1.2, norms={"BatchNorm1d": 30}),
     ]
-    for kind in ("RNN", "LSTM"):
+    for kind in ("RNN", "LSTM", "GRU"):
         result = geometric_result(depth=1)
         result.recurrent = [RecurrentStats("rnn", kind, [0.5 ** (19 - t) for t in range(20)])]
         reports.append(result)

@@ -265,3 +265,13 @@ def test_median_and_spread_across_passes():
 def test_passes_must_be_positive():
     with pytest.raises(InvalidOptionError, match="passes must be at least 1"):
         probe_model(nn.Linear(1, 1), fixed_batch(torch.ones(1, 1)), lambda o, b: o.sum(), passes=0)
+
+
+def test_gru_time_steps_are_measured():
+    torch.manual_seed(0)
+    gru = nn.GRU(3, 4)  # time-major: the time dimension is 0
+    x = torch.randn(6, 2, 3)
+    result = probe_model(gru, fixed_batch(x, size=2), lambda out, b: out[0][-1].sum(), passes=1)
+    (series,) = result.recurrent
+    assert series.type == "GRU" and len(series.time_steps) == 6
+    assert series.time_steps[-1] > series.time_steps[0] > 0

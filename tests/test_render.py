@@ -72,9 +72,16 @@ def test_text_has_no_escape_codes_when_not_a_terminal():
 def test_condensed_table_keeps_the_ends_and_says_what_it_skipped():
     text = render(vanishing_report_with_fix(), OutputFormat.TEXT, width=100)
     assert "layers.0 " in text and "layers.39" in text and "head" in text
-    assert "... " in text and "more (" in text
+    assert "... 29 more" in text
     full = render(vanishing_report_with_fix(), OutputFormat.TEXT, width=100, all_layers=True)
     assert all(f"layers.{i} " in full for i in range(40))
+
+
+def test_every_status_and_verdict_has_a_style():
+    from gradcheck_cli.choices import LayerStatus, Verdict
+    from gradcheck_cli.render.text import STATUS_STYLE, VERDICT_STYLE
+
+    assert set(STATUS_STYLE) == set(LayerStatus) and set(VERDICT_STYLE) == set(Verdict)
 
 
 def test_every_output_format_renders():

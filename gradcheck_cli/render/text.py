@@ -3,8 +3,11 @@ and pipes read the same. Rich itself honours NO_COLOR, FORCE_COLOR, COLUMNS and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TextIO
 
+from rich import box
 from rich.console import Console, Group
 from rich.padding import Padding
 from rich.rule import Rule
@@ -13,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from gradcheck_cli.choices import LayerStatus, Severity, Verdict
-from gradcheck_cli.diagnosis import Finding
+from gradcheck_cli.diagnosis import Diagnosis, Finding
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import LayerStats
@@ -27,6 +30,7 @@ VERDICT_STYLE = {
 STATUS_STYLE = {
     LayerStatus.OK: "green",
     LayerStatus.WEAK: "yellow",
+    LayerStatus.HIGH: "red",
     LayerStatus.VANISHING: "bold yellow",
     LayerStatus.EXPLODING: "bold red",
     LayerStatus.ZERO: "bold yellow",
@@ -41,9 +45,10 @@ SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow"}
 END_ROWS = 3
 MAX_ROWS = 24
 RUN_ENDS = 2
-# Terminal widths below which the optional columns go: |g|/|w| and fwd RMS first, then # and type.
-WIDE = 100
-MEDIUM = 80
+# Terminal widths from which the optional layer-table columns show (see _COLUMNS).
+FULL_WIDTH = 100
+MEDIUM_WIDTH = 80
+STATUS_WIDTH = max(len(status.value) for status in LayerStatus)
 TIME_STEP_ROWS = 8
 
 
@@ -104,56 +109,64 @@ def _header(report: Report, heading: str | None) -> Group:
     return Group(title, facts, verdict)
 
 
+@dataclass(frozen=True)
+class _Column:
+    header: str
+    cell: Callable[[int, LayerStats, Diagnosis], str]
+    min_terminal: int  # shown on terminals at least this wide
+    number: bool = True
+
+
+_COLUMNS = [
+    _Column("#", lambda i, layer, d: str(i), FULL_WIDTH),
+    _Column("layer", lambda i, layer, d: layer.name, 0, number=False),
+    _Column("type", lambda i, layer, d: layer.type, MEDIUM_WIDTH, number=False),
+    _Column("grad W", lambda i, layer, d: _num(_weight_grad(layer)), MEDIUM_WIDTH),
+    _Column("|g|/|w|", lambda i, layer, d: _num(layer.relative_grad), FULL_WIDTH),
+    _Column("dL/dout", lambda i, layer, d: _num(layer.backward), 0),
+    _Column("ratio", lambda i, layer, d: _num(d.ratios.get(layer.name)), 0),
+    _Column("fwd RMS", lambda i, layer, d: _num(layer.forward_rms), FULL_WIDTH),
+]
+
+
 def _layer_table(report: Report, options: RenderOptions, width: int) -> Table:
     result, diagnosis = report.result, report.diagnosis
     # Columns in order of importance: the narrower the terminal, the fewer of the optional ones.
-    full, medium = width >= WIDE, width >= MEDIUM
-    table = Table(title="Layers, input end first", title_justify="left", header_style="bold")
-    if medium:
-        table.add_column("#", justify="right", style="dim")
-    table.add_column("layer", overflow="ellipsis", no_wrap=True, max_width=40 if full else 28)
-    if medium:
-        table.add_column("type", overflow="ellipsis", no_wrap=True, max_width=16)
-    table.add_column("grad W", justify="right", no_wrap=True)
-    if full:
-        table.add_column("|g|/|w|", justify="right", no_wrap=True)
-    table.add_column("dL/dout", justify="right", no_wrap=True)
-    table.add_column("ratio", justify="right", no_wrap=True)
-    if full:
-        table.add_column("fwd RMS", justify="right", no_wrap=True)
-    table.add_column("status", no_wrap=not medium)
+    # Numbers and statuses keep their width; only the layer and type names give way (ellipsis).
+    columns = [column for column in _COLUMNS if width >= column.min_terminal]
+    table = Table(title="Layers, input end first", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
+    for column in columns:
+        if column.number:
+            table.add_column(column.header, justify="right", no_wrap=True, min_width=len(column.header))
+        else:
+            table.add_column(column.header, overflow="ellipsis", no_wrap=True, max_width=40, ratio=1)
+    table.add_column("status", no_wrap=True, min_width=STATUS_WIDTH)
     statuses = [diagnosis.statuses[layer.name] for layer in result.layers]
-    blank = [""] * (len(table.columns) - 1)
+    name_column = [column.header for column in columns].index("layer")
 
-    def skipped_row(skipped: list[LayerStatus]) -> None:
-        cells = list(blank)
-        cells.insert(1 if medium else 0, Text(_skipped_text(skipped), style="dim italic", no_wrap=True))
-        table.add_row(*cells[: len(table.columns)])
+    def add_skipped(skipped: list[LayerStatus]) -> None:
+        cells: list = [""] * len(columns)
+        cells[name_column] = Text(f"... {len(skipped)} more", style="dim italic")
+        kinds = {status for status in skipped}
+        summary = skipped[0].value if len(kinds) == 1 else "mixed"
+        table.add_row(*cells, Text(summary, style="dim italic"))
 
     previous = -1
     for index in _rows_to_show(statuses, options.all_layers):
         if index - previous > 1:
-            skipped_row(statuses[previous + 1 : index])
-        layer = result.layers[index]
-        weight_grad = layer.weight_grad_norm if layer.weight_grad_norm is not None else layer.grad_norm
-        cells: list = [str(index)] if medium else []
-        cells.append(layer.name)
-        if medium:
-            cells.append(layer.type)
-        cells.append(_num(weight_grad))
-        if full:
-            cells.append(_num(layer.relative_grad))
-        cells += [_num(layer.backward), _num(diagnosis.ratios.get(layer.name))]
-        if full:
-            cells.append(_num(layer.forward_rms))
-        status = statuses[index]
+            add_skipped(statuses[previous + 1 : index])
+        layer, status = result.layers[index], statuses[index]
         label = status.value + (f" (tied to {layer.shared_with})" if layer.shared_with else "")
-        cells.append(Text(label, style=STATUS_STYLE[status]))
-        table.add_row(*cells)
+        cells = [column.cell(index, layer, diagnosis) for column in columns]
+        table.add_row(*cells, Text(label, style=STATUS_STYLE[status]))
         previous = index
     if previous < len(statuses) - 1:
-        skipped_row(statuses[previous + 1 :])
+        add_skipped(statuses[previous + 1 :])
     return table
+
+
+def _weight_grad(layer: LayerStats) -> float | None:
+    return layer.weight_grad_norm if layer.weight_grad_norm is not None else layer.grad_norm
 
 
 def _rows_to_show(statuses: list[LayerStatus], all_layers: bool) -> list[int]:
@@ -175,14 +188,6 @@ def _rows_to_show(statuses: list[LayerStatus], all_layers: bool) -> list[int]:
                 keep |= set(range(max(end - RUN_ENDS + 1, start), end + 1))
             start = end + 1
     return sorted(keep)
-
-
-def _skipped_text(statuses: list[LayerStatus]) -> str:
-    counts: dict[str, int] = {}
-    for status in statuses:
-        counts[status.value] = counts.get(status.value, 0) + 1
-    summary = ", ".join(f"{n} {name}" for name, n in counts.items())
-    return f"... {len(statuses)} more ({summary})"
 
 
 def _time_table(name: str, kind: str, steps: list[float]) -> Table:
