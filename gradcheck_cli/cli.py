@@ -6,6 +6,7 @@ torch is imported inside the commands, never at start-up, so --help and --versio
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import warnings
 from typing import Annotated, NoReturn
@@ -134,10 +135,8 @@ def demo(
     raise typer.Exit(EXIT_FINDINGS if report.fails(fail_on) else EXIT_OK)
 
 
-def _progress(message: str):
+def _progress(message: str) -> contextlib.AbstractContextManager:
     """A spinner on stderr when it is a terminal; nothing otherwise (stdout carries only the report)."""
-    import contextlib
-
     if stderr.is_terminal:
         return stderr.status(message)
     return contextlib.nullcontext()
