@@ -69,6 +69,7 @@ class DepthProfile:
     zero_layers: list[str]  # trend layers whose backward signal is exactly zero (underflow or blocked)
     reference: float | None  # b at the output end
     type_references: dict[str, float] = field(default_factory=dict)  # the same, per layer type
+    head: str | None = None  # the layer nearest the loss, left out: its output gradient is dL/dlogits
 
     @property
     def depth_scale(self) -> float | None:
@@ -155,13 +156,14 @@ def depth_profile(layers: list[LayerStats], thresholds: Thresholds) -> DepthProf
     holding more parameters). The last such layer, usually the head, whose output gradient is dL/dlogits
     rather than a hidden signal, is left out."""
     candidates = [layer for layer in layers if layer.trainable and layer.backward is not None and not layer.shared_with]
+    head = None
     if len(candidates) > 2:
-        candidates = candidates[:-1]
+        head = candidates.pop().name
     layer_type = _dominant_type(candidates)
     trend = [layer for layer in candidates if layer.type == layer_type]
     names = [layer.name for layer in trend]
     if len(trend) < thresholds.min_trend_layers:
-        return DepthProfile(names, layer_type, None, None, None, [], None)
+        return DepthProfile(names, layer_type, None, None, None, [], None, head=head)
     type_references = {}
     for kind in {layer.type for layer in candidates}:
         of_kind = [layer.backward for layer in candidates if layer.type == kind]
@@ -187,7 +189,7 @@ def depth_profile(layers: list[LayerStats], thresholds: Thresholds) -> DepthProf
         start, end = _median_positive(forward[:k]), _median_positive(forward[-k:])
         if start and end:
             forward_decades = math.log10(end / start)
-    return DepthProfile(names, layer_type, decades, gain, forward_decades, zero, reference, type_references)
+    return DepthProfile(names, layer_type, decades, gain, forward_decades, zero, reference, type_references, head)
 
 
 def _end_count(count: int) -> int:
@@ -267,6 +269,8 @@ def _depth_findings(
     }
     # Exactly-zero gradients at the input end below a decaying trend are the limit of vanishing
     # (float underflow), not a separate problem: they make it an error however short the trend.
+    # Layers of every type are listed by their own-type ratio; the head stays out, as from the trend.
+    listed = [n for n in order if n in ratios and n != profile.head]
     vanishing_severity = _severity(-decades, thresholds) if decades < 0 else None
     if profile.zero_layers and decades <= 0:
         vanishing_severity = Severity.ERROR
@@ -274,7 +278,7 @@ def _depth_findings(
     forward = profile.forward_decades
     forward_counted = False
     if vanishing_severity:
-        layers = [n for n in profile.layers if ratios.get(n, 0.0) <= 10**-thresholds.decades_warning]
+        layers = [n for n in listed if ratios[n] <= 10**-thresholds.decades_warning]
         zero = f" (exactly zero, underflowed, at {len(profile.zero_layers)} layer(s))" if profile.zero_layers else ""
         message = (
             f"Vanishing gradients: the backward signal at the input end is {_decades_text(decades)} of that "
@@ -286,7 +290,7 @@ def _depth_findings(
         findings.append(Finding(FindingKind.VANISHING_GRADIENT, vanishing_severity, layers, message, dict(evidence)))
     exploding_severity = _severity(decades, thresholds) if decades > 0 else None
     if exploding_severity:
-        layers = [n for n in order if n in ratios and ratios[n] >= 10**thresholds.decades_warning]
+        layers = [n for n in listed if ratios[n] >= 10**thresholds.decades_warning]
         message = (
             f"Exploding gradients: the backward signal at the input end is {_decades_text(decades)} of that "
             f"near the loss; each layer multiplies it by x{_fmt(profile.gain_per_layer)}."

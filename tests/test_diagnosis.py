@@ -213,3 +213,27 @@ def test_every_fix_snippet_is_valid_python():
                 compile(fix.code, f"<fix {fix.id}>", "exec")
                 seen.add(fix.id)
     assert seen == {"relu", "init", "batchnorm", "residual", "clipping", "lstm"}
+
+
+def test_regression_the_head_is_not_listed_as_exploding():
+    """The head's output gradient is dL/dlogits, naturally above the last hidden layers': it is left out
+    of the trend and must not be listed (it was marked `high` in an exploding sigmoid net)."""
+    result = geometric_result(depth=30, gain=2.0)
+    result.layers[-1].backward = 1e3  # far above the hidden layers' end, where the backward signal is 1
+    diagnosis = diagnose(result)
+    assert diagnosis.profile.head == "head"
+    assert all("head" not in finding.layers for finding in diagnosis.findings)
+    assert diagnosis.statuses["head"] is LayerStatus.OK
+
+
+def test_depth_findings_list_layers_of_every_type():
+    result = geometric_result(depth=30, gain=0.5)
+    norms = []
+    for i, linear in enumerate(result.layers[:-1]):
+        norms.append(LayerStats(name=f"norms.{i}", type="BatchNorm1d", calls=1, param_count=32, weight_norm=4.0,
+                                grad_norm=0.1, backward=0.1 * linear.backward, forward_rms=1.0))  # fmt: skip
+    result.layers = [layer for pair in zip(result.layers[:-1], norms) for layer in pair] + [result.layers[-1]]
+    diagnosis = diagnose(result)
+    (finding,) = diagnosis.findings
+    assert "norms.0" in finding.layers and "layers.0" in finding.layers
+    assert diagnosis.statuses["norms.0"] is LayerStatus.VANISHING

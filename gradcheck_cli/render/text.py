@@ -195,6 +195,7 @@ def _time_table(name: str, kind: str, steps: list[float]) -> Table:
         title=f"Time steps of {name} ({kind}): gradient reaching each step's input",
         title_justify="left",
         header_style="bold",
+        box=box.SIMPLE_HEAD,
     )
     table.add_column("step", justify="right")
     table.add_column("dL/dx_t", justify="right")
@@ -243,7 +244,7 @@ def _finding(number: int, finding: Finding) -> Group:
 
 
 def _comparison(before: Report, after: Report) -> Table:
-    table = Table(title="Before -> after", title_justify="left", header_style="bold")
+    table = Table(title="Before -> after", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
     table.add_column("measure")
     table.add_column("before", justify="right")
     table.add_column("after", justify="right")
@@ -260,9 +261,7 @@ def _comparison(before: Report, after: Report) -> Table:
         _decades(b.profile.forward_decades),
         _decades(a.profile.forward_decades),
     )
-    table.add_row(
-        "first layer |grad W|", _num(_first_grad(before.result.layers)), _num(_first_grad(after.result.layers))
-    )
+    table.add_row("first layer grad W", _num(_first_grad(before.result.layers)), _num(_first_grad(after.result.layers)))
     for series_b, series_a in zip(b.time_profiles, a.time_profiles):
         table.add_row(
             f"{series_b.name}: first/last time step (decades)", _decades(series_b.decades), _decades(series_a.decades)
