@@ -111,9 +111,6 @@ class Diagnosis:
     time_profiles: list[TimeProfile]
     thresholds: Thresholds
 
-    def worst_severity(self) -> Severity | None:
-        return max((f.severity for f in self.findings), key=lambda s: s.rank, default=None)
-
 
 def diagnose(result: ProbeResult, thresholds: Thresholds | None = None) -> Diagnosis:
     thresholds = thresholds or Thresholds()
@@ -267,10 +264,10 @@ def _depth_findings(
         "first_layer": profile.layers[0],
         "last_layer": profile.layers[-1],
     }
-    # Exactly-zero gradients at the input end below a decaying trend are the limit of vanishing
-    # (float underflow), not a separate problem: they make it an error however short the trend.
     # Layers of every type are listed by their own-type ratio; the head stays out, as from the trend.
     listed = [n for n in order if n in ratios and n != profile.head]
+    # Exactly-zero gradients at the input end below a decaying trend are the limit of vanishing
+    # (float underflow), not a separate problem: they make it an error however short the trend.
     vanishing_severity = _severity(-decades, thresholds) if decades < 0 else None
     if profile.zero_layers and decades <= 0:
         vanishing_severity = Severity.ERROR

@@ -58,15 +58,8 @@ class ModelStructure:
     residual: bool | None = None  # None: unknown (it cannot be read off arbitrary forward code)
 
     @property
-    def activation_count(self) -> int:
-        return sum(self.activations.values())
-
-    @property
     def normalized(self) -> bool:
         return bool(self.norms)
-
-    def count(self, *type_names: str) -> int:
-        return sum(self.activations.get(t, 0) for t in type_names)
 
 
 @dataclass
