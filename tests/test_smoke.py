@@ -37,3 +37,10 @@ def test_demo_runs_as_a_real_process():
     assert out.returncode in (0, 1), out.stderr
     assert out.stdout.lstrip().startswith("{")
     assert "Failed to initialize NumPy" not in out.stderr
+
+
+def test_public_api_names_resolve_lazily():
+    import gradcheck_cli
+
+    for name in gradcheck_cli.__all__:
+        assert getattr(gradcheck_cli, name) is not None, name
