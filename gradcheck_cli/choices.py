@@ -47,6 +47,13 @@ class Norm(str, Enum):
     LAYER = "layer"
 
 
+class LossKind(str, Enum):
+    CE = "ce"
+    MSE = "mse"
+    SUM = "sum"
+    MEAN = "mean"
+
+
 class OutputFormat(str, Enum):
     TEXT = "text"
     JSON = "json"

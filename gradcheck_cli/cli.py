@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 
 from gradcheck_cli import __version__
-from gradcheck_cli.choices import Activation, Arch, FailOn, Init, Norm, OutputFormat
+from gradcheck_cli.choices import Activation, Arch, FailOn, Init, LossKind, Norm, OutputFormat
 from gradcheck_cli.errors import GradcheckError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -53,14 +53,26 @@ def _root(
     _State.debug = debug
 
 
+# Options shared by the commands, declared once.
+SeedOption = Annotated[int, typer.Option(help="Seed for the weights and the random batches.")]
+PassesOption = Annotated[int, typer.Option(min=1, help="Forward/backward passes to aggregate (median).")]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Report format on stdout.")]
+AllLayersOption = Annotated[bool, typer.Option("--all-layers", help="Show every layer, not the condensed table.")]
+FailOnOption = Annotated[FailOn, typer.Option(help="Lowest severity that makes the exit code 1.")]
+
+
 def _fail(error: GradcheckError) -> NoReturn:
     """Every GradcheckError becomes one sentence on stderr and exit code 2, here and only here."""
+    _report_error(error)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _report_error(error: GradcheckError, prefix: str = "") -> None:
     if _State.debug:
         import traceback
 
         traceback.print_exception(error, file=sys.stderr)
-    stderr.print(f"[bold red]error:[/] {error}", soft_wrap=True)
-    raise typer.Exit(EXIT_USAGE)
+    stderr.print(f"[bold red]error:[/] {prefix}{error}", soft_wrap=True, markup=True, highlight=False)
 
 
 def _quiet_torch_import() -> None:
@@ -96,8 +108,8 @@ def demo(
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="Batch size (default 64 mlp, 16 cnn, 32 rnn/lstm).")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the weights and the random batches.")] = 0,
-    passes: Annotated[int, typer.Option(min=1, help="Forward/backward passes to aggregate (median).")] = 3,
+    seed: SeedOption = 0,
+    passes: PassesOption = 3,
     fix: Annotated[
         bool,
         typer.Option(
@@ -105,13 +117,9 @@ def demo(
             help="When there is an error finding, also measure the preset with the first fix that applies to it.",
         ),
     ] = True,
-    output_format: Annotated[
-        OutputFormat, typer.Option("--format", help="Report format on stdout.")
-    ] = OutputFormat.TEXT,
-    all_layers: Annotated[
-        bool, typer.Option("--all-layers", help="Show every layer, not the condensed table.")
-    ] = False,
-    fail_on: Annotated[FailOn, typer.Option(help="Lowest severity that makes the exit code 1.")] = FailOn.ERROR,
+    output_format: FormatOption = OutputFormat.TEXT,
+    all_layers: AllLayersOption = False,
+    fail_on: FailOnOption = FailOn.ERROR,
 ) -> None:
     """Build a preset deep model and watch its gradients vanish or explode, and the fix that cures it.
 
@@ -133,6 +141,78 @@ def demo(
         _fail(error)
     get_renderer(output_format).render(report, sys.stdout, RenderOptions(all_layers=all_layers))
     raise typer.Exit(EXIT_FINDINGS if report.fails(fail_on) else EXIT_OK)
+
+
+@app.command()
+def scan(
+    targets: Annotated[
+        list[str],
+        typer.Argument(
+            help="model.py, model.py:NAME, package.module:factory, or a saved model (TorchScript, torch.export).",
+            show_default=False,
+            metavar="TARGET",
+        ),
+    ],
+    entry: Annotated[str | None, typer.Option(help="The name of the model, factory or class to use.")] = None,
+    path: Annotated[
+        list[str] | None, typer.Option("--path", help="Add a folder to sys.path while importing (repeatable).")
+    ] = None,
+    trust_pickle: Annotated[
+        bool, typer.Option("--trust-pickle", help="Allow loading a pickled module (runs code from the file).")
+    ] = False,
+    input_shape: Annotated[
+        list[str] | None,
+        typer.Option("--input-shape", help="Shape of one input, e.g. 8,3,32,32 (repeatable for several inputs)."),
+    ] = None,
+    input_dtype: Annotated[
+        str | None, typer.Option(help="dtype of the inputs: float32, float64, float16, bfloat16, int64, int32, bool.")
+    ] = None,
+    vocab_size: Annotated[int | None, typer.Option(min=1, help="Token models: draw token ids below this.")] = None,
+    seq_len: Annotated[int | None, typer.Option(min=1, help="Sequence length for token and sequence inputs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Batch size of inferred inputs (default 8).")] = None,
+    loss: Annotated[
+        LossKind | None, typer.Option(help="Loss to differentiate (default: the file's loss_fn, else ce or mse).")
+    ] = None,
+    seed: SeedOption = 0,
+    passes: PassesOption = 3,
+    output_format: FormatOption = OutputFormat.TEXT,
+    all_layers: AllLayersOption = False,
+    fail_on: FailOnOption = FailOn.ERROR,
+) -> None:
+    """Scan your model: measure every layer's gradient health over a few passes and say what to change.
+
+    [dim]Example: gradcheck scan examples/vanishing_mlp.py[/]
+    """
+    _quiet_torch_import()
+    from gradcheck_cli.inputs import InputOptions, parse_shape
+    from gradcheck_cli.render.interface import RenderOptions, get_renderer
+    from gradcheck_cli.scan import ScanOptions, scan_target
+
+    try:
+        options = ScanOptions(
+            entry=entry, paths=tuple(path or ()), trust_pickle=trust_pickle, loss=loss, passes=passes, seed=seed,
+            inputs=InputOptions(
+                shapes=tuple(parse_shape(text) for text in input_shape or ()), dtype=input_dtype,
+                vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size,
+            ),
+        )  # fmt: skip
+    except GradcheckError as error:
+        _fail(error)
+    reports, exit_code = [], EXIT_OK
+    for target in targets:
+        try:
+            with _progress(f"Scanning {target}"):
+                report = scan_target(target, options)
+        except GradcheckError as error:
+            exit_code = EXIT_USAGE
+            _report_error(error, prefix=f"{target}: " if len(targets) > 1 else "")
+            continue
+        reports.append(report)
+        if report.fails(fail_on):
+            exit_code = max(exit_code, EXIT_FINDINGS)
+    if reports:
+        get_renderer(output_format).render_many(reports, sys.stdout, RenderOptions(all_layers=all_layers))
+    raise typer.Exit(exit_code)
 
 
 def _progress(message: str) -> contextlib.AbstractContextManager:

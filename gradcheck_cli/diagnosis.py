@@ -37,6 +37,12 @@ END_FRACTION = 0.1
 END_LAYERS_MAX = 3
 
 
+UNHOOKED_NOTE = (
+    " (Read from weight-gradient norms: this model takes no hooks, e.g. TorchScript, so the gradient at"
+    " each layer's output could not be measured; weight-gradient ratios can miss explosions.)"
+)
+
+
 @dataclass(frozen=True)
 class Thresholds:
     """Every threshold of the diagnosis; the defaults are the named constants above."""
@@ -70,6 +76,7 @@ class DepthProfile:
     reference: float | None  # b at the output end
     type_references: dict[str, float] = field(default_factory=dict)  # the same, per layer type
     head: str | None = None  # the layer nearest the loss, left out: its output gradient is dL/dlogits
+    hooked: bool = True  # False: read from weight-gradient norms (the model takes no hooks)
 
     @property
     def depth_scale(self) -> float | None:
@@ -89,6 +96,7 @@ class TimeProfile:
     decades: float  # log10(b at the first step / b at the last step)
     gain_per_step: float  # multiplier per step, last to first (Theil-Sen fit)
     zero_steps: int
+    ratio_to_last: list[float] = field(default_factory=list)  # each step's gradient over the last step's
 
 
 @dataclass
@@ -114,7 +122,7 @@ class Diagnosis:
 
 def diagnose(result: ProbeResult, thresholds: Thresholds | None = None) -> Diagnosis:
     thresholds = thresholds or Thresholds()
-    profile = depth_profile(result.layers, thresholds)
+    profile = depth_profile(result.layers, thresholds, result.hooked)
     ratios = _ratios(result.layers, profile)
     time_profiles = [p for p in map(time_profile, result.recurrent) if p is not None]
     findings: list[Finding] = []
@@ -126,7 +134,7 @@ def diagnose(result: ProbeResult, thresholds: Thresholds | None = None) -> Diagn
     context = FixContext(result=result, profile=profile)
     for finding in findings:
         finding.fixes = fixes_for(finding.kind, finding.evidence, context)
-    statuses = _statuses(result.layers, findings, ratios, thresholds)
+    statuses = _statuses(result.layers, findings, ratios, thresholds, result.hooked)
     errors = [f.kind.verdict for f in findings if f.severity is Severity.ERROR]
     verdict = max(errors, key=lambda v: v.rank, default=Verdict.HEALTHY)
     findings.sort(key=lambda f: (-f.severity.rank, -f.kind.verdict.rank))
@@ -146,13 +154,22 @@ def theil_sen_slope(xs: list[float], ys: list[float]) -> float:
     return statistics.median(slopes) if slopes else 0.0
 
 
-def depth_profile(layers: list[LayerStats], thresholds: Thresholds) -> DepthProfile:
+def signal_of(layer: LayerStats, hooked: bool = True) -> float | None:
+    """The figure the depth trend is read from: the backward signal, or, for models that take no hooks
+    (TorchScript), the weight-gradient norm, which can miss explosions (Glorot & Bengio 2010)."""
+    return layer.backward if hooked else layer.weight_grad_norm
+
+
+def depth_profile(layers: list[LayerStats], thresholds: Thresholds, hooked: bool = True) -> DepthProfile:
     """The trend is read over one layer type, like with like: a BatchNorm's output gradient differs from
     its Linear's by a constant factor, and interleaved types at the two ends would shift the ratio by it.
     The type is the most frequent one among the trainable layers with a backward signal (ties: the one
     holding more parameters). The last such layer, usually the head, whose output gradient is dL/dlogits
     rather than a hidden signal, is left out."""
-    candidates = [layer for layer in layers if layer.trainable and layer.backward is not None and not layer.shared_with]
+    signal = {layer.name: signal_of(layer, hooked) for layer in layers}
+    candidates = [
+        layer for layer in layers if layer.trainable and signal[layer.name] is not None and not layer.shared_with
+    ]
     head = None
     if len(candidates) > 2:
         head = candidates.pop().name
@@ -160,15 +177,15 @@ def depth_profile(layers: list[LayerStats], thresholds: Thresholds) -> DepthProf
     trend = [layer for layer in candidates if layer.type == layer_type]
     names = [layer.name for layer in trend]
     if len(trend) < thresholds.min_trend_layers:
-        return DepthProfile(names, layer_type, None, None, None, [], None, head=head)
+        return DepthProfile(names, layer_type, None, None, None, [], None, head=head, hooked=hooked)
     type_references = {}
     for kind in {layer.type for layer in candidates}:
-        of_kind = [layer.backward for layer in candidates if layer.type == kind]
+        of_kind = [signal[layer.name] for layer in candidates if layer.type == kind]
         reference_of_kind = _median_positive(of_kind[-_end_count(len(of_kind)) :])
         if reference_of_kind:
             type_references[kind] = reference_of_kind
-    backward = [layer.backward for layer in trend]
-    zero = [layer.name for layer in trend if layer.backward == 0.0]
+    backward = [signal[layer.name] for layer in trend]
+    zero = [layer.name for layer in trend if signal[layer.name] == 0.0]
     k = _end_count(len(trend))
     positive = [(i, b) for i, b in enumerate(backward) if b > 0 and math.isfinite(b)]
     reference = _median_positive(backward[-k:])
@@ -186,7 +203,9 @@ def depth_profile(layers: list[LayerStats], thresholds: Thresholds) -> DepthProf
         start, end = _median_positive(forward[:k]), _median_positive(forward[-k:])
         if start and end:
             forward_decades = math.log10(end / start)
-    return DepthProfile(names, layer_type, decades, gain, forward_decades, zero, reference, type_references, head)
+    return DepthProfile(
+        names, layer_type, decades, gain, forward_decades, zero, reference, type_references, head, hooked
+    )
 
 
 def _end_count(count: int) -> int:
@@ -211,11 +230,12 @@ def _ratios(layers: list[LayerStats], profile: DepthProfile) -> dict[str, float]
     its own type where there are any (a BatchNorm against BatchNorms), else against the trend's end."""
     if not profile.reference:
         return {}
-    return {
-        layer.name: layer.backward / profile.type_references.get(layer.type, profile.reference)
-        for layer in layers
-        if layer.backward is not None and math.isfinite(layer.backward)
-    }
+    ratios = {}
+    for layer in layers:
+        value = signal_of(layer, profile.hooked)
+        if value is not None and math.isfinite(value):
+            ratios[layer.name] = value / profile.type_references.get(layer.type, profile.reference)
+    return ratios
 
 
 def _nonfinite_findings(result: ProbeResult) -> list[Finding]:
@@ -260,12 +280,14 @@ def _depth_findings(
         "forward_decades": _round(profile.forward_decades),
         "trend_layers": len(profile.layers),
         "trend_layer_type": profile.layer_type,
+        "signal": "backward" if profile.hooked else "weight_grad_norm",
         "zero_layers": len(profile.zero_layers),
         "first_layer": profile.layers[0],
         "last_layer": profile.layers[-1],
     }
     # Layers of every type are listed by their own-type ratio; the head stays out, as from the trend.
     listed = [n for n in order if n in ratios and n != profile.head]
+    unhooked = "" if profile.hooked else UNHOOKED_NOTE
     # Exactly-zero gradients at the input end below a decaying trend are the limit of vanishing
     # (float underflow), not a separate problem: they make it an error however short the trend.
     vanishing_severity = _severity(-decades, thresholds) if decades < 0 else None
@@ -284,7 +306,9 @@ def _depth_findings(
         if forward is not None and forward <= -thresholds.forward_decades_error:
             message += f" The forward signal also collapses ({_decades_text(forward)} from input to output)."
             forward_counted = True
-        findings.append(Finding(FindingKind.VANISHING_GRADIENT, vanishing_severity, layers, message, dict(evidence)))
+        findings.append(
+            Finding(FindingKind.VANISHING_GRADIENT, vanishing_severity, layers, message + unhooked, dict(evidence))
+        )
     exploding_severity = _severity(decades, thresholds) if decades > 0 else None
     if exploding_severity:
         layers = [n for n in listed if ratios[n] >= 10**thresholds.decades_warning]
@@ -295,7 +319,9 @@ def _depth_findings(
         if forward is not None and forward >= thresholds.forward_decades_error:
             message += f" The forward activations grow too ({_decades_text(forward)} from input to output)."
             forward_counted = True
-        findings.append(Finding(FindingKind.EXPLODING_GRADIENT, exploding_severity, layers, message, dict(evidence)))
+        findings.append(
+            Finding(FindingKind.EXPLODING_GRADIENT, exploding_severity, layers, message + unhooked, dict(evidence))
+        )
     if forward is not None and abs(forward) >= thresholds.forward_decades_error and not forward_counted:
         kind = FindingKind.EXPLODING_ACTIVATION if forward > 0 else FindingKind.VANISHING_ACTIVATION
         verb = "grow" if forward > 0 else "collapse"
@@ -342,6 +368,7 @@ def time_profile(series: RecurrentStats) -> TimeProfile | None:
         decades=math.log10(positive[0][1] / steps[-1]),
         gain_per_step=math.exp(-slope),
         zero_steps=sum(1 for b in steps if b == 0.0),
+        ratio_to_last=[b / steps[-1] for b in steps],
     )
 
 
@@ -406,7 +433,11 @@ _STATUS_RANK = [LayerStatus.OK, LayerStatus.WEAK, LayerStatus.HIGH, LayerStatus.
 
 
 def _statuses(
-    layers: list[LayerStats], findings: list[Finding], ratios: dict[str, float], thresholds: Thresholds
+    layers: list[LayerStats],
+    findings: list[Finding],
+    ratios: dict[str, float],
+    thresholds: Thresholds,
+    hooked: bool = True,
 ) -> dict[str, LayerStatus]:
     """A layer is flagged only as part of a model-level finding: one odd layer in a healthy profile
     (attention query/key projections at initialization) is not vanishing."""
@@ -421,7 +452,7 @@ def _statuses(
     for layer in layers:
         if not layer.trainable:
             status = LayerStatus.FROZEN
-        elif layer.calls == 0:
+        elif layer.calls == 0 and hooked:
             status = LayerStatus.NOT_RUN
         elif layer.nonfinite:
             status = LayerStatus.NONFINITE

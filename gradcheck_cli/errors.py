@@ -11,3 +11,8 @@ class InvalidOptionError(GradcheckError):
 
 class ModelRunError(GradcheckError):
     """The user's model failed while gradcheck ran it; the message names where."""
+
+    def __init__(self, message: str, stage: str = "", layer: str | None = None):
+        super().__init__(message)
+        self.stage = stage  # "forward pass", "loss" or "backward pass"
+        self.layer = layer  # the innermost module whose forward raised, when known

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli.errors import InvalidOptionError, ModelRunError
+from gradcheck_cli.errors import GradcheckError, InvalidOptionError, ModelRunError
 from gradcheck_cli.stats import LayerStats, ModelStructure, ProbeResult, RecurrentStats
 
 # Norms are reduced in float64: a vanishing gradient of 1e-30 squares to 1e-60, which float32 flushes to
@@ -98,7 +98,11 @@ def probe_model(
         stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(model)))
         stack.callback(_snapshot(model))
         for i, (_, module) in enumerate(layers):
-            handle = module.register_forward_hook(recorder.forward_hook(i))
+            try:
+                handle = module.register_forward_hook(recorder.forward_hook(i))
+            except NotImplementedError:  # TorchScript modules take no hooks: parameter gradients only
+                recorder.hooked = False
+                break
             stack.callback(handle.remove)
         for module_name, module in model.named_modules():
             if isinstance(module, nn.RNNBase):
@@ -155,19 +159,46 @@ def _forward_backward(model: nn.Module, batch: Batch, loss_fn: LossFn, recorder:
         stage = "loss"
         loss = loss_fn(output, batch)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise ModelRunError("The loss must be a single-element tensor; check the loss function.")
+            raise ModelRunError("The loss must be a single-element tensor; check the loss function.", stage)
+        if not loss.requires_grad:
+            raise ModelRunError(
+                "The loss does not depend on any parameter that requires grad; unfreeze the model "
+                "(model.requires_grad_(True)) or check the loss function.",
+                stage,
+            )
         stage = "backward pass"
         loss.backward()
-    except ModelRunError:
+    except GradcheckError:
         raise
     except Exception as error:  # the user's code: say where it failed, keep the original as the cause
-        ran = recorder.layers_run()
-        where = f" after running {', '.join(ran[-3:])}" if ran else " before any layer ran"
+        layer = _failing_layer(model, error) if stage == "forward pass" else None
+        if layer is not None:
+            where = f" in layer {layer}"
+        else:
+            ran = recorder.layers_run()
+            where = f" after running {', '.join(ran[-3:])}" if ran else ""
         raise ModelRunError(
-            f"The model failed in the {stage}{where}: {type(error).__name__}: {error}. "
-            "Fix the model or its inputs, or rerun with --debug for the traceback."
+            f"The model failed in the {stage}{where}: {type(error).__name__}: {error}".rstrip(),
+            stage,
+            layer,
         ) from error
     return loss.detach()
+
+
+def _failing_layer(model: nn.Module, error: BaseException) -> str | None:
+    """The innermost module whose forward was on the stack when ``error`` was raised, as
+    "name (Type)"; read off the traceback, so no hook is needed on the hot path."""
+    names = {id(module): name for name, module in model.named_modules()}
+    innermost = None
+    tb = error.__traceback__
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, nn.Module) and id(candidate) in names:
+            innermost = candidate
+        tb = tb.tb_next
+    if innermost is None:
+        return None
+    return f"{names[id(innermost)] or '(model)'} ({type(innermost).__name__})"
 
 
 def _batch_size(batch: Batch) -> int:
@@ -221,6 +252,7 @@ class _Recorder:
         self._numel = [0] * len(layers)
         self._time_probes: list[tuple[str, torch.Tensor, int]] = []
         self.recurrent_types: dict[str, str] = {}
+        self.hooked = True
 
     def start_pass(self) -> None:
         self._values, self._slots = [], []
@@ -411,6 +443,7 @@ def _assemble(
         losses=[p.loss for p in per_pass],
         total_grad_norms=[p.total_grad_norm for p in per_pass],
         structure=structure or describe_structure(model),
+        hooked=recorder.hooked,
     )
 
 

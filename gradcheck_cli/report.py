@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gradcheck_cli.choices import FailOn, Severity, Verdict
 from gradcheck_cli.diagnosis import Diagnosis
@@ -24,6 +24,8 @@ class Report:
     result: ProbeResult
     diagnosis: Diagnosis
     fix_trial: FixTrial | None = None
+    # How it was measured, as (what, how) rows: which model, inputs, output and loss were used.
+    context: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def verdict(self) -> Verdict:

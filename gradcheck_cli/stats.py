@@ -78,6 +78,7 @@ class ProbeResult:
     losses: list[float] = field(default_factory=list)
     total_grad_norms: list[float] = field(default_factory=list)  # global norm of all gradients, per pass
     structure: ModelStructure = field(default_factory=ModelStructure)
+    hooked: bool = True  # False when the model takes no hooks (TorchScript): no per-layer output figures
 
     @property
     def loss_nonfinite(self) -> bool:

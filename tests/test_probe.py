@@ -213,20 +213,12 @@ def test_model_is_left_exactly_as_found():
     assert [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()] == hooks_before
 
 
-def test_model_is_restored_when_forward_raises():
-    class Fails(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ok = nn.Linear(2, 2)
-
-        def forward(self, x):
-            self.ok(x)
-            raise ValueError("boom")
-
-    model = Fails().eval()
-    with pytest.raises(ModelRunError, match="forward pass after running ok: ValueError: boom"):
+def test_model_is_restored_when_forward_raises_and_the_failing_layer_is_named():
+    model = nn.Sequential(nn.Linear(2, 3), nn.Linear(4, 1)).eval()  # the second layer expects 4 features
+    with pytest.raises(ModelRunError, match=r"forward pass in layer 1 \(Linear\): RuntimeError") as caught:
         probe_model(model, fixed_batch(torch.ones(1, 2)), lambda o, b: o.sum())
-    assert not model.training and not model.ok._forward_hooks
+    assert caught.value.layer == "1 (Linear)" and caught.value.stage == "forward pass"
+    assert not model.training and not model[0]._forward_hooks
 
 
 def test_one_host_transfer_per_pass(monkeypatch):

@@ -23,6 +23,10 @@ class RenderOptions:
 class Renderer(Protocol):
     def render(self, report: Report, stream: TextIO, options: RenderOptions) -> None: ...
 
+    def render_many(self, reports: list[Report], stream: TextIO, options: RenderOptions) -> None:
+        """Several targets' reports in one output (one document for machine formats)."""
+        ...
+
 
 def get_renderer(output_format: OutputFormat) -> Renderer:
     if output_format is OutputFormat.JSON:

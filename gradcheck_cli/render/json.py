@@ -17,10 +17,25 @@ SCHEMA_VERSION = "1.0"
 
 class JsonRenderer:
     def render(self, report: Report, stream: TextIO, options: RenderOptions) -> None:
-        document = {"schema_version": SCHEMA_VERSION, "tool": {"name": "gradcheck", "version": __version__}}
-        document.update(report_to_dict(report))
-        stream.write(json.dumps(_finite(document), indent=2, allow_nan=False))
-        stream.write("\n")
+        _write({**_header(), **report_to_dict(report)}, stream)
+
+    def render_many(self, reports: list[Report], stream: TextIO, options: RenderOptions) -> None:
+        """One report: the report document itself. Several: one document whose `reports` holds each, and
+        whose `verdict` is the worst of theirs."""
+        if len(reports) == 1:
+            self.render(reports[0], stream, options)
+            return
+        worst = max((report.verdict for report in reports), key=lambda verdict: verdict.rank)
+        _write({**_header(), "verdict": worst.value, "reports": [report_to_dict(r) for r in reports]}, stream)
+
+
+def _header() -> dict[str, Any]:
+    return {"schema_version": SCHEMA_VERSION, "tool": {"name": "gradcheck", "version": __version__}}
+
+
+def _write(document: dict[str, Any], stream: TextIO) -> None:
+    stream.write(json.dumps(_finite(document), indent=2, allow_nan=False))
+    stream.write("\n")
 
 
 def report_to_dict(report: Report) -> dict[str, Any]:
@@ -29,6 +44,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
     document: dict[str, Any] = {
         "title": report.title,
         "verdict": diagnosis.verdict.value,
+        "context": dict(report.context),
         "model": {
             "name": result.model_name,
             "parameters": result.param_count,

@@ -16,10 +16,10 @@ from rich.table import Table
 from rich.text import Text
 
 from gradcheck_cli.choices import LayerStatus, Severity, Verdict
-from gradcheck_cli.diagnosis import Diagnosis, Finding
+from gradcheck_cli.diagnosis import Diagnosis, Finding, TimeProfile
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.report import Report
-from gradcheck_cli.stats import LayerStats
+from gradcheck_cli.stats import LayerStats, RecurrentStats
 
 VERDICT_STYLE = {
     Verdict.HEALTHY: "bold green",
@@ -66,14 +66,22 @@ class TextRenderer:
             console.print()
             _render_report(console, trial.report, options, heading="after")
 
+    def render_many(self, reports: list[Report], stream: TextIO, options: RenderOptions) -> None:
+        for index, report in enumerate(reports):
+            if index:
+                stream.write("\n")
+                Console(file=stream, width=options.width).print(Rule(style="dim"))
+            self.render(report, stream, options)
+
 
 def _render_report(console: Console, report: Report, options: RenderOptions, heading: str | None) -> None:
     console.print(_header(report, heading))
     console.print()
     console.print(_layer_table(report, options, console.width))
+    profiles = {profile.name: profile for profile in report.diagnosis.time_profiles}
     for series in report.result.recurrent:
         console.print()
-        console.print(_time_table(series.name, series.type, series.time_steps))
+        console.print(_time_table(series, profiles.get(series.name)))
     console.print()
     findings = report.diagnosis.findings
     if not findings:
@@ -95,6 +103,7 @@ def _header(report: Report, heading: str | None) -> Group:
         f"{result.dtype} on {result.device} · {result.seconds:.2f} s",
         style="dim",
     )
+    context = [Text.assemble((f"{what}: ", "bold dim"), (how, "dim")) for what, how in report.context]
     verdict = Text("Verdict: ")
     verdict.append(diagnosis.verdict.value.upper(), style=VERDICT_STYLE[diagnosis.verdict])
     profile = diagnosis.profile
@@ -106,7 +115,7 @@ def _header(report: Report, heading: str | None) -> Group:
         verdict.append(f" · forward 10^{profile.forward_decades:+.1f}")
     for series in diagnosis.time_profiles:
         verdict.append(f"   {series.name}: first/last step 10^{series.decades:+.1f}, x{series.gain_per_step:.3g}/step")
-    return Group(title, facts, verdict)
+    return Group(title, facts, *context, verdict)
 
 
 @dataclass(frozen=True)
@@ -190,17 +199,13 @@ def _rows_to_show(statuses: list[LayerStatus], all_layers: bool) -> list[int]:
     return sorted(keep)
 
 
-def _time_table(name: str, kind: str, steps: list[float]) -> Table:
-    table = Table(
-        title=f"Time steps of {name} ({kind}): gradient reaching each step's input",
-        title_justify="left",
-        header_style="bold",
-        box=box.SIMPLE_HEAD,
-    )
+def _time_table(series: RecurrentStats, profile: TimeProfile | None) -> Group:
+    title = Text(f"Time steps of {series.name} ({series.type}): gradient reaching each step's input", style="italic")
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD)
     table.add_column("step", justify="right")
     table.add_column("dL/dx_t", justify="right")
     table.add_column("ratio to last", justify="right")
-    last = steps[-1] if steps else 0.0
+    steps = series.time_steps
     count = len(steps)
     shown = (
         sorted({round(i * (count - 1) / (TIME_STEP_ROWS - 1)) for i in range(TIME_STEP_ROWS)})
@@ -208,9 +213,9 @@ def _time_table(name: str, kind: str, steps: list[float]) -> Table:
         else range(count)
     )
     for t in shown:
-        ratio = steps[t] / last if last else None
+        ratio = profile.ratio_to_last[t] if profile is not None else None
         table.add_row(str(t + 1), _num(steps[t]), _num(ratio))
-    return table
+    return Group(title, table)
 
 
 def _finding(number: int, finding: Finding) -> Group:

@@ -1,0 +1,247 @@
+"""Example inputs for a user's model: from the file, from options, or inferred from its first layer.
+
+Every plan says where its inputs came from, so the report can tell the user what was assumed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.probe import Batch
+
+EXAMPLE_INPUT_NAMES = ("example_inputs", "sample_input", "get_inputs")
+DEFAULT_BATCH_SIZE = 8  # more than one sample: BatchNorm in training mode needs it
+DEFAULT_SEQ_LEN = 16
+# Small spatial sizes that still survive a ResNet-style stem (stride 2 conv + pool) and a few stages.
+SPATIAL_SIZE = {1: 32, 2: 32, 3: 8}
+INPUT_OPTIONS_HINT = (
+    "pass --input-shape (e.g. --input-shape 8,3,32,32, repeatable for several inputs), --vocab-size and "
+    "--seq-len for token models, or define example_inputs() in the model file"
+)
+DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int64": torch.int64,
+    "int32": torch.int32,
+    "bool": torch.bool,
+}
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    shapes: tuple[tuple[int, ...], ...] = ()
+    dtype: str | None = None  # a key of DTYPES; None: the model's floating dtype (int64 for tokens)
+    vocab_size: int | None = None
+    seq_len: int | None = None
+    batch_size: int | None = None
+
+
+@dataclass
+class InputPlan:
+    description: str  # where the inputs come from, shown in the report
+    shapes: str  # the shapes tried, for error messages, e.g. "(8, 3, 32, 32)"
+    make_batch: Callable[[int], Batch]
+    assumed: bool = False  # True when inferred: a failing forward pass then points to the options
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """'8,3,32,32' or '8x3x32x32' -> (8, 3, 32, 32)."""
+    parts = [p for p in text.replace("x", ",").replace(" ", "").split(",") if p]
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if not shape or any(d < 1 for d in shape):
+        raise GradcheckError(f"--input-shape {text!r} is not a shape; write positive integers like 8,3,32,32.")
+    return shape
+
+
+def plan_inputs(model: nn.Module, namespace: dict[str, Any], options: InputOptions) -> InputPlan:
+    """Inputs by precedence: the file's example_inputs(), then options, then inference."""
+    device, float_dtype = _device_and_dtype(model)
+    for name in EXAMPLE_INPUT_NAMES:
+        if callable(namespace.get(name)):
+            return _from_function(name, namespace[name], device)
+    if options.dtype is not None and options.dtype not in DTYPES:
+        raise GradcheckError(f"--input-dtype {options.dtype!r} is not one of {', '.join(DTYPES)}.")
+    if options.shapes:
+        dtype = DTYPES[options.dtype] if options.dtype else float_dtype
+        return _from_shapes(options.shapes, dtype, options.vocab_size, device, "--input-shape")
+    if options.vocab_size is not None:
+        batch = options.batch_size or DEFAULT_BATCH_SIZE
+        shape = (batch, options.seq_len or DEFAULT_SEQ_LEN)
+        return _from_shapes((shape,), torch.int64, options.vocab_size, device, "--vocab-size")
+    return _infer(model, options, device, float_dtype)
+
+
+def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    params = list(model.parameters())
+    if not params:
+        return torch.device("cpu"), torch.float32
+    device = params[0].device
+    if device.type == "meta":
+        raise GradcheckError("the model's parameters are on the meta device and hold no data; build it on the CPU.")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GradcheckError("the model is on a CUDA device, which this machine does not have; build it on the CPU.")
+    floating = [p.dtype for p in params if p.is_floating_point()]
+    return device, floating[0] if floating else torch.float32
+
+
+def _from_function(name: str, function: Callable, device: torch.device) -> InputPlan:
+    def call() -> Any:
+        try:
+            return function()
+        except Exception as error:
+            raise GradcheckError(f"{name}() raised {type(error).__name__}: {error}") from error
+
+    with torch.random.fork_rng(devices=[]):
+        sample = call()
+    args, kwargs = _split_inputs(sample, name)
+    shapes = _describe_shapes(args, kwargs)
+
+    def make_batch(index: int) -> Batch:
+        raw = call()
+        args, kwargs = _split_inputs(raw, name)
+        return Batch(args=_to(args, device), kwargs=_to(kwargs, device), target=raw, size=_leading_size(args, kwargs))
+
+    return InputPlan(f"{name}() in the model file: {shapes}", shapes, make_batch)
+
+
+def _split_inputs(value: Any, name: str) -> tuple[tuple, dict]:
+    if isinstance(value, torch.Tensor):
+        return (value,), {}
+    if isinstance(value, (tuple, list)):
+        return tuple(value), {}
+    if isinstance(value, dict):
+        return (), dict(value)
+    raise GradcheckError(
+        f"{name}() returned a {type(value).__name__}; return a tensor, a tuple of inputs or a dict of keyword arguments."
+    )
+
+
+def _to(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple):
+        return tuple(_to(v, device) for v in value)
+    if isinstance(value, list):
+        return [_to(v, device) for v in value]
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    return value
+
+
+def _leading_size(args: tuple, kwargs: dict) -> int | None:
+    for value in (*args, *kwargs.values()):
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    return None
+
+
+def _describe_shapes(args: tuple, kwargs: dict) -> str:
+    def one(value: Any) -> str:
+        if isinstance(value, torch.Tensor):
+            return f"{tuple(value.shape)} {str(value.dtype).replace('torch.', '')}"
+        return type(value).__name__
+
+    parts = [one(v) for v in args] + [f"{k}={one(v)}" for k, v in kwargs.items()]
+    return ", ".join(parts) if parts else "no inputs"
+
+
+def _from_shapes(
+    shapes: tuple[tuple[int, ...], ...],
+    dtype: torch.dtype,
+    vocab_size: int | None,
+    device: torch.device,
+    source: str,
+    description: str | None = None,
+) -> InputPlan:
+    integer = not dtype.is_floating_point
+    if integer and dtype is not torch.bool and vocab_size is None:
+        raise GradcheckError("integer inputs need a range: pass --vocab-size N (tokens are drawn from 0 to N-1).")
+    if integer and vocab_size is not None and vocab_size < 1:
+        raise GradcheckError("--vocab-size must be a positive integer.")
+    text = ", ".join(f"{shape} {str(dtype).replace('torch.', '')}" for shape in shapes)
+
+    def make_batch(index: int) -> Batch:
+        # Integer inputs never get requires_grad: they are indices, not a signal.
+        if dtype is torch.bool:
+            tensors = tuple(torch.rand(shape, device=device) < 0.5 for shape in shapes)
+        elif integer:
+            tensors = tuple(torch.randint(0, vocab_size, shape, device=device, dtype=dtype) for shape in shapes)
+        else:
+            tensors = tuple(torch.randn(shape, device=device, dtype=dtype) for shape in shapes)
+        raw = tensors[0] if len(tensors) == 1 else tensors
+        return Batch(args=tensors, target=raw, size=shapes[0][0])
+
+    range_note = f" (tokens below {vocab_size})" if integer and vocab_size else ""
+    return InputPlan(description or f"{source}: {text}{range_note}", text, make_batch, assumed=description is not None)
+
+
+def _infer(model: nn.Module, options: InputOptions, device: torch.device, float_dtype: torch.dtype) -> InputPlan:
+    """Inputs read off the first layer that consumes them (definition order)."""
+    batch = options.batch_size or DEFAULT_BATCH_SIZE
+    seq_len = options.seq_len or DEFAULT_SEQ_LEN
+    for name, module in model.named_modules():
+        label = f"{name or '(model)'} ({_type_name(module)})"
+        inferred = _input_for(module, batch, seq_len)
+        if inferred is None:
+            continue
+        shape, integer, detail = inferred
+        if integer:
+            vocab = options.vocab_size or getattr(module, "num_embeddings", None)
+            description = f"assumed from the first layer {label}: {detail}, tokens {shape} below {vocab}"
+            return _from_shapes((shape,), torch.int64, vocab, device, "inferred", description)
+        description = f"assumed from the first layer {label}: {detail}, randn{shape}"
+        return _from_shapes((shape,), float_dtype, None, device, "inferred", description)
+    first = next(((n, m) for n, m in model.named_modules() if n), None)
+    which = f"its first layer {first[0]} ({_type_name(first[1])})" if first else "it has no layers"
+    raise GradcheckError(f"cannot infer the model's input: {which} does not say what it expects; {INPUT_OPTIONS_HINT}.")
+
+
+def _type_name(module: nn.Module) -> str:
+    # TorchScript modules keep their Python class name in original_name.
+    return getattr(module, "original_name", None) or type(module).__name__
+
+
+def _input_for(module: nn.Module, batch: int, seq_len: int) -> tuple[tuple[int, ...], bool, str] | None:
+    """(shape, is-integer, what was read) for the layers whose input size is known, else None."""
+    kind = _type_name(module)
+    if isinstance(module, nn.RNNBase) or kind in ("RNN", "LSTM", "GRU"):
+        features = module.input_size
+        batch_first = getattr(module, "batch_first", False)
+        shape = (batch, seq_len, features) if batch_first else (seq_len, batch, features)
+        order = "batch-first" if batch_first else "time-major"
+        return shape, False, f"input_size={features}, {seq_len} steps, {order}"
+    if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or kind in ("Embedding", "EmbeddingBag"):
+        return (batch, seq_len), True, f"num_embeddings={module.num_embeddings}"
+    if isinstance(module, nn.modules.conv._ConvNd) or kind in ("Conv1d", "Conv2d", "Conv3d"):
+        dims = len(module.kernel_size)
+        size = SPATIAL_SIZE.get(dims, 8)
+        return (batch, module.in_channels, *([size] * dims)), False, f"in_channels={module.in_channels}"
+    if isinstance(module, nn.Linear) or kind == "Linear":
+        return (batch, module.in_features), False, f"in_features={module.in_features}"
+    if isinstance(module, nn.MultiheadAttention):
+        shape = (batch, seq_len, module.embed_dim) if module.batch_first else (seq_len, batch, module.embed_dim)
+        return shape, False, f"embed_dim={module.embed_dim}, {seq_len} positions"
+    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        return _input_for(module.self_attn, batch, seq_len)
+    if isinstance(module, nn.LayerNorm):
+        return (batch, *module.normalized_shape), False, f"normalized_shape={tuple(module.normalized_shape)}"
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        dims = {"BatchNorm1d": 0, "BatchNorm2d": 2, "BatchNorm3d": 3}.get(kind, 0)
+        return (
+            (batch, module.num_features, *([SPATIAL_SIZE.get(dims, 8)] * dims)),
+            False,
+            f"num_features={module.num_features}",
+        )
+    return None

@@ -1,0 +1,119 @@
+"""What the probe differentiates for a user's model: which output, and which loss.
+
+The default loss does not depend on the output's scale convention: cross-entropy against random labels for
+class logits, mean squared error against random targets otherwise. The report says which was used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gradcheck_cli.choices import LossKind
+from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.probe import Batch
+
+# Output fields in order of preference: Hugging Face ModelOutput objects and dicts use these names.
+PREFERRED_KEYS = ("logits", "last_hidden_state", "prediction_logits", "output", "out", "y")
+LOSS_FUNCTION_NAMES = ("loss_fn", "compute_loss")
+
+
+class Objective:
+    """A loss function for ``probe_model`` that records, on its first call, which output it used."""
+
+    def __init__(self, model: nn.Module, kind: LossKind | None, namespace: dict[str, Any]):
+        self.kind = kind
+        self.user_loss = next((namespace[n] for n in LOSS_FUNCTION_NAMES if callable(namespace.get(n))), None)
+        self.user_loss_name = next((n for n in LOSS_FUNCTION_NAMES if callable(namespace.get(n))), None)
+        self.vocab_sizes = {m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)}
+        self.output_description = ""
+        self.loss_description = ""
+
+    def __call__(self, output: Any, batch: Batch) -> torch.Tensor:
+        if self.user_loss is not None and self.kind is None:
+            self.loss_description = f"{self.user_loss_name}(output, inputs) from the model file"
+            self.output_description = "passed whole to the file's loss function"
+            try:
+                return self.user_loss(output, batch.target)
+            except Exception as error:
+                raise GradcheckError(
+                    f"{self.user_loss_name}() in the model file raised {type(error).__name__}: {error}"
+                ) from error
+        tensor, where = select_output(output)
+        self.output_description = where
+        kind = self.kind or self._default_kind(tensor, where)
+        loss, self.loss_description = _loss(kind, tensor, self.kind is None)
+        return loss
+
+    def _default_kind(self, tensor: torch.Tensor, where: str) -> LossKind:
+        if tensor.dim() >= 2 and tensor.shape[-1] >= 2 and ("logits" in where or self._looks_like_logits(tensor)):
+            return LossKind.CE
+        return LossKind.MSE
+
+    def _looks_like_logits(self, tensor: torch.Tensor) -> bool:
+        # (batch, classes), or (batch, tokens, vocabulary) of a language model.
+        return tensor.dim() == 2 or (tensor.dim() == 3 and tensor.shape[-1] in self.vocab_sizes)
+
+
+def select_output(output: Any) -> tuple[torch.Tensor, str]:
+    """The floating-point tensor to differentiate, and a description of where it was found."""
+    if isinstance(output, torch.Tensor):
+        if output.is_floating_point():
+            return output, f"the output tensor {tuple(output.shape)}"
+        raise _no_float(output)
+    fields = _fields(output)
+    if fields is not None:
+        for key in PREFERRED_KEYS:
+            value = fields.get(key)
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                return value, f"output.{key} {tuple(value.shape)}"
+        for key, value in fields.items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                return value, f"output.{key} {tuple(value.shape)} (the first floating-point field)"
+        raise _no_float(output)
+    if isinstance(output, (tuple, list)):
+        for index, value in enumerate(output):
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                return value, f"output[{index}] {tuple(value.shape)} (the first floating-point tensor)"
+        raise _no_float(output)
+    raise _no_float(output)
+
+
+def _fields(output: Any) -> dict[str, Any] | None:
+    if isinstance(output, dict):  # also transformers' ModelOutput, an OrderedDict
+        return dict(output)
+    if dataclasses.is_dataclass(output) and not isinstance(output, type):
+        return {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
+    return None
+
+
+def _no_float(output: Any) -> GradcheckError:
+    return GradcheckError(
+        f"the model's output ({type(output).__name__}) holds no floating-point tensor to differentiate; "
+        "define loss_fn(output, inputs) in the model file to say what to train on."
+    )
+
+
+def _loss(kind: LossKind, tensor: torch.Tensor, automatic: bool) -> tuple[torch.Tensor, str]:
+    chosen = "chosen automatically" if automatic else "from --loss"
+    if kind is LossKind.CE:
+        if tensor.dim() < 2 or tensor.shape[-1] < 2:
+            raise GradcheckError(
+                f"--loss ce needs class logits with a class dimension last; the output is {tuple(tensor.shape)}. "
+                "Use --loss mse."
+            )
+        logits = tensor.reshape(-1, tensor.shape[-1]).float()
+        labels = torch.randint(0, tensor.shape[-1], (logits.shape[0],), device=tensor.device)
+        return F.cross_entropy(
+            logits, labels
+        ), f"cross-entropy against random labels over {tensor.shape[-1]} classes ({chosen})"
+    if kind is LossKind.MSE:
+        target = torch.randn_like(tensor, dtype=torch.float32)
+        return F.mse_loss(tensor.float(), target), f"mean squared error against random N(0, 1) targets ({chosen})"
+    if kind is LossKind.SUM:
+        return tensor.float().sum(), "the sum of the output (from --loss)"
+    return tensor.float().mean(), "the mean of the output (from --loss)"

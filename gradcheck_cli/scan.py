@@ -1,0 +1,58 @@
+"""``gradcheck scan``: load a user's model, plan its inputs and loss, probe it and diagnose it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gradcheck_cli.api import check_model
+from gradcheck_cli.choices import LossKind
+from gradcheck_cli.diagnosis import Thresholds
+from gradcheck_cli.errors import GradcheckError, ModelRunError
+from gradcheck_cli.inputs import INPUT_OPTIONS_HINT, InputOptions, plan_inputs
+from gradcheck_cli.loading import load_target
+from gradcheck_cli.objective import Objective
+from gradcheck_cli.probe import ProgressFn
+from gradcheck_cli.report import Report
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    entry: str | None = None
+    paths: tuple[str, ...] = ()
+    trust_pickle: bool = False
+    inputs: InputOptions = field(default_factory=InputOptions)
+    loss: LossKind | None = None  # None: the file's loss_fn, else chosen from the output
+    passes: int = 3
+    seed: int = 0
+
+
+def scan_target(
+    target: str, options: ScanOptions, thresholds: Thresholds | None = None, progress: ProgressFn | None = None
+) -> Report:
+    """One target to one report. Raises GradcheckError with a message for the user on bad input."""
+    loaded = load_target(target, entry=options.entry, paths=list(options.paths), trust_pickle=options.trust_pickle)
+    model = loaded.model
+    if not any(p.requires_grad for p in model.parameters()):
+        raise GradcheckError(
+            f"no parameter of {loaded.description} requires grad, so there is no gradient to check; "
+            "unfreeze it (model.requires_grad_(True)) in the model file."
+        )
+    plan = plan_inputs(model, loaded.namespace, options.inputs)
+    objective = Objective(model, options.loss, loaded.namespace)
+    try:
+        report = check_model(
+            model, plan.make_batch, objective, passes=options.passes, seed=options.seed, thresholds=thresholds,
+            title=f"{target} ({type(model).__name__})", progress=progress,
+        )  # fmt: skip
+    except ModelRunError as error:
+        if error.stage != "forward pass":
+            raise
+        hint = INPUT_OPTIONS_HINT if plan.assumed else "check the inputs, or pass --input-shape"
+        raise GradcheckError(f"{error} (inputs tried: {plan.shapes}, {plan.description}); {hint}.") from error
+    report.context = [
+        ("model", loaded.description),
+        ("inputs", plan.description),
+        ("output", objective.output_description),
+        ("loss", objective.loss_description),
+    ]
+    return report
