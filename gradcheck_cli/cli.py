@@ -210,8 +210,11 @@ def scan(
         reports.append(report)
         if report.fails(fail_on):
             exit_code = max(exit_code, EXIT_FINDINGS)
-    if reports:
-        get_renderer(output_format).render_many(reports, sys.stdout, RenderOptions(all_layers=all_layers))
+    renderer, render_options = get_renderer(output_format), RenderOptions(all_layers=all_layers)
+    if len(targets) > 1:  # several targets: one output whose shape does not depend on how many loaded
+        renderer.render_many(reports, sys.stdout, render_options)
+    elif reports:
+        renderer.render(reports[0], sys.stdout, render_options)
     raise typer.Exit(exit_code)
 
 

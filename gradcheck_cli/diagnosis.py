@@ -9,7 +9,9 @@ backward trends cancel, so weight-gradient norms stay flat while the network exp
 from __future__ import annotations
 
 import math
+import re
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,10 @@ RELATIVE_GRAD_WARNING = 1e2
 RELATIVE_GRAD_ERROR = 1e4
 # Fewer layers than this carry no depth trend worth fitting.
 MIN_TREND_LAYERS = 4
+# A role (the same position in repeated blocks) seen this often carries the trend, even in a model of
+# two blocks; its layers are compared with each other only.
+MIN_ROLE_REPEATS = 2
+_INDEX = re.compile(r"(?:(?<=\.)|^)\d+(?=\.|$)")  # a path component that is a number: a block index
 # The ends are the median of this fraction of the layers (at most END_LAYERS_MAX): one odd layer at
 # an end (an attention projection, a zero-initialized layer) must not decide the verdict.
 END_FRACTION = 0.1
@@ -74,9 +80,11 @@ class DepthProfile:
     forward_decades: float | None  # F
     zero_layers: list[str]  # trend layers whose backward signal is exactly zero (underflow or blocked)
     reference: float | None  # b at the output end
-    type_references: dict[str, float] = field(default_factory=dict)  # the same, per layer type
+    # The same per role (type, name pattern) and per layer type: each layer is compared like with like.
+    references: dict[Any, float] = field(default_factory=dict)
     head: str | None = None  # the layer nearest the loss, left out: its output gradient is dL/dlogits
     hooked: bool = True  # False: read from weight-gradient norms (the model takes no hooks)
+    role: str | None = None  # the name pattern of the trend layers, e.g. "blocks.#.fc#"; None: by type
 
     @property
     def depth_scale(self) -> float | None:
@@ -160,12 +168,20 @@ def signal_of(layer: LayerStats, hooked: bool = True) -> float | None:
     return layer.backward if hooked else layer.weight_grad_norm
 
 
+def role_of(layer: LayerStats) -> tuple[str, str]:
+    """A layer's role: its type and its name with every block index replaced, so `blocks.3.fc1` and
+    `blocks.7.fc1` share the role ("Linear", "blocks.#.fc1"): the same position in repeated blocks."""
+    return layer.type, _INDEX.sub("#", layer.name)
+
+
 def depth_profile(layers: list[LayerStats], thresholds: Thresholds, hooked: bool = True) -> DepthProfile:
-    """The trend is read over one layer type, like with like: a BatchNorm's output gradient differs from
-    its Linear's by a constant factor, and interleaved types at the two ends would shift the ratio by it.
-    The type is the most frequent one among the trainable layers with a backward signal (ties: the one
-    holding more parameters). The last such layer, usually the head, whose output gradient is dL/dlogits
-    rather than a hidden signal, is left out."""
+    """The trend is read like with like. A BatchNorm's output gradient differs from its Linear's by a
+    constant factor, and an attention block's query/key projections get a tiny gradient at
+    initialization by design (the attention logits start near zero), so comparing different kinds of
+    layer at the two ends would read those factors as a depth trend. The trend layers are therefore one
+    role, the same position in repeated blocks (`role_of`), the most frequent one (ties: more
+    parameters); without repeated blocks, one layer type. The last candidate, usually the head, whose
+    output gradient is dL/dlogits rather than a hidden signal, is left out."""
     signal = {layer.name: signal_of(layer, hooked) for layer in layers}
     candidates = [
         layer for layer in layers if layer.trainable and signal[layer.name] is not None and not layer.shared_with
@@ -173,17 +189,27 @@ def depth_profile(layers: list[LayerStats], thresholds: Thresholds, hooked: bool
     head = None
     if len(candidates) > 2:
         head = candidates.pop().name
-    layer_type = _dominant_type(candidates)
-    trend = [layer for layer in candidates if layer.type == layer_type]
+    role = _dominant(candidates, role_of)
+    role_members = [layer for layer in candidates if role_of(layer) == role]
+    if len(role_members) >= MIN_ROLE_REPEATS and len(candidates) >= thresholds.min_trend_layers:
+        trend, role_name = role_members, role[1]
+    else:
+        layer_type = _dominant(candidates, lambda layer: layer.type)
+        trend, role_name = [layer for layer in candidates if layer.type == layer_type], None
+        if len(trend) < thresholds.min_trend_layers:
+            return DepthProfile(
+                [layer.name for layer in trend], layer_type, None, None, None, [], None, head=head, hooked=hooked
+            )
+    layer_type = trend[0].type
     names = [layer.name for layer in trend]
-    if len(trend) < thresholds.min_trend_layers:
-        return DepthProfile(names, layer_type, None, None, None, [], None, head=head, hooked=hooked)
-    type_references = {}
-    for kind in {layer.type for layer in candidates}:
-        of_kind = [signal[layer.name] for layer in candidates if layer.type == kind]
-        reference_of_kind = _median_positive(of_kind[-_end_count(len(of_kind)) :])
-        if reference_of_kind:
-            type_references[kind] = reference_of_kind
+    references = {}
+    for key in [*{role_of(layer) for layer in candidates}, *{layer.type for layer in candidates}]:
+        members = [signal[layer.name] for layer in candidates if key in (role_of(layer), layer.type)]
+        if isinstance(key, tuple) and len(members) < 2:
+            continue  # a role seen once has no output end of its own: its type's is used
+        reference_of_key = _median_positive(members[-_end_count(len(members)) :])
+        if reference_of_key:
+            references[key] = reference_of_key
     backward = [signal[layer.name] for layer in trend]
     zero = [layer.name for layer in trend if signal[layer.name] == 0.0]
     k = _end_count(len(trend))
@@ -204,7 +230,7 @@ def depth_profile(layers: list[LayerStats], thresholds: Thresholds, hooked: bool
         if start and end:
             forward_decades = math.log10(end / start)
     return DepthProfile(
-        names, layer_type, decades, gain, forward_decades, zero, reference, type_references, head, hooked
+        names, layer_type, decades, gain, forward_decades, zero, reference, references, head, hooked, role_name
     )
 
 
@@ -212,11 +238,12 @@ def _end_count(count: int) -> int:
     return max(1, min(END_LAYERS_MAX, int(count * END_FRACTION)))
 
 
-def _dominant_type(layers: list[LayerStats]) -> str | None:
-    counts: dict[str, tuple[int, int]] = {}
+def _dominant(layers: list[LayerStats], key: Callable[[LayerStats], Any]) -> Any:
+    """The most frequent key among the layers; ties go to the one holding more parameters."""
+    counts: dict[Any, tuple[int, int]] = {}
     for layer in layers:
-        count, params = counts.get(layer.type, (0, 0))
-        counts[layer.type] = (count + 1, params + layer.param_count)
+        count, params = counts.get(key(layer), (0, 0))
+        counts[key(layer)] = (count + 1, params + layer.param_count)
     return max(counts, key=counts.__getitem__) if counts else None
 
 
@@ -226,15 +253,16 @@ def _median_positive(values: list[float]) -> float | None:
 
 
 def _ratios(layers: list[LayerStats], profile: DepthProfile) -> dict[str, float]:
-    """Each layer's backward signal over the output end's, like with like: against the last layers of
-    its own type where there are any (a BatchNorm against BatchNorms), else against the trend's end."""
+    """Each layer's backward signal over the output end's, like with like: against the last layers of its
+    own role, else of its own type (a BatchNorm against BatchNorms), else against the trend's end."""
     if not profile.reference:
         return {}
     ratios = {}
     for layer in layers:
         value = signal_of(layer, profile.hooked)
         if value is not None and math.isfinite(value):
-            ratios[layer.name] = value / profile.type_references.get(layer.type, profile.reference)
+            reference = profile.references.get(role_of(layer)) or profile.references.get(layer.type)
+            ratios[layer.name] = value / (reference or profile.reference)
     return ratios
 
 
@@ -280,6 +308,7 @@ def _depth_findings(
         "forward_decades": _round(profile.forward_decades),
         "trend_layers": len(profile.layers),
         "trend_layer_type": profile.layer_type,
+        "trend_role": profile.role,
         "signal": "backward" if profile.hooked else "weight_grad_norm",
         "zero_layers": len(profile.zero_layers),
         "first_layer": profile.layers[0],
@@ -452,7 +481,9 @@ def _statuses(
     for layer in layers:
         if not layer.trainable:
             status = LayerStatus.FROZEN
-        elif layer.calls == 0 and hooked:
+        elif layer.calls == 0 and hooked and layer.grad_norm is None:
+            # (a module whose parameters are used functionally, like MultiheadAttention's out_proj,
+            # never runs its own forward but does get a gradient)
             status = LayerStatus.NOT_RUN
         elif layer.nonfinite:
             status = LayerStatus.NONFINITE

@@ -65,8 +65,14 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return shape
 
 
-def plan_inputs(model: nn.Module, namespace: dict[str, Any], options: InputOptions) -> InputPlan:
-    """Inputs by precedence: the file's example_inputs(), then options, then inference."""
+def plan_inputs(
+    model: nn.Module,
+    namespace: dict[str, Any],
+    options: InputOptions,
+    saved_inputs: tuple[tuple, dict] | None = None,
+) -> InputPlan:
+    """Inputs by precedence: the file's example_inputs(), then options, then the example inputs saved
+    with a torch.export program, then inference from the first layer."""
     device, float_dtype = _device_and_dtype(model)
     for name in EXAMPLE_INPUT_NAMES:
         if callable(namespace.get(name)):
@@ -80,7 +86,28 @@ def plan_inputs(model: nn.Module, namespace: dict[str, Any], options: InputOptio
         batch = options.batch_size or DEFAULT_BATCH_SIZE
         shape = (batch, options.seq_len or DEFAULT_SEQ_LEN)
         return _from_shapes((shape,), torch.int64, options.vocab_size, device, "--vocab-size")
+    if saved_inputs is not None:
+        return _like_saved(saved_inputs, device)
     return _infer(model, options, device, float_dtype)
+
+
+def _like_saved(saved: tuple[tuple, dict], device: torch.device) -> InputPlan:
+    """Fresh random draws shaped like the saved example inputs; integer inputs (token ids, indices)
+    are reused as saved, since their valid range is not recorded."""
+    args, kwargs = saved
+    shapes = _describe_shapes(tuple(args), dict(kwargs))
+
+    def fresh(value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            return torch.randn(value.shape, dtype=value.dtype, device=device)
+        return _to(value, device)
+
+    def make_batch(index: int) -> Batch:
+        batch_args = tuple(fresh(v) for v in args)
+        batch_kwargs = {k: fresh(v) for k, v in kwargs.items()}
+        return Batch(args=batch_args, kwargs=batch_kwargs, size=_leading_size(batch_args, batch_kwargs))
+
+    return InputPlan(f"shaped like the example inputs saved with the program: {shapes}", shapes, make_batch)
 
 
 def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -124,7 +151,7 @@ def _split_inputs(value: Any, name: str) -> tuple[tuple, dict]:
     if isinstance(value, dict):
         return (), dict(value)
     raise GradcheckError(
-        f"{name}() returned a {type(value).__name__}; return a tensor, a tuple of inputs or a dict of keyword arguments."
+        f"{name}() returned {type(value).__name__!r}; return a tensor, a tuple of inputs or a dict of keyword arguments."
     )
 
 
@@ -164,7 +191,10 @@ def _from_shapes(
     device: torch.device,
     source: str,
     description: str | None = None,
+    batch_size: int | None = None,
 ) -> InputPlan:
+    """Random inputs of the given shapes; the batch size is the first dimension unless given (a
+    time-major sequence has it second)."""
     integer = not dtype.is_floating_point
     if integer and dtype is not torch.bool and vocab_size is None:
         raise GradcheckError("integer inputs need a range: pass --vocab-size N (tokens are drawn from 0 to N-1).")
@@ -181,7 +211,7 @@ def _from_shapes(
         else:
             tensors = tuple(torch.randn(shape, device=device, dtype=dtype) for shape in shapes)
         raw = tensors[0] if len(tensors) == 1 else tensors
-        return Batch(args=tensors, target=raw, size=shapes[0][0])
+        return Batch(args=tensors, target=raw, size=batch_size or shapes[0][0])
 
     range_note = f" (tokens below {vocab_size})" if integer and vocab_size else ""
     return InputPlan(description or f"{source}: {text}{range_note}", text, make_batch, assumed=description is not None)
@@ -195,17 +225,26 @@ def _infer(model: nn.Module, options: InputOptions, device: torch.device, float_
         label = f"{name or '(model)'} ({_type_name(module)})"
         inferred = _input_for(module, batch, seq_len)
         if inferred is None:
+            if _owns_parameters(module):
+                # The first layer with weights is one we cannot read: guessing from a later one would
+                # describe the wrong layer, so say which one stopped the inference.
+                raise GradcheckError(
+                    f"cannot infer the model's input: its first layer {label} does not say what it expects; "
+                    f"{INPUT_OPTIONS_HINT}."
+                )
             continue
         shape, integer, detail = inferred
         if integer:
             vocab = options.vocab_size or getattr(module, "num_embeddings", None)
             description = f"assumed from the first layer {label}: {detail}, tokens {shape} below {vocab}"
-            return _from_shapes((shape,), torch.int64, vocab, device, "inferred", description)
+            return _from_shapes((shape,), torch.int64, vocab, device, "inferred", description, batch)
         description = f"assumed from the first layer {label}: {detail}, randn{shape}"
-        return _from_shapes((shape,), float_dtype, None, device, "inferred", description)
-    first = next(((n, m) for n, m in model.named_modules() if n), None)
-    which = f"its first layer {first[0]} ({_type_name(first[1])})" if first else "it has no layers"
-    raise GradcheckError(f"cannot infer the model's input: {which} does not say what it expects; {INPUT_OPTIONS_HINT}.")
+        return _from_shapes((shape,), float_dtype, None, device, "inferred", description, batch)
+    raise GradcheckError(f"cannot infer the model's input: it has no layer with weights to read; {INPUT_OPTIONS_HINT}.")
+
+
+def _owns_parameters(module: nn.Module) -> bool:
+    return next(module.parameters(recurse=False), None) is not None
 
 
 def _type_name(module: nn.Module) -> str:

@@ -39,6 +39,7 @@ class LoadedModel:
     description: str  # how it was found, e.g. "build_model() in examples/mlp.py"
     namespace: dict[str, Any] = field(default_factory=dict)  # the file's globals: example_inputs, loss_fn
     kind: str = "module"  # "module", "torchscript", "export", "pickle"
+    saved_inputs: tuple[tuple, dict] | None = None  # (args, kwargs) stored with a torch.export program
 
 
 def load_target(
@@ -64,9 +65,10 @@ def load_target(
                 f"{location} is not a Python file or a saved model; pass a .py file that builds the model, "
                 "a TorchScript / torch.export archive, or package.module:factory."
             )
+        # The factory runs inside the import context too: it may import the file's siblings lazily.
         with _importable(paths or [], extra=path.resolve().parent):
             namespace = _exec_file(path)
-        return _find_model(namespace, entry, where=str(location), module_name=namespace["__name__"])
+            return _find_model(namespace, entry, where=str(location), module_name=namespace["__name__"])
     if "/" in location or location.endswith(CHECKPOINT_SUFFIXES):
         raise GradcheckError(f"{location}: file not found; check the path (it is relative to {Path.cwd()}).")
     if not attribute:
@@ -76,7 +78,7 @@ def load_target(
         )
     with _importable(paths or [], extra=Path.cwd()):
         module = _import_module(location)
-    return _find_model(vars(module), entry, where=location, module_name=module.__name__)
+        return _find_model(vars(module), entry, where=location, module_name=module.__name__)
 
 
 def _split_target(target: str) -> tuple[str, str, str]:
@@ -100,8 +102,10 @@ def _importable(paths: list[str], extra: Path) -> Iterator[None]:
         sys.path[:] = saved_path
         roots = [str(Path(p).resolve()) for p in paths] + [str(extra)]
         for name in set(sys.modules) - saved_modules:
-            origin = getattr(sys.modules[name], "__file__", None) or ""
-            if any(origin.startswith(root) for root in roots):
+            module = sys.modules[name]
+            # Namespace packages have no __file__, only a __path__.
+            origins = [getattr(module, "__file__", None) or "", *list(getattr(module, "__path__", None) or [])]
+            if any(origin.startswith(root) for origin in origins for root in roots):
                 del sys.modules[name]
 
 
@@ -261,13 +265,16 @@ def load_checkpoint(path: Path, *, trust_pickle: bool) -> LoadedModel:
         return _load_export(path)
     if any(name.endswith("constants.pkl") for name in names):
         return _load_torchscript(path)
+    if not _is_torch_save(path, names):
+        raise GradcheckError(
+            f"{path} is not a saved model gradcheck can read: save it with torch.jit.script(model).save(...), "
+            "torch.export.save(...) or torch.save(model), or scan the .py file that builds it."
+        )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         if "Weights only load failed" not in str(error):
-            raise GradcheckError(
-                f"{path} is not a saved model gradcheck can read (TorchScript, torch.export or torch.save): {error}"
-            ) from error
+            raise GradcheckError(f"{path} could not be read as a torch.save file: {error}") from error
         if not trust_pickle:
             raise GradcheckError(
                 f"{path} is a pickled Python object; unpickling runs arbitrary code from the file, so gradcheck "
@@ -278,6 +285,14 @@ def load_checkpoint(path: Path, *, trust_pickle: bool) -> LoadedModel:
     if isinstance(obj, nn.Module):
         return LoadedModel(obj, f"the pickled module in {path}", kind="pickle")
     raise GradcheckError(_not_a_model(path, obj))
+
+
+def _is_torch_save(path: Path, names: list[str]) -> bool:
+    """torch.save writes a zip archive with a data.pkl, or (legacy format) a raw pickle stream."""
+    if any(name.endswith("data.pkl") for name in names):
+        return True
+    with open(path, "rb") as file:
+        return file.read(1) == b"\x80"  # the pickle protocol opcode that starts protocol 2+ streams
 
 
 def _archive_names(path: Path) -> list[str]:
@@ -308,7 +323,11 @@ def _load_export(path: Path) -> LoadedModel:
         model = torch.export.unflatten(program)
     except Exception as error:
         raise GradcheckError(f"{path} is not a readable torch.export program: {error}") from error
-    return LoadedModel(model, f"the torch.export program in {path}", kind="export")
+    loaded = LoadedModel(model, f"the torch.export program in {path}", kind="export")
+    # The program was traced with example inputs and may be specialized to their shapes: reuse them.
+    if getattr(program, "example_inputs", None) is not None:
+        loaded.saved_inputs = program.example_inputs
+    return loaded
 
 
 def _unpickle(path: Path) -> Any:
@@ -329,5 +348,10 @@ def _not_a_model(path: Path, obj: Any) -> str:
         return (
             f"{path} holds a state_dict ({len(obj)} tensors), not a model; write a model.py whose build_model() "
             "creates the model and loads it with model.load_state_dict(torch.load(...)), and scan that."
+        )
+    if isinstance(obj, dict) and "state_dict" in obj:
+        return (
+            f"{path} is a training checkpoint (a dict with a state_dict), not a model; write a model.py whose "
+            "build_model() creates the model and loads checkpoint['state_dict'], and scan that."
         )
     return f"{path} holds a {type(obj).__name__}, not a model; save the nn.Module itself (TorchScript or torch.export)."

@@ -29,7 +29,9 @@ class Objective:
         self.kind = kind
         self.user_loss = next((namespace[n] for n in LOSS_FUNCTION_NAMES if callable(namespace.get(n))), None)
         self.user_loss_name = next((n for n in LOSS_FUNCTION_NAMES if callable(namespace.get(n))), None)
-        self.vocab_sizes = {m.num_embeddings for m in model.modules() if isinstance(m, nn.Embedding)}
+        # The first embedding is the token embedding; later ones (positions, segments) are not vocabularies.
+        first_embedding = next((m for m in model.modules() if isinstance(m, nn.Embedding)), None)
+        self.vocab_size = first_embedding.num_embeddings if first_embedding is not None else None
         self.output_description = ""
         self.loss_description = ""
 
@@ -56,7 +58,7 @@ class Objective:
 
     def _looks_like_logits(self, tensor: torch.Tensor) -> bool:
         # (batch, classes), or (batch, tokens, vocabulary) of a language model.
-        return tensor.dim() == 2 or (tensor.dim() == 3 and tensor.shape[-1] in self.vocab_sizes)
+        return tensor.dim() == 2 or (tensor.dim() == 3 and tensor.shape[-1] == self.vocab_size)
 
 
 def select_output(output: Any) -> tuple[torch.Tensor, str]:
@@ -84,11 +86,17 @@ def select_output(output: Any) -> tuple[torch.Tensor, str]:
 
 
 def _fields(output: Any) -> dict[str, Any] | None:
+    """Named fields of a structured output, or None for plain tensors, tuples and lists."""
     if isinstance(output, dict):  # also transformers' ModelOutput, an OrderedDict
         return dict(output)
     if dataclasses.is_dataclass(output) and not isinstance(output, type):
         return {f.name: getattr(output, f.name) for f in dataclasses.fields(output)}
-    return None
+    if isinstance(output, tuple) and hasattr(output, "_asdict"):  # a namedtuple
+        return dict(output._asdict())
+    if isinstance(output, (tuple, list, torch.Tensor)):
+        return None
+    named = {key: getattr(output, key) for key in PREFERRED_KEYS if hasattr(output, key)}  # any object
+    return named or None
 
 
 def _no_float(output: Any) -> GradcheckError:
@@ -106,11 +114,17 @@ def _loss(kind: LossKind, tensor: torch.Tensor, automatic: bool) -> tuple[torch.
                 f"--loss ce needs class logits with a class dimension last; the output is {tuple(tensor.shape)}. "
                 "Use --loss mse."
             )
-        logits = tensor.reshape(-1, tensor.shape[-1]).float()
-        labels = torch.randint(0, tensor.shape[-1], (logits.shape[0],), device=tensor.device)
-        return F.cross_entropy(
-            logits, labels
-        ), f"cross-entropy against random labels over {tensor.shape[-1]} classes ({chosen})"
+        if tensor.dim() >= 4:
+            # (batch, classes, height, width[, depth]): per-position logits, classes in dimension 1.
+            classes = tensor.shape[1]
+            labels = torch.randint(0, classes, (tensor.shape[0], *tensor.shape[2:]), device=tensor.device)
+            loss = F.cross_entropy(tensor.float(), labels)
+        else:
+            classes = tensor.shape[-1]
+            logits = tensor.reshape(-1, classes).float()
+            labels = torch.randint(0, classes, (logits.shape[0],), device=tensor.device)
+            loss = F.cross_entropy(logits, labels)
+        return loss, f"cross-entropy against random labels over {classes} classes ({chosen})"
     if kind is LossKind.MSE:
         target = torch.randn_like(tensor, dtype=torch.float32)
         return F.mse_loss(tensor.float(), target), f"mean squared error against random N(0, 1) targets ({chosen})"

@@ -97,12 +97,10 @@ def probe_model(
     with ExitStack() as stack:
         stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(model)))
         stack.callback(_snapshot(model))
-        for i, (_, module) in enumerate(layers):
-            try:
-                handle = module.register_forward_hook(recorder.forward_hook(i))
-            except NotImplementedError:  # TorchScript modules take no hooks: parameter gradients only
-                recorder.hooked = False
-                break
+        # TorchScript modules take no hooks: they are measured by their parameter gradients only.
+        recorder.hooked = not isinstance(model, torch.jit.ScriptModule)
+        for i, (_, module) in enumerate(layers if recorder.hooked else []):
+            handle = module.register_forward_hook(recorder.forward_hook(i))
             stack.callback(handle.remove)
         for module_name, module in model.named_modules():
             if isinstance(module, nn.RNNBase):

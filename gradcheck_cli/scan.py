@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from gradcheck_cli.api import check_model
 from gradcheck_cli.choices import LossKind
 from gradcheck_cli.diagnosis import Thresholds
@@ -30,14 +32,17 @@ def scan_target(
     target: str, options: ScanOptions, thresholds: Thresholds | None = None, progress: ProgressFn | None = None
 ) -> Report:
     """One target to one report. Raises GradcheckError with a message for the user on bad input."""
-    loaded = load_target(target, entry=options.entry, paths=list(options.paths), trust_pickle=options.trust_pickle)
+    # The model's weights are drawn with the scan's seed too: the same seed gives the same report.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)
+        loaded = load_target(target, entry=options.entry, paths=list(options.paths), trust_pickle=options.trust_pickle)
     model = loaded.model
     if not any(p.requires_grad for p in model.parameters()):
         raise GradcheckError(
             f"no parameter of {loaded.description} requires grad, so there is no gradient to check; "
             "unfreeze it (model.requires_grad_(True)) in the model file."
         )
-    plan = plan_inputs(model, loaded.namespace, options.inputs)
+    plan = plan_inputs(model, loaded.namespace, options.inputs, loaded.saved_inputs)
     objective = Objective(model, options.loss, loaded.namespace)
     try:
         report = check_model(

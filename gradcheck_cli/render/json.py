@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any, TextIO
 
 from gradcheck_cli import __version__
+from gradcheck_cli.choices import Verdict
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.report import Report
 
@@ -20,12 +21,8 @@ class JsonRenderer:
         _write({**_header(), **report_to_dict(report)}, stream)
 
     def render_many(self, reports: list[Report], stream: TextIO, options: RenderOptions) -> None:
-        """One report: the report document itself. Several: one document whose `reports` holds each, and
-        whose `verdict` is the worst of theirs."""
-        if len(reports) == 1:
-            self.render(reports[0], stream, options)
-            return
-        worst = max((report.verdict for report in reports), key=lambda verdict: verdict.rank)
+        """One document whose `reports` holds each report and whose `verdict` is the worst of theirs."""
+        worst = max((report.verdict for report in reports), key=lambda verdict: verdict.rank, default=Verdict.HEALTHY)
         _write({**_header(), "verdict": worst.value, "reports": [report_to_dict(r) for r in reports]}, stream)
 
 
