@@ -62,6 +62,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             "forward_decades": profile.forward_decades,
             "trend_layers": len(profile.layers),
             "trend_layer_type": profile.layer_type,
+            "trend_role": profile.role,
             "zero_layers": len(profile.zero_layers),
         },
         "time_profiles": [asdict(series) for series in diagnosis.time_profiles],
