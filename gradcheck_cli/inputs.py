@@ -6,7 +6,7 @@ Every plan says where its inputs came from, so the report can tell the user what
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -50,7 +50,6 @@ class InputPlan:
     shapes: str  # the shapes tried, for error messages, e.g. "(8, 3, 32, 32)"
     make_batch: Callable[[int], Batch]
     assumed: bool = False  # True when inferred: a failing forward pass then points to the options
-    notes: list[str] = field(default_factory=list)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:

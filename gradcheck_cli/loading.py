@@ -38,7 +38,6 @@ class LoadedModel:
     model: nn.Module
     description: str  # how it was found, e.g. "build_model() in examples/mlp.py"
     namespace: dict[str, Any] = field(default_factory=dict)  # the file's globals: example_inputs, loss_fn
-    kind: str = "module"  # "module", "torchscript", "export", "pickle"
     saved_inputs: tuple[tuple, dict] | None = None  # (args, kwargs) stored with a torch.export program
 
 
@@ -283,7 +282,7 @@ def load_checkpoint(path: Path, *, trust_pickle: bool) -> LoadedModel:
             ) from error
         obj = _unpickle(path)
     if isinstance(obj, nn.Module):
-        return LoadedModel(obj, f"the pickled module in {path}", kind="pickle")
+        return LoadedModel(obj, f"the pickled module in {path}")
     raise GradcheckError(_not_a_model(path, obj))
 
 
@@ -313,7 +312,7 @@ def _load_torchscript(path: Path) -> LoadedModel:
                 "(model.cpu()) or scan it where a GPU is."
             ) from error
         raise GradcheckError(f"{path} is not a readable TorchScript archive: {error}") from error
-    return LoadedModel(model, f"the TorchScript module in {path}", kind="torchscript")
+    return LoadedModel(model, f"the TorchScript module in {path}")
 
 
 def _load_export(path: Path) -> LoadedModel:
@@ -323,7 +322,7 @@ def _load_export(path: Path) -> LoadedModel:
         model = torch.export.unflatten(program)
     except Exception as error:
         raise GradcheckError(f"{path} is not a readable torch.export program: {error}") from error
-    loaded = LoadedModel(model, f"the torch.export program in {path}", kind="export")
+    loaded = LoadedModel(model, f"the torch.export program in {path}")
     # The program was traced with example inputs and may be specialized to their shapes: reuse them.
     if getattr(program, "example_inputs", None) is not None:
         loaded.saved_inputs = program.example_inputs
