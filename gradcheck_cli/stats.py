@@ -39,12 +39,50 @@ class LayerStats:
 
 
 @dataclass
+class ActivationStats:
+    """One activation module (nn.Sigmoid, nn.Tanh, nn.ReLU, ...), measured on its input h and output.
+
+    ``None`` means "not defined for this type" (no flat region for ReLU, no dead units for tanh).
+    """
+
+    name: str
+    type: str
+    after: str | None  # the layer with weights that ran just before it (whose output it usually reads)
+    calls: int = 0
+    units: int = 0  # features (last dim) or channels (dim 1 of a 3-D or larger conv map)
+    # Share of outputs in the activation's flat region, where its derivative is below 5% of its peak
+    # (sigmoid: |h| > 3.6, tanh: |h| > 2.2): gradient hardly passes there.
+    saturated_fraction: float | None = None
+    # Share of units whose output was never positive over all the probe's batches (ReLU family).
+    dead_fraction: float | None = None
+    # sqrt(E[phi'(h)^2]): the activation's factor in the mean-field gain per layer (Schoenholz et al. 2017).
+    derivative_rms: float | None = None
+
+
+@dataclass
 class RecurrentStats:
     """Gradient reaching each time step's input of one recurrent module (index 0 = first step)."""
 
     name: str
     type: str
     time_steps: list[float]  # per-sample RMS of ||dL/dx_t||, median over passes
+    # Largest singular value of the first layer's recurrent weight (weight_hh_l0): above 1 the gradient
+    # through time can explode, below 1 (with tanh' <= 1) it must vanish (Pascanu et al. 2013).
+    spectral_norm: float | None = None
+    nonlinearity: str | None = None  # "tanh" or "relu" for nn.RNN; None for gated cells
+
+
+@dataclass
+class NonfiniteOrigin:
+    """Where the first NaN/Inf came from, found by re-running one pass with every module watched."""
+
+    stage: str  # "forward" (a module's output), "loss", or "backward" (a module's input or weight gradient)
+    module: str | None  # the module's name ("(model)" for the root); None when the loss itself
+    type: str | None
+    detail: str  # what became non-finite, e.g. "output: 12 NaN, 0 Inf of 512 values"
+    # (min, max) over the finite values of each floating-point input of that module's forward call
+    input_ranges: list[tuple[float, float]] = field(default_factory=list)
+    passed_on: list[str] = field(default_factory=list)  # modules that only passed a non-finite value on
 
 
 @dataclass
@@ -55,7 +93,9 @@ class ModelStructure:
     norms: dict[str, int] = field(default_factory=dict)
     recurrent: dict[str, int] = field(default_factory=dict)
     convolutional: bool = False
-    residual: bool | None = None  # None: unknown (it cannot be read off arbitrary forward code)
+    # Skip connections, read off the autograd graph when not given: an addition (or concatenation) of two
+    # tensors that crossed different numbers of weighted operations. None: unknown.
+    residual: bool | None = None
 
     @property
     def normalized(self) -> bool:
@@ -75,6 +115,8 @@ class ProbeResult:
     device: str
     layers: list[LayerStats]
     recurrent: list[RecurrentStats] = field(default_factory=list)
+    activations: list[ActivationStats] = field(default_factory=list)
+    nonfinite_origin: NonfiniteOrigin | None = None
     losses: list[float] = field(default_factory=list)
     total_grad_norms: list[float] = field(default_factory=list)  # global norm of all gradients, per pass
     structure: ModelStructure = field(default_factory=ModelStructure)
