@@ -60,12 +60,13 @@ class OutputFormat(str, Enum):
 
 
 class Severity(str, Enum):
+    INFO = "info"  # worth knowing, never a failure (e.g. a zero-initialized layer blocking on purpose)
     WARNING = "warning"
     ERROR = "error"
 
     @property
     def rank(self) -> int:
-        return {Severity.WARNING: 1, Severity.ERROR: 2}[self]
+        return {Severity.INFO: 0, Severity.WARNING: 1, Severity.ERROR: 2}[self]
 
 
 class FailOn(str, Enum):
@@ -97,9 +98,12 @@ class FindingKind(str, Enum):
     LARGE_RELATIVE_GRADIENT = "large_relative_gradient"
     EXPLODING_THROUGH_TIME = "exploding_through_time"
     NONFINITE = "nonfinite"
+    ZERO_INIT = "zero_init"  # exact-zero gradients from zero-initialized layers, by design (info)
 
     @property
     def verdict(self) -> Verdict:
+        if self is FindingKind.ZERO_INIT:
+            return Verdict.HEALTHY
         if self is FindingKind.NONFINITE:
             return Verdict.NONFINITE
         if self.value.startswith("vanishing") or self is FindingKind.ZERO_GRADIENT:
@@ -116,6 +120,28 @@ class FixId(str, Enum):
     CLIPPING = "clipping"
     LSTM = "lstm"
     INIT = "init"
+    LEARNING_RATE = "learning_rate"
+
+
+class CauseId(str, Enum):
+    """What a finding is attributed to; public API (the JSON report's ``causes[].id``)."""
+
+    SATURATING_ACTIVATION = "saturating_activation"
+    DEAD_RELU = "dead_relu"
+    INIT_SCALE = "init_scale"
+    NO_NORMALIZATION = "no_normalization"
+    NORMALIZATION_WITHOUT_SKIPS = "normalization_without_skips"
+    DEPTH_WITHOUT_SKIPS = "depth_without_skips"
+    RECURRENT_SPECTRAL_NORM = "recurrent_spectral_norm"
+    UNGATED_RECURRENCE = "ungated_recurrence"
+    MEMORY_GATE_BIAS = "memory_gate_bias"
+    ZERO_INIT = "zero_init"
+    LEARNING_RATE = "learning_rate"
+
+
+class Optimizer(str, Enum):
+    SGD = "sgd"
+    ADAM = "adam"
 
 
 class LayerStatus(str, Enum):

@@ -12,10 +12,11 @@ import math
 import re
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, Verdict
+from gradcheck_cli.causes import Cause, causes_for, order_fixes, zero_init_cause
+from gradcheck_cli.choices import CauseId, FindingKind, LayerStatus, Severity, Verdict
 from gradcheck_cli.fixes import Fix, FixContext, fixes_for
 from gradcheck_cli.stats import LayerStats, ProbeResult, RecurrentStats
 
@@ -31,6 +32,16 @@ FORWARD_DECADES_ERROR = 2.0
 # weights in one step; at 1e2, lr = 1e-2 does. Healthy nets measure 1e-3 to 1 at initialization.
 RELATIVE_GRAD_WARNING = 1e2
 RELATIVE_GRAD_ERROR = 1e4
+# The learning rate a user trains with (--lr) and the largest share of a layer's norm one SGD step may
+# change before it is a risk: lr * ||g||/||w|| >= 10% warns even below RELATIVE_GRAD_WARNING (with the
+# default lr 1e-3 the two lines coincide at 1e2).
+DEFAULT_LR = 1e-3
+LR_STEP_FRACTION = 0.1
+# With skip connections, x + f(x) adds each branch's variance to the residual stream, so the gradient
+# grows toward the input by a power of depth, not geometrically: a BatchNorm ResNet measures x1.07 per
+# block and D = +2.1 at 54 blocks (ResNet-110 depth), and trains with a short warm-up (He et al. 2016).
+# Below this gain per block a skip-connected model's growth is a warning, never an error.
+RESIDUAL_GROWTH_GAIN = 1.1
 # Fewer layers than this carry no depth trend worth fitting.
 MIN_TREND_LAYERS = 4
 # A role (the same position in repeated blocks) seen this often carries the trend, even in a model of
@@ -59,6 +70,8 @@ class Thresholds:
     relative_grad_warning: float = RELATIVE_GRAD_WARNING
     relative_grad_error: float = RELATIVE_GRAD_ERROR
     min_trend_layers: int = MIN_TREND_LAYERS
+    lr: float = DEFAULT_LR
+    lr_step_fraction: float = LR_STEP_FRACTION
 
     def __post_init__(self) -> None:
         if not 0 < self.decades_warning <= self.decades_error:
@@ -67,6 +80,13 @@ class Thresholds:
             raise ValueError("thresholds need 0 < relative_grad_warning <= relative_grad_error")
         if self.forward_decades_error <= 0 or self.min_trend_layers < 2:
             raise ValueError("forward_decades_error must be positive and min_trend_layers at least 2")
+        if self.lr <= 0 or self.lr_step_fraction <= 0:
+            raise ValueError("lr and lr_step_fraction must be positive")
+
+    @property
+    def relative_grad_risk(self) -> float:
+        """The relative gradient that warns: the fixed line, or lower where the lr makes one step too big."""
+        return min(self.relative_grad_warning, self.lr_step_fraction / self.lr)
 
 
 @dataclass
@@ -115,6 +135,7 @@ class Finding:
     message: str
     evidence: dict[str, Any]
     fixes: list[Fix] = field(default_factory=list)
+    causes: list[Cause] = field(default_factory=list)  # most supported first
 
 
 @dataclass
@@ -126,6 +147,12 @@ class Diagnosis:
     profile: DepthProfile
     time_profiles: list[TimeProfile]
     thresholds: Thresholds
+    zero_init_layers: list[str] = field(default_factory=list)  # trainable layers whose weight is exactly zero
+
+    @property
+    def needs_step_check(self) -> bool:
+        """Exact zeros that zero-initialized layers may explain: one optimizer step on a copy tells."""
+        return any(c.id is CauseId.ZERO_INIT for f in self.findings for c in f.causes)
 
 
 def diagnose(result: ProbeResult, thresholds: Thresholds | None = None) -> Diagnosis:
@@ -135,18 +162,71 @@ def diagnose(result: ProbeResult, thresholds: Thresholds | None = None) -> Diagn
     time_profiles = [p for p in map(time_profile, result.recurrent) if p is not None]
     findings: list[Finding] = []
     findings += _nonfinite_findings(result)
-    findings += _depth_findings(profile, ratios, thresholds, [layer.name for layer in result.layers])
+    findings += _depth_findings(
+        profile, ratios, thresholds, [layer.name for layer in result.layers], result.structure.residual
+    )
     findings += _relative_grad_findings(result.layers, thresholds)
     findings += _time_findings(time_profiles, thresholds)
     findings += _zero_gradient_findings(result.layers, profile)
-    context = FixContext(result=result, profile=profile)
+    context = FixContext(result, profile, thresholds.lr, thresholds.lr_step_fraction)
+    zero_init = [layer.name for layer in result.layers if layer.trainable and layer.weight_norm == 0.0]
     for finding in findings:
-        finding.fixes = fixes_for(finding.kind, finding.evidence, context)
+        finding.causes = causes_for(finding.kind, finding.evidence, context, thresholds.lr, thresholds.lr_step_fraction)
+        blocked = zero_init_cause(finding, zero_init, [layer.name for layer in result.layers])
+        if blocked:
+            finding.causes.insert(0, blocked)
+        finding.fixes = order_fixes(fixes_for(finding.kind, finding.evidence, context), finding.causes)
     statuses = _statuses(result.layers, findings, ratios, thresholds, result.hooked)
+    return Diagnosis(
+        _verdict(findings), _ranked(findings), statuses, ratios, profile, time_profiles, thresholds, zero_init
+    )
+
+
+def _verdict(findings: list[Finding]) -> Verdict:
     errors = [f.kind.verdict for f in findings if f.severity is Severity.ERROR]
-    verdict = max(errors, key=lambda v: v.rank, default=Verdict.HEALTHY)
-    findings.sort(key=lambda f: (-f.severity.rank, -f.kind.verdict.rank))
-    return Diagnosis(verdict, findings, statuses, ratios, profile, time_profiles, thresholds)
+    return max(errors, key=lambda v: v.rank, default=Verdict.HEALTHY)
+
+
+def _ranked(findings: list[Finding]) -> list[Finding]:
+    return sorted(findings, key=lambda f: (-f.severity.rank, -f.kind.verdict.rank))
+
+
+def settle_zero_init(diagnosis: Diagnosis, after: Diagnosis, step: str) -> Diagnosis:
+    """Replace the findings that zero-initialized layers explain with one info finding, if ``after`` (the
+    same model measured after ``step`` on a copy) shows the gradient flowing; else say it does not."""
+    blocked = [f for f in diagnosis.findings if any(c.id is CauseId.ZERO_INIT for c in f.causes)]
+    still_zero = [f for f in after.findings if f.kind is FindingKind.ZERO_GRADIENT and f.severity is Severity.ERROR]
+    after_text = _after_text(after)
+    if still_zero or after.verdict.rank > diagnosis.verdict.rank or after.verdict is not Verdict.HEALTHY:
+        for finding in blocked:
+            finding.message += f" After {step} on a copy the gradient still does not flow ({after_text}): not only the zero-initialization."
+        return diagnosis
+    layers = sorted({name for f in blocked for name in f.layers}, key=list(diagnosis.statuses).index)
+    zero_init = diagnosis.zero_init_layers
+    message = (
+        f"{len(zero_init)} zero-initialized layer(s) ({', '.join(zero_init[:3])}{', ...' if len(zero_init) > 3 else ''}) "
+        f"block the gradient to {len(layers)} layer(s) at initialization, by design (Fixup, SkipInit, "
+        f"zero_init_residual; Zhang, Dauphin & Ma 2019). After {step} on a copy every layer gets a gradient: {after_text}. "
+        "Not vanishing."
+    )
+    evidence = {
+        "zero_init_layers": len(zero_init),
+        "blocked_layers": len(layers),
+        "step": step,
+        "decades_after_step": _round(after.profile.decades),
+        "verdict_after_step": after.verdict.value,
+    }
+    info = Finding(
+        FindingKind.ZERO_INIT, Severity.INFO, layers, message, evidence, [], [c for f in blocked for c in f.causes][:1]
+    )
+    findings = [f for f in diagnosis.findings if f not in blocked] + [info]
+    return replace(diagnosis, findings=_ranked(findings), verdict=_verdict(findings))
+
+
+def _after_text(after: Diagnosis) -> str:
+    decades = after.profile.decades
+    trend = f"input/output {_decades_text(decades)}, " if decades is not None else ""
+    return f"{trend}verdict {after.verdict.value}"
 
 
 def theil_sen_slope(xs: list[float], ys: list[float]) -> float:
@@ -296,7 +376,7 @@ def _severity(magnitude: float, thresholds: Thresholds) -> Severity | None:
 
 
 def _depth_findings(
-    profile: DepthProfile, ratios: dict[str, float], thresholds: Thresholds, order: list[str]
+    profile: DepthProfile, ratios: dict[str, float], thresholds: Thresholds, order: list[str], residual: bool | None
 ) -> list[Finding]:
     if profile.decades is None:
         return []
@@ -339,6 +419,9 @@ def _depth_findings(
             Finding(FindingKind.VANISHING_GRADIENT, vanishing_severity, layers, message + unhooked, dict(evidence))
         )
     exploding_severity = _severity(decades, thresholds) if decades > 0 else None
+    residual_growth = residual is True and (profile.gain_per_layer or 0.0) < RESIDUAL_GROWTH_GAIN
+    if exploding_severity and residual_growth:
+        exploding_severity = Severity.WARNING
     if exploding_severity:
         layers = [n for n in listed if ratios[n] >= 10**thresholds.decades_warning]
         message = (
@@ -348,6 +431,11 @@ def _depth_findings(
         if forward is not None and forward >= thresholds.forward_decades_error:
             message += f" The forward activations grow too ({_decades_text(forward)} from input to output)."
             forward_counted = True
+        if residual_growth:
+            message += (
+                " The model has skip connections and grows slowly per block: the residual stream adds each "
+                "branch's variance, so this is a warning (warm-up or zero-initialized branches remove it)."
+            )
         findings.append(
             Finding(FindingKind.EXPLODING_GRADIENT, exploding_severity, layers, message + unhooked, dict(evidence))
         )
@@ -363,7 +451,7 @@ def _relative_grad_findings(layers: list[LayerStats], thresholds: Thresholds) ->
     large = [
         layer
         for layer in layers
-        if layer.relative_grad is not None and layer.relative_grad >= thresholds.relative_grad_warning
+        if layer.relative_grad is not None and layer.relative_grad >= thresholds.relative_grad_risk
     ]
     if not large:
         return []
@@ -372,7 +460,7 @@ def _relative_grad_findings(layers: list[LayerStats], thresholds: Thresholds) ->
     safe_lr = 0.01 / worst.relative_grad  # a step that changes the worst layer by at most 1%
     message = (
         f"Relative gradients are huge: ||g||/||w|| reaches {worst.relative_grad:.3g} at {worst.name}, so one SGD "
-        f"step with lr 1e-3 would change it by {worst.relative_grad * 1e-3:.3g}x its own size."
+        f"step with lr {thresholds.lr:g} would change it by {worst.relative_grad * thresholds.lr:.3g}x its own size."
     )
     evidence = {
         "max_relative_grad": _round(worst.relative_grad),

@@ -58,6 +58,8 @@ class Fix:
 class FixContext:
     result: ProbeResult
     profile: DepthProfile
+    lr: float = 1e-3  # the learning rate the user trains with (--lr)
+    step_fraction: float = 0.1  # the largest share of a layer's norm one step should change
 
     @property
     def activation_summary(self) -> tuple[int, int, str]:
@@ -94,9 +96,9 @@ def fixes_for(kind: FindingKind, evidence: dict[str, Any], context: FixContext) 
     if kind in (FindingKind.VANISHING_GRADIENT, FindingKind.VANISHING_ACTIVATION):
         candidates = [_relu, _init_vanishing, _batchnorm, _residual]
     elif kind in (FindingKind.EXPLODING_GRADIENT, FindingKind.EXPLODING_ACTIVATION):
-        candidates = [_residual_for_normalized, _init_exploding, _clipping]
+        candidates = [_residual_for_normalized, _zero_init_branches, _init_exploding, _clipping, _learning_rate]
     elif kind is FindingKind.LARGE_RELATIVE_GRADIENT:
-        candidates = [_init_exploding, _clipping]
+        candidates = [_init_exploding, _learning_rate, _clipping]
     elif kind is FindingKind.NONFINITE:
         candidates = [_clipping, _init_exploding]
     elif kind is FindingKind.VANISHING_THROUGH_TIME:
@@ -180,7 +182,7 @@ def _init_fix(context: FixContext, scale: float, count: int, target: float, name
         f"{name} init for these activations is {target:.3g}. The scale is {verdict}: each layer multiplies "
         f"the signal by about {per_layer:.2f} of what unit gain needs.",
         code,
-        {"measured_scale": round(scale, 4), "target_scale": round(target, 4)},
+        {"scheme": "scale", "target": round(target, 4), "measured_scale": round(scale, 4)},
     )
 
 
@@ -233,6 +235,45 @@ def _residual_for_normalized(context: FixContext, evidence: dict[str, Any]) -> F
         "More normalization does not help; an identity path around each block does. One large SGD step "
         "also reverses it, but the first steps are then wasted.",
         RESIDUAL_BLOCK_CODE,
+    )
+
+
+def _zero_init_branches(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    if context.result.structure.residual is not True:
+        return None
+    gain = evidence.get("gain_per_layer")
+    measured = f" (x{gain:.3g} per block here)" if gain else ""
+    return Fix(
+        FixId.INIT.value,
+        "Zero-initialize the last layer (or norm) of each residual branch",
+        f"The model has skip connections, yet the gradient grows toward the input{measured}: each x + f(x) adds "
+        "its branch's variance to the residual stream. With the branch's last BatchNorm weight (or last layer) "
+        "at zero, every block starts as the identity (Goyal et al. 2017; Fixup, Zhang et al. 2019); "
+        "torchvision's ResNets do it with zero_init_residual=True.",
+        "for block in model.modules():\n"
+        "    if isinstance(block, BasicBlock):  # your residual block class\n"
+        "        nn.init.zeros_(block.bn2.weight)  # the branch's last norm (or its last layer's weight)",
+        {"scheme": "zero_residual"},
+    )
+
+
+def _learning_rate(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    layers = [layer for layer in context.result.layers if layer.relative_grad is not None]
+    if not layers:
+        return None
+    worst = max(layers, key=lambda layer: layer.relative_grad)
+    change = context.lr * worst.relative_grad
+    if change < context.step_fraction:
+        return None
+    safe = float(f"{context.step_fraction / worst.relative_grad:.2g}")
+    return Fix(
+        FixId.LEARNING_RATE.value,
+        f"Lower the learning rate to {safe:g} or less",
+        f"One SGD step changes a layer by lr x ||g||/||w||; {worst.name} measures {worst.relative_grad:.3g}, so lr "
+        f"{context.lr:g} changes it by {change:.3g}x its norm. lr <= {safe:g} keeps a step within "
+        f"{context.step_fraction:.0%}; with Adam, whose steps are about lr per weight, warm the lr up instead.",
+        f"optimizer = torch.optim.SGD(model.parameters(), lr={safe:g})",
+        {"lr": safe, "current_lr": context.lr},
     )
 
 
@@ -296,7 +337,7 @@ def _forget_bias(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
         f"measured x{evidence['gain_per_step']:.3g} per step over {steps} steps (Jozefowicz et al. 2015). A bias "
         f"of ln(T-1) = {bias:.2f} makes the gate 1 - 1/T (chrono init, Tallec & Ollivier 2018).",
         _forget_bias_code(kind.lower(), bias, gate),
-        {"forget_bias": round(bias, 3)},
+        {"scheme": "gate_bias", "gate": gate, "forget_bias": round(bias, 3)},
     )
 
 
@@ -319,4 +360,5 @@ def _recurrent_orthogonal(context: FixContext, evidence: dict[str, Any]) -> Fix 
         f"The gradient grows x{evidence['gain_per_step']:.3g} per step in {evidence['module']}: the recurrent "
         "matrix has singular values above 1. An orthogonal matrix has all of them at 1 (Saxe et al. 2014).",
         "for name, p in rnn.named_parameters():\n    if name.startswith('weight_hh'):\n        nn.init.orthogonal_(p)",
+        {"scheme": "orthogonal"},
     )

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError, ModelRunError
-from gradcheck_cli.stats import LayerStats, ModelStructure, ProbeResult, RecurrentStats
+from gradcheck_cli.stats import ActivationStats, LayerStats, ModelStructure, ProbeResult, RecurrentStats
 
 # Norms are reduced in float64: a vanishing gradient of 1e-30 squares to 1e-60, which float32 flushes to
 # zero (and an exploding one of 1e20 overflows), so float32 norms would hide the very thing we measure.
@@ -36,6 +36,26 @@ NORM_TYPES = (
     nn.LocalResponseNorm,
 )  # fmt: skip
 RMS_NORM = getattr(nn, "RMSNorm", None)
+# The largest derivative of each saturating activation: an output counts as saturated where the
+# derivative is below SATURATED_DERIVATIVE of it (sigmoid |h| > 4.4, tanh |h| > 2.2): hardly any
+# gradient passes there (Glorot & Bengio 2010, section 3).
+PEAK_DERIVATIVE = {"Sigmoid": 0.25, "Tanh": 1.0, "Hardtanh": 1.0, "Hardsigmoid": 1.0 / 6.0, "Softsign": 1.0}
+SATURATED_DERIVATIVE = 0.05
+# Activations whose units can die: zero output and zero derivative for every input of the batch.
+DYING = (nn.ReLU, nn.ReLU6)
+# Autograd nodes that add two tensors: a skip connection when the operands crossed different numbers
+# of weighted operations (x + f(x)).
+_ADD_NODES = ("AddBackward0", "AddBackward1")
+_ELEMENTWISE_NODES = frozenset({*_ADD_NODES, "SubBackward0", "MulBackward0", "DivBackward0"})
+# Nodes that only reshape or cast what they are given: a weight seen through one is still a parameter.
+_VIEW_NODES = frozenset(
+    f"{name}Backward0"
+    for name in (
+        "T", "View", "UnsafeView", "Reshape", "ReshapeAlias", "Expand", "Permute", "Transpose", "Unsqueeze",
+        "Squeeze", "Slice", "Select", "ToCopy", "Clone", "AsStrided", "Split", "SplitWithSizes", "Unbind",
+        "Alias", "Narrow",
+    )
+) | {"SqueezeBackward1", "SqueezeBackward2", "UnsqueezeBackward1"}  # fmt: skip
 
 
 @dataclass
@@ -106,6 +126,14 @@ def probe_model(
             if isinstance(module, nn.RNNBase):
                 handle = module.register_forward_pre_hook(recorder.time_probe_hook(module_name, module))
                 stack.callback(handle.remove)
+            elif recorder.hooked and isinstance(module, ACTIVATION_TYPES):
+                handle = module.register_forward_pre_hook(recorder.activation_hook(module_name, module))
+                stack.callback(handle.remove)
+        # Skips are read off the autograd graph once. A recurrent cell adds its input and state paths at
+        # every step, which would read as skips, and TorchScript hides its ops: for those it stays unknown.
+        recorder.read_skips = (
+            structure is None and recorder.hooked and not any(isinstance(m, nn.RNNBase) for m in model.modules())
+        )
         model.train(train_mode)
         torch.manual_seed(seed)
         for index in range(passes):
@@ -116,6 +144,8 @@ def probe_model(
             if progress is not None:
                 progress(index + 1, passes)
     seconds = time.perf_counter() - started
+    if structure is None:
+        structure = describe_structure(model, recorder.residual)
     return _assemble(model, name, recorder, per_pass, passes, seed, seconds, structure)
 
 
@@ -164,6 +194,9 @@ def _forward_backward(model: nn.Module, batch: Batch, loss_fn: LossFn, recorder:
                 "(model.requires_grad_(True)) or check the loss function.",
                 stage,
             )
+        if recorder.read_skips:
+            recorder.residual = has_skip_connections(loss)  # before backward frees the graph
+            recorder.read_skips = False
         stage = "backward pass"
         loss.backward()
     except GradcheckError:
@@ -233,12 +266,25 @@ class _PassFigures:
     loss: float
     total_grad_norm: float
     batch_size: int
+    # per activation site: (sum of phi'(h)^2, count of saturated outputs or None, values seen)
+    activations: dict[int, tuple[float, float | None, int]]
+
+
+@dataclass
+class _ActivationSite:
+    index: int
+    name: str
+    call: int  # which call of the module in a pass (a shared activation module is called per layer)
+    type: str
+    after: str | None
+    unit_dim: int
+    active: torch.Tensor | None = None  # per unit: was its derivative ever non-zero (dying types only)
 
 
 class _Recorder:
     """Hook bodies kept minimal: each appends one 0-d norm tensor; the host sees them once per pass."""
 
-    _FORWARD, _BACKWARD = 0, 1
+    _FORWARD, _BACKWARD, _DERIVATIVE_SQ, _SATURATED = 0, 1, 2, 3
 
     def __init__(self, layers: list[tuple[str, nn.Module]]):
         self.layers = layers
@@ -251,12 +297,23 @@ class _Recorder:
         self._time_probes: list[tuple[str, torch.Tensor, int]] = []
         self.recurrent_types: dict[str, str] = {}
         self.hooked = True
+        self.read_skips = False
+        self.residual: bool | None = None
+        self._last_layer: int | None = None  # the layer with weights that ran last (what an activation follows)
+        # Activations, one site per (module, call in the pass): a shared nn.ReLU used after every layer
+        # is measured after each of them.
+        self.activation_sites: list[_ActivationSite] = []
+        self._site_index: dict[tuple[str, int], int] = {}
+        self._activation_calls: dict[str, int] = {}
 
     def start_pass(self) -> None:
         self._values, self._slots = [], []
         self._numel = [0] * len(self.layers)
         self._time_probes = []
         self.calls = [0] * len(self.layers)
+        self._activation_calls = {}
+        self._activation_numel: dict[int, int] = {}
+        self._last_layer = None
 
     def ranked(self) -> list[int]:
         """Layer indices in execution order, then the layers that never ran in definition order."""
@@ -271,6 +328,7 @@ class _Recorder:
                 self._seen.add(index)
                 self.order.append(index)
             self.calls[index] += 1
+            self._last_layer = index
             for tensor in _tensors(output):
                 if not tensor.is_floating_point():
                     continue
@@ -303,6 +361,58 @@ class _Recorder:
 
         return hook
 
+    def activation_hook(self, name: str, module: nn.Module) -> Callable:
+        """Measure the activation on its input h, before an in-place activation overwrites it: the
+        derivative phi'(h), read by autograd on a copy so any elementwise activation is covered."""
+        kind = type(module).__name__
+
+        def hook(mod: nn.Module, args: tuple) -> None:
+            if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+                return
+            call = self._activation_calls.get(name, 0)
+            self._activation_calls[name] = call + 1
+            h = args[0].detach()
+            if h.numel() == 0:
+                return
+            site = self._site(name, kind, call, h)
+            with torch.enable_grad():
+                leaf = h.clone().requires_grad_(True)
+                out = mod.forward(leaf * 1.0)  # * 1.0: an in-place activation must not write to the leaf
+                (derivative,) = torch.autograd.grad(out, leaf, torch.ones_like(out))
+            derivative = derivative.to(_NORM_DTYPE)
+            self._record_value(self._DERIVATIVE_SQ, site.index, derivative.square().sum())
+            self._activation_numel[site.index] = self._activation_numel.get(site.index, 0) + h.numel()
+            peak = PEAK_DERIVATIVE.get(kind)
+            if peak is not None:
+                flat = (derivative.abs() < SATURATED_DERIVATIVE * peak).sum().to(_NORM_DTYPE)
+                self._record_value(self._SATURATED, site.index, flat)
+            if isinstance(mod, DYING):
+                reduce = [d for d in range(h.dim()) if d != site.unit_dim]
+                active = (derivative != 0).any(dim=reduce) if reduce else derivative != 0
+                site.active = active if site.active is None else site.active | active
+
+        return hook
+
+    def _site(self, name: str, kind: str, call: int, h: torch.Tensor) -> _ActivationSite:
+        key = (name, call)
+        if key not in self._site_index:
+            after = self.layers[self._last_layer] if self._last_layer is not None else None
+            # Units are channels (dim 1) of a convolution's map, else the features (last dim).
+            conv_after = after is not None and isinstance(
+                after[1], (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)
+            )
+            unit_dim = 1 if h.dim() >= 3 and (h.dim() >= 4 or conv_after) else h.dim() - 1
+            label = name or "(model)"
+            self._site_index[key] = len(self.activation_sites)
+            self.activation_sites.append(
+                _ActivationSite(len(self.activation_sites), label, call, kind, after[0] if after else None, unit_dim)
+            )
+        return self.activation_sites[self._site_index[key]]
+
+    def _record_value(self, slot: int, index: int, value: torch.Tensor) -> None:
+        self._values.append(value)
+        self._slots.append((slot, index))
+
     def _record(self, slot: int, index: int, tensor: torch.Tensor) -> None:
         self._values.append(torch.linalg.vector_norm(tensor, dtype=_NORM_DTYPE))
         self._slots.append((slot, index))
@@ -327,12 +437,21 @@ class _Recorder:
         n_layers = len(self.layers)
         forward_sq, backward_sq = [0.0] * n_layers, [0.0] * n_layers
         backward_seen = [False] * n_layers
+        derivative_sq: dict[int, float] = {}
+        saturated: dict[int, float] = {}
         for (slot, index), value in zip(self._slots, host):
             if slot == self._FORWARD:
                 forward_sq[index] += value * value
-            else:
+            elif slot == self._BACKWARD:
                 backward_sq[index] += value * value
                 backward_seen[index] = True
+            elif slot == self._DERIVATIVE_SQ:
+                derivative_sq[index] = derivative_sq.get(index, 0.0) + value
+            else:
+                saturated[index] = saturated.get(index, 0.0) + value
+        activations = {
+            site: (derivative_sq[site], saturated.get(site), numel) for site, numel in self._activation_numel.items()
+        }
         weight_sq: list[float | None] = [None] * n_layers
         other_sq: list[float | None] = [None] * n_layers
         grad_nonfinite = [False] * n_layers
@@ -360,7 +479,7 @@ class _Recorder:
             offset += length
         return _PassFigures(
             forward_sq, list(self._numel), backward_sq, backward_seen, weight_sq, other_sq, grad_nonfinite,
-            time_steps, loss_value, math.sqrt(total_sq), batch_size,
+            time_steps, loss_value, math.sqrt(total_sq), batch_size, activations,
         )  # fmt: skip
 
 
@@ -435,14 +554,98 @@ def _assemble(
         device=str(first_param.device) if first_param is not None else "cpu",
         layers=layer_stats,
         recurrent=[
-            RecurrentStats(name, recorder.recurrent_types.get(name, "RNN"), steps)
+            _recurrent_stats(model, name, recorder.recurrent_types.get(name, "RNN"), steps)
             for name, steps in time_series.items()
         ],
         losses=[p.loss for p in per_pass],
         total_grad_norms=[p.total_grad_norm for p in per_pass],
-        structure=structure or describe_structure(model),
+        structure=structure,
         hooked=recorder.hooked,
+        activations=_activation_stats(recorder.activation_sites, per_pass),
     )
+
+
+def _activation_stats(sites: list[_ActivationSite], per_pass: list[_PassFigures]) -> list[ActivationStats]:
+    calls: dict[str, int] = {}
+    for site in sites:
+        calls[site.name] = max(calls.get(site.name, 0), site.call + 1)
+    stats = []
+    actives = [site.active.to(_NORM_DTYPE).mean() for site in sites if site.active is not None]
+    alive = iter(torch.stack([a.to(actives[0].device) for a in actives]).tolist() if actives else [])
+    for site in sites:
+        seen = [p.activations[site.index] for p in per_pass if site.index in p.activations]
+        derivative = [math.sqrt(sq / n) for sq, _, n in seen]
+        saturated = [flat / n for _, flat, n in seen if flat is not None]
+        stats.append(
+            ActivationStats(
+                name=f"{site.name}[{site.call}]" if calls[site.name] > 1 else site.name,
+                type=site.type,
+                after=site.after,
+                calls=1,
+                units=int(site.active.numel()) if site.active is not None else 0,
+                saturated_fraction=_median(saturated) if saturated else None,
+                dead_fraction=1.0 - next(alive) if site.active is not None else None,
+                derivative_rms=_median(derivative) if derivative else None,
+            )
+        )
+    return stats
+
+
+def _recurrent_stats(model: nn.Module, name: str, kind: str, steps: list[float]) -> RecurrentStats:
+    module = model.get_submodule(name) if name else model
+    spectral, nonlinearity, gate_bias = None, None, None
+    with torch.no_grad():
+        if isinstance(module, nn.RNN):
+            nonlinearity = module.nonlinearity
+            spectral = float(torch.linalg.matrix_norm(module.weight_hh_l0.detach().to(_NORM_DTYPE), ord=2))
+        elif isinstance(module, (nn.LSTM, nn.GRU)) and module.bias:
+            # rows [h:2h] hold the forget gate (LSTM: input, forget, cell, output) or the update gate
+            # (GRU: reset, update, new); the two bias vectors add
+            h = module.hidden_size
+            total = module.bias_ih_l0.detach()[h : 2 * h] + module.bias_hh_l0.detach()[h : 2 * h]
+            gate_bias = float(total.to(_NORM_DTYPE).mean())
+    return RecurrentStats(name, kind, steps, spectral, nonlinearity, gate_bias)
+
+
+def has_skip_connections(loss: torch.Tensor) -> bool:
+    """Whether the autograd graph behind ``loss`` adds two tensors that crossed different numbers of
+    weighted operations, as x + f(x) does: the mark of a skip connection, whatever the forward code.
+
+    A weighted operation is a node fed (through views) by a parameter of 2 or more dimensions; a bias,
+    a norm's scale or a positional table added directly are parameters, not operands, so they do not
+    count, and two embeddings added together are the same depth.
+    """
+    root = loss.grad_fn
+    if root is None:
+        return False
+    param_only: dict[Any, bool] = {}  # a node fed only by parameters (a weight through .t() or a view)
+    weighted: dict[Any, bool] = {}  # such a node feeds a parameter of 2+ dims
+    depth: dict[Any, int] = {}
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if node in depth:
+            continue
+        children = [child for child, _ in node.next_functions if child is not None]
+        if not expanded:
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if child not in depth)
+            continue
+        variable = getattr(node, "variable", None)
+        if variable is not None:  # AccumulateGrad: a leaf parameter
+            param_only[node], weighted[node], depth[node] = True, variable.dim() >= 2, 0
+            continue
+        operands = [child for child in children if not param_only[child]]
+        param_only[node] = bool(children) and not operands and node.name() in _VIEW_NODES
+        weighted[node] = param_only[node] and any(weighted[child] for child in children)
+        # A parameter added or multiplied elementwise (a positional table, a scale) is not a weighted op.
+        own = node.name() not in _ELEMENTWISE_NODES and any(param_only[c] and weighted[c] for c in children)
+        depth[node] = max((depth[child] for child in operands), default=0) + (1 if own and not param_only[node] else 0)
+        if node.name() in _ADD_NODES and len(operands) >= 2:
+            depths = {depth[child] for child in operands}
+            if len(depths) > 1 and min(depths) >= 1:
+                return True
+    return False
 
 
 def _weight_figures(layers: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:

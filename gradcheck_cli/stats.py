@@ -70,6 +70,9 @@ class RecurrentStats:
     # through time can explode, below 1 (with tanh' <= 1) it must vanish (Pascanu et al. 2013).
     spectral_norm: float | None = None
     nonlinearity: str | None = None  # "tanh" or "relu" for nn.RNN; None for gated cells
+    # Mean bias (bias_ih + bias_hh) of the gate that keeps the state: an LSTM's forget gate, a GRU's
+    # update gate. Near 0 the gate is about 0.5 and the state's gradient halves every step.
+    memory_gate_bias: float | None = None
 
 
 @dataclass
