@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from gradcheck_cli.diagnosis import Thresholds, diagnose
+from gradcheck_cli.diagnosis import Thresholds, diagnose, settle_zero_init
+from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.probe import BatchFn, LossFn, ProgressFn, probe_model
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import ModelStructure
@@ -21,12 +22,34 @@ def check_model(
     title: str | None = None,
     structure: ModelStructure | None = None,
     progress: ProgressFn | None = None,
+    clip_grad_norm: float | None = None,
 ) -> Report:
     """Measure ``model`` over ``passes`` forward/backward passes and diagnose its gradient health.
 
-    The model is left as found (weights, ``.grad``, buffers, hooks, train/eval mode, RNG state).
+    The model is left as found (weights, ``.grad``, buffers, hooks, train/eval mode, RNG state). Exact
+    zeros that zero-initialized layers may explain are settled by one SGD step on a copy.
     """
     result = probe_model(
-        model, make_batch, loss_fn, passes=passes, seed=seed, name=title, structure=structure, progress=progress
-    )
-    return Report(title=title or result.model_name, result=result, diagnosis=diagnose(result, thresholds))
+        model, make_batch, loss_fn, passes=passes, seed=seed, name=title, structure=structure, progress=progress,
+        clip_grad_norm=clip_grad_norm,
+    )  # fmt: skip
+    diagnosis = diagnose(result, thresholds)
+    if diagnosis.needs_step_check:
+        diagnosis = _check_zero_init(model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure)
+    return Report(title=title or result.model_name, result=result, diagnosis=diagnosis)
+
+
+def _check_zero_init(model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure):
+    from gradcheck_cli.training import ZERO_INIT_CHECK_LR, train_copy
+
+    step = f"one SGD step (lr {ZERO_INIT_CHECK_LR:g})"
+    try:
+        for _, stepped, _ in train_copy(
+            model, make_batch, loss_fn, steps=1, lr=ZERO_INIT_CHECK_LR, seed=seed, purpose="the zero-init check"
+        ):
+            after = diagnose(
+                probe_model(stepped, make_batch, loss_fn, passes=passes, seed=seed, structure=structure), thresholds
+            )
+    except GradcheckError:
+        return diagnosis  # a model that cannot be copied or stepped keeps its findings as measured
+    return settle_zero_init(diagnosis, after, step)

@@ -146,7 +146,7 @@ def _depth_causes(exploding: bool, evidence: dict[str, Any], context: FixContext
         causes.append(
             Cause(
                 CauseId.DEPTH_WITHOUT_SKIPS,
-                f"{depth} layers in series and no skip connection (none in the autograd graph): every layer's "
+                f"{depth} layers in series and no skip connection: every layer's "
                 "factor multiplies into the gradient; a residual path would carry it around each block.",
                 unexplained / 2,
                 (FixId.RESIDUAL.value,),

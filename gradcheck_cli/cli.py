@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 
 from gradcheck_cli import __version__
-from gradcheck_cli.choices import Activation, Arch, FailOn, Init, LossKind, Norm, OutputFormat
-from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.choices import Activation, Arch, FailOn, Init, LossKind, Norm, Optimizer, OutputFormat
+from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 
@@ -59,6 +59,17 @@ PassesOption = Annotated[int, typer.Option(min=1, help="Forward/backward passes 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Report format on stdout.")]
 AllLayersOption = Annotated[bool, typer.Option("--all-layers", help="Show every layer, not the condensed table.")]
 FailOnOption = Annotated[FailOn, typer.Option(help="Lowest severity that makes the exit code 1.")]
+VerifyOption = Annotated[
+    bool, typer.Option("--verify", help="Apply each suggested fix to a copy of the model and measure it again.")
+]
+StepsOption = Annotated[
+    int, typer.Option(min=0, help="Also train a copy for N optimizer steps and measure it after each (default 0).")
+]
+OptimizerOption = Annotated[Optimizer, typer.Option(help="Optimizer for --steps.")]
+LrOption = Annotated[
+    float,
+    typer.Option(help="Learning rate you train with: for --steps and the learning-rate risk."),
+]
 
 
 def _fail(error: GradcheckError) -> NoReturn:
@@ -117,6 +128,10 @@ def demo(
             help="When there is an error finding, also measure the preset with the first fix that applies to it.",
         ),
     ] = True,
+    verify: VerifyOption = False,
+    steps: StepsOption = 0,
+    optimizer: OptimizerOption = Optimizer.SGD,
+    lr: LrOption = 1e-3,
     output_format: FormatOption = OutputFormat.TEXT,
     all_layers: AllLayersOption = False,
     fail_on: FailOnOption = FailOn.ERROR,
@@ -136,7 +151,10 @@ def demo(
             residual=residual, seq_len=seq_len, batch_size=batch_size,
         ).resolved()  # fmt: skip
         with _progress(f"Probing {spec.describe()}"):
-            report = run_demo(spec, seed=seed, passes=passes, try_fix=fix)
+            report = run_demo(
+                spec, seed=seed, passes=passes, thresholds=_thresholds(lr), try_fix=fix, verify=verify,
+                steps=steps, optimizer=optimizer,
+            )  # fmt: skip
     except GradcheckError as error:
         _fail(error)
     get_renderer(output_format).render(report, sys.stdout, RenderOptions(all_layers=all_layers))
@@ -175,6 +193,10 @@ def scan(
     ] = None,
     seed: SeedOption = 0,
     passes: PassesOption = 3,
+    verify: VerifyOption = False,
+    steps: StepsOption = 0,
+    optimizer: OptimizerOption = Optimizer.SGD,
+    lr: LrOption = 1e-3,
     output_format: FormatOption = OutputFormat.TEXT,
     all_layers: AllLayersOption = False,
     fail_on: FailOnOption = FailOn.ERROR,
@@ -189,8 +211,10 @@ def scan(
     from gradcheck_cli.scan import ScanOptions, scan_target
 
     try:
+        thresholds = _thresholds(lr)
         options = ScanOptions(
             entry=entry, paths=tuple(path or ()), trust_pickle=trust_pickle, loss=loss, passes=passes, seed=seed,
+            verify=verify, steps=steps, optimizer=optimizer,
             inputs=InputOptions(
                 shapes=tuple(parse_shape(text) for text in input_shape or ()), dtype=input_dtype,
                 vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size,
@@ -202,7 +226,7 @@ def scan(
     for target in targets:
         try:
             with _progress(f"Scanning {target}"):
-                report = scan_target(target, options)
+                report = scan_target(target, options, thresholds)
         except GradcheckError as error:
             exit_code = EXIT_USAGE
             _report_error(error, prefix=f"{target}: " if len(targets) > 1 else "")
@@ -216,6 +240,14 @@ def scan(
     elif reports:
         renderer.render(reports[0], sys.stdout, render_options)
     raise typer.Exit(exit_code)
+
+
+def _thresholds(lr: float):
+    from gradcheck_cli.diagnosis import Thresholds
+
+    if not lr > 0:
+        raise InvalidOptionError(f"--lr must be a positive learning rate (got {lr:g}); try --lr 1e-3.")
+    return Thresholds(lr=lr)
 
 
 def _progress(message: str) -> contextlib.AbstractContextManager:

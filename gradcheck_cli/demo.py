@@ -1,15 +1,18 @@
-"""``gradcheck demo``: a preset deep model, its report, and what the first applicable fix does to it."""
+"""``gradcheck demo``: a preset deep model, its report, and what the suggested fixes do to it."""
 
 from __future__ import annotations
 
 from dataclasses import fields
 
 from gradcheck_cli.api import check_model
-from gradcheck_cli.choices import FixId
+from gradcheck_cli.choices import FixId, Optimizer
 from gradcheck_cli.diagnosis import Thresholds
+from gradcheck_cli.fixes import Fix
 from gradcheck_cli.presets import DemoSpec, apply_fix, build_preset
 from gradcheck_cli.probe import ProgressFn
 from gradcheck_cli.report import FixTrial, Report
+from gradcheck_cli.training import track_training
+from gradcheck_cli.verify import suggested_fixes, try_on_copy
 
 
 def run_demo(
@@ -19,23 +22,52 @@ def run_demo(
     passes: int = 3,
     thresholds: Thresholds | None = None,
     try_fix: bool = True,
+    verify: bool = False,
+    steps: int = 0,
+    optimizer: Optimizer = Optimizer.SGD,
     progress: ProgressFn | None = None,
 ) -> Report:
-    """Report on the preset; when it has an error finding whose fix can be applied to the preset,
-    build the fixed preset with the same seed, measure it, and attach it as the report's fix trial."""
+    """Report on the preset. With ``verify``, every suggested fix is measured on a copy; otherwise, when
+    there is an error finding, the first fix that the preset can take is. ``steps`` trains a copy."""
     spec = spec.resolved()
     report = _measure(spec, seed, passes, thresholds, progress)
-    if not try_fix or not report.fails():
-        return report
+    if steps:
+        preset = build_preset(spec, seed=seed)
+        lr = (thresholds or Thresholds()).lr
+        track_training(
+            preset.model, preset.make_batch, preset.loss, report, steps=steps, optimizer=optimizer, lr=lr,
+            passes=passes, seed=seed, thresholds=thresholds, structure=preset.structure,
+        )  # fmt: skip
+    if verify:
+        report.fix_trials = [_trial(spec, fix, seed, passes, thresholds, progress) for fix in suggested_fixes(report)]
+    elif try_fix and report.fails():
+        report.fix_trials = _first_applicable(spec, report, seed, passes, thresholds, progress)
+    return report
+
+
+def _first_applicable(spec, report, seed, passes, thresholds, progress) -> list[FixTrial]:
     for finding in report.diagnosis.findings:
         for fix in finding.fixes:
-            fixed = apply_fix(spec, FixId(fix.id))
-            if fixed is None:
-                continue
-            after = _measure(fixed, seed, passes, thresholds, progress)
-            report.fix_trial = FixTrial(fix.id, describe_change(spec, fixed), after)
-            return report
-    return report
+            fixed = apply_fix(spec, FixId(fix.id), fix.params)
+            if fixed is not None:
+                after = _measure(fixed, seed, passes, thresholds, progress)
+                return [FixTrial(fix.id, describe_change(spec, fixed), after, fix.title)]
+    return []
+
+
+def _trial(spec: DemoSpec, fix: Fix, seed, passes, thresholds, progress) -> FixTrial:
+    """The preset variant with the fix where there is one (so He init comes with ReLU, as in the fix's
+    code); else the fix applied to a copy of the built preset, as for a user's model."""
+    fixed = apply_fix(spec, FixId(fix.id), fix.params)
+    if fixed is not None:
+        return FixTrial(
+            fix.id, describe_change(spec, fixed), _measure(fixed, seed, passes, thresholds, progress), fix.title
+        )
+    preset = build_preset(spec, seed=seed)
+    return try_on_copy(
+        preset.model, preset.make_batch, preset.loss, fix, passes=passes, seed=seed, thresholds=thresholds,
+        title=spec.describe(),
+    )  # fmt: skip
 
 
 def _measure(spec: DemoSpec, seed: int, passes: int, thresholds: Thresholds | None, progress) -> Report:

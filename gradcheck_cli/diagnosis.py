@@ -18,7 +18,7 @@ from typing import Any
 from gradcheck_cli.causes import Cause, causes_for, order_fixes, zero_init_cause
 from gradcheck_cli.choices import CauseId, FindingKind, LayerStatus, Severity, Verdict
 from gradcheck_cli.fixes import Fix, FixContext, fixes_for
-from gradcheck_cli.stats import LayerStats, ProbeResult, RecurrentStats
+from gradcheck_cli.stats import LayerStats, NonfiniteOrigin, ProbeResult, RecurrentStats
 
 # |D| in decades, D = log10(b at the input end / b at the output end). Every pathology measured for
 # GRADIENTS.md had |D| >= 3.1 and every healthy design |D| <= 0.5 (SELU at depth 64: 0.95), so one
@@ -223,6 +223,21 @@ def settle_zero_init(diagnosis: Diagnosis, after: Diagnosis, step: str) -> Diagn
     return replace(diagnosis, findings=_ranked(findings), verdict=_verdict(findings))
 
 
+def with_later_findings(diagnosis: Diagnosis, later: Diagnosis, when: str) -> Diagnosis:
+    """Add the findings of a later measurement (after training steps) whose kind the first did not have:
+    a problem that appears once training starts is a problem of the model."""
+    present = {f.kind for f in diagnosis.findings}
+    new = [
+        replace(f, message=f"{when[0].upper()}{when[1:]}: {f.message}", evidence={**f.evidence, "measured": when})
+        for f in later.findings
+        if f.kind not in present and f.severity is not Severity.INFO
+    ]
+    if not new:
+        return diagnosis
+    findings = diagnosis.findings + new
+    return replace(diagnosis, findings=_ranked(findings), verdict=_verdict(findings))
+
+
 def _after_text(after: Diagnosis) -> str:
     decades = after.profile.decades
     trend = f"input/output {_decades_text(decades)}, " if decades is not None else ""
@@ -357,7 +372,18 @@ def _nonfinite_findings(result: ProbeResult) -> list[Finding]:
         "nonfinite_gradient_layers": sum(layer.grad_nonfinite or layer.backward_nonfinite for layer in result.layers),
         "loss_nonfinite": result.loss_nonfinite,
     }
-    if forward_origin:
+    origin = result.nonfinite_origin
+    if origin is not None:
+        where = _origin_text(origin)
+        evidence.update(
+            origin_stage=origin.stage,
+            origin_module=origin.module,
+            origin_type=origin.type,
+            origin_input_min=_round(min((low for low, _ in origin.input_ranges), default=None)),
+            origin_input_max=_round(max((high for _, high in origin.input_ranges), default=None)),
+            passed_on=len(origin.passed_on),
+        )
+    elif forward_origin:
         where = f"the forward pass first produced NaN/Inf at {forward_origin}"
     elif result.loss_nonfinite:
         where = "the loss is NaN/Inf although every layer's output was finite"
@@ -365,6 +391,26 @@ def _nonfinite_findings(result: ProbeResult) -> list[Finding]:
         where = "the backward pass produced NaN/Inf gradients from finite activations"
     message = f"Non-finite values: {where}; {len(bad)} layer(s) affected."
     return [Finding(FindingKind.NONFINITE, Severity.ERROR, [layer.name for layer in bad], message, evidence)]
+
+
+def _origin_text(origin: NonfiniteOrigin) -> str:
+    """Where it came from, what became non-finite, and the inputs' range there."""
+    ranges = ", ".join(f"[{low:.3g}, {high:.3g}]" for low, high in origin.input_ranges[:3])
+    inputs = f"; its inputs ranged {ranges}" if ranges else ""
+    passed = ""
+    if origin.passed_on:
+        shown = ", ".join(origin.passed_on[:3]) + (", ..." if len(origin.passed_on) > 3 else "")
+        passed = f"; {len(origin.passed_on)} module(s) only passed it on ({shown})"
+    if origin.module is None:
+        return f"it first appears in the loss ({origin.detail}){inputs}{passed}"
+    stage = (
+        "forward pass"
+        if origin.stage == "forward"
+        else f"{origin.stage} pass"
+        if origin.stage == "backward"
+        else origin.stage
+    )
+    return f"it first appears in the {stage} at {origin.module} ({origin.type}): {origin.detail}{inputs}{passed}"
 
 
 def _severity(magnitude: float, thresholds: Thresholds) -> Severity | None:

@@ -250,10 +250,13 @@ def set_forget_bias(lstm: nn.LSTM, value: float) -> None:
                 param[hidden : 2 * hidden].fill_(0.0)
 
 
-def apply_fix(spec: DemoSpec, fix: FixId) -> DemoSpec | None:
-    """The preset with one fix applied, or None where the fix does not change what the probe measures
-    (clipping bounds the update, not the gradient profile at initialization)."""
+def apply_fix(spec: DemoSpec, fix: FixId, params: dict | None = None) -> DemoSpec | None:
+    """The preset with one fix applied, or None where no preset variant is that fix (clipping and the
+    learning rate bound the update, not the gradient profile; zero-initialized residual branches are not
+    a preset option)."""
     spec = spec.resolved()
+    if (params or {}).get("scheme") == "zero_residual":
+        return None
     if fix is FixId.RELU:
         return replace(spec, activation=Activation.RELU, init=Init.KAIMING, gain=None)
     if fix is FixId.INIT:

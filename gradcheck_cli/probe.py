@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError, ModelRunError
+from gradcheck_cli.nonfinite import trace_nonfinite
 from gradcheck_cli.stats import ActivationStats, LayerStats, ModelStructure, ProbeResult, RecurrentStats
 
 # Norms are reduced in float64: a vanishing gradient of 1e-30 squares to 1e-60, which float32 flushes to
@@ -102,11 +103,14 @@ def probe_model(
     name: str | None = None,
     structure: ModelStructure | None = None,
     progress: ProgressFn | None = None,
+    clip_grad_norm: float | None = None,
 ) -> ProbeResult:
     """Run ``passes`` forward/backward passes and measure every layer.
 
     ``make_batch(i)`` gives the batch of pass ``i``; it and the model draw randomness from the global
     RNG, seeded with ``seed`` here and restored afterwards. ``loss_fn(output, batch)`` gives a scalar.
+    With ``clip_grad_norm`` the parameter gradients are clipped to that total norm before they are read,
+    as a training step with clipping would see them (the backward signal is measured before clipping).
     """
     if passes < 1:
         raise InvalidOptionError(f"passes must be at least 1 (got {passes}); try --passes 3.")
@@ -136,17 +140,24 @@ def probe_model(
         )
         model.train(train_mode)
         torch.manual_seed(seed)
+        nonfinite_batch = None
         for index in range(passes):
             batch = make_batch(index)
             recorder.start_pass()
-            loss = _forward_backward(model, batch, loss_fn, recorder)
+            loss = _forward_backward(model, batch, loss_fn, recorder, clip_grad_norm)
             per_pass.append(recorder.finish_pass(loss, _batch_size(batch)))
+            if nonfinite_batch is None and not per_pass[-1].finite:
+                nonfinite_batch = batch
             if progress is not None:
                 progress(index + 1, passes)
+        # The passes say *that* a NaN/Inf occurred; one more pass with every module watched says where.
+        origin = trace_nonfinite(model, nonfinite_batch, loss_fn) if nonfinite_batch is not None else None
     seconds = time.perf_counter() - started
     if structure is None:
         structure = describe_structure(model, recorder.residual)
-    return _assemble(model, name, recorder, per_pass, passes, seed, seconds, structure)
+    result = _assemble(model, name, recorder, per_pass, passes, seed, seconds, structure)
+    result.nonfinite_origin = origin
+    return result
 
 
 def _owns_parameters(module: nn.Module) -> bool:
@@ -178,7 +189,9 @@ def _snapshot(model: nn.Module) -> Callable[[], None]:
     return restore
 
 
-def _forward_backward(model: nn.Module, batch: Batch, loss_fn: LossFn, recorder: _Recorder) -> torch.Tensor:
+def _forward_backward(
+    model: nn.Module, batch: Batch, loss_fn: LossFn, recorder: _Recorder, clip_grad_norm: float | None = None
+) -> torch.Tensor:
     for p in model.parameters():
         p.grad = None
     stage = "forward pass"
@@ -199,6 +212,8 @@ def _forward_backward(model: nn.Module, batch: Batch, loss_fn: LossFn, recorder:
             recorder.read_skips = False
         stage = "backward pass"
         loss.backward()
+        if clip_grad_norm is not None:  # what training with clipping would step with
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip_grad_norm)
     except GradcheckError:
         raise
     except Exception as error:  # the user's code: say where it failed, keep the original as the cause
@@ -268,6 +283,11 @@ class _PassFigures:
     batch_size: int
     # per activation site: (sum of phi'(h)^2, count of saturated outputs or None, values seen)
     activations: dict[int, tuple[float, float | None, int]]
+
+    @property
+    def finite(self) -> bool:
+        sums = (self.loss, self.total_grad_norm, *self.forward_sq, *self.backward_sq)
+        return all(math.isfinite(value) for value in sums)
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
 from gradcheck_cli.choices import FailOn, Severity, Verdict
 from gradcheck_cli.diagnosis import Diagnosis
@@ -11,10 +13,24 @@ from gradcheck_cli.stats import ProbeResult
 
 @dataclass
 class FixTrial:
-    """A suggested fix applied to a copy of the model and measured again."""
+    """A suggested fix applied to a copy of the model and measured again, or why it could not be."""
 
     fix_id: str
-    description: str  # what changed, e.g. "activation sigmoid -> relu, init default -> kaiming"
+    description: str  # what changed, e.g. "activation: sigmoid -> relu", or why it was not applied
+    report: Report | None  # None: the fix cannot be applied mechanically; its code shows the change
+    title: str = ""  # the fix's title
+
+    @property
+    def applied(self) -> bool:
+        return self.report is not None
+
+
+@dataclass
+class TrainingStep:
+    """The model after ``step`` optimizer steps on a copy, measured again (``--steps``)."""
+
+    step: int
+    loss: float  # the training loss of that step
     report: Report
 
 
@@ -23,9 +39,11 @@ class Report:
     title: str  # what was measured, e.g. "MLP depth 50 x 256, sigmoid, default init"
     result: ProbeResult
     diagnosis: Diagnosis
-    fix_trial: FixTrial | None = None
+    fix_trials: list[FixTrial] = field(default_factory=list)
     # How it was measured, as (what, how) rows: which model, inputs, output and loss were used.
     context: list[tuple[str, str]] = field(default_factory=list)
+    training: list[TrainingStep] = field(default_factory=list)
+    training_setup: str = ""  # e.g. "5 SGD steps, lr 0.001, on a copy"
 
     @property
     def verdict(self) -> Verdict:
@@ -37,3 +55,21 @@ class Report:
             return False
         threshold = Severity(fail_on.value)
         return any(f.severity.rank >= threshold.rank for f in self.diagnosis.findings)
+
+
+def summarize(report: Report) -> dict[str, Any]:
+    """A report in a few figures (the verdict, the depth trend, the largest step risks): one row of a
+    training run or of a fix comparison."""
+    diagnosis, result = report.diagnosis, report.result
+    relative = [layer.relative_grad for layer in result.layers if layer.relative_grad is not None]
+    dead = [site.dead_fraction for site in result.activations if site.dead_fraction is not None]
+    norms = [n for n in result.total_grad_norms if n == n]
+    return {
+        "verdict": diagnosis.verdict.value,
+        "decades": diagnosis.profile.decades,
+        "gain_per_layer": diagnosis.profile.gain_per_layer,
+        "total_grad_norm": statistics.median(norms) if norms else None,
+        "max_relative_grad": max(relative, default=None),
+        "max_dead_fraction": max(dead, default=None),
+        "findings": [f"{finding.severity.value}:{finding.kind.value}" for finding in diagnosis.findings],
+    }

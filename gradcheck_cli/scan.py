@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from gradcheck_cli.api import check_model
-from gradcheck_cli.choices import LossKind
+from gradcheck_cli.choices import LossKind, Optimizer
 from gradcheck_cli.diagnosis import Thresholds
 from gradcheck_cli.errors import GradcheckError, ModelRunError
 from gradcheck_cli.inputs import INPUT_OPTIONS_HINT, InputOptions, plan_inputs
@@ -15,6 +15,8 @@ from gradcheck_cli.loading import load_target
 from gradcheck_cli.objective import Objective
 from gradcheck_cli.probe import ProgressFn
 from gradcheck_cli.report import Report
+from gradcheck_cli.training import track_training
+from gradcheck_cli.verify import try_on_copy, verify_fixes
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class ScanOptions:
     loss: LossKind | None = None  # None: the file's loss_fn, else chosen from the output
     passes: int = 3
     seed: int = 0
+    verify: bool = False  # try every suggested fix on a copy
+    steps: int = 0  # optimizer steps on a copy, measured after each
+    optimizer: Optimizer = Optimizer.SGD
 
 
 def scan_target(
@@ -54,6 +59,19 @@ def scan_target(
             raise
         hint = INPUT_OPTIONS_HINT if plan.assumed else "check the inputs, or pass --input-shape"
         raise GradcheckError(f"{error} (inputs tried: {plan.shapes}, {plan.description}); {hint}.") from error
+    if options.steps:
+        track_training(
+            model, plan.make_batch, objective, report, steps=options.steps, optimizer=options.optimizer,
+            lr=(thresholds or Thresholds()).lr, passes=options.passes, seed=options.seed, thresholds=thresholds,
+        )  # fmt: skip
+    if options.verify:
+        report.fix_trials = verify_fixes(
+            report,
+            lambda fix: try_on_copy(
+                model, plan.make_batch, objective, fix, passes=options.passes, seed=options.seed,
+                thresholds=thresholds, title=report.title,
+            ),
+        )  # fmt: skip
     report.context = [
         ("model", loaded.description),
         ("inputs", plan.description),

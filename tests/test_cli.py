@@ -75,7 +75,7 @@ def test_json_is_one_document_with_the_required_keys(runner):
         for fix in finding["fixes"]:
             assert {"id", "title", "detail"} <= set(fix)
             assert fix["id"] in {f.value for f in FixId}
-    trial = document["fix_trial"]
+    (trial,) = document["fix_trials"]
     assert trial["fix_id"] == "relu" and trial["report"]["verdict"] == "healthy"
 
 

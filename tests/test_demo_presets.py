@@ -54,7 +54,7 @@ def test_identity_gain_1_5_explodes_in_the_backward_signal_while_weight_gradient
 def test_default_demo_shows_the_fix_curing_the_vanishing():
     report = run_demo(DemoSpec())
     assert report.verdict is Verdict.VANISHING
-    trial = report.fix_trial
+    (trial,) = report.fix_trials
     assert trial is not None and trial.fix_id == "relu"
     assert trial.report.verdict is Verdict.HEALTHY
     assert trial.description == "activation: sigmoid -> relu, init: default -> kaiming"
@@ -62,8 +62,8 @@ def test_default_demo_shows_the_fix_curing_the_vanishing():
 
 def test_batchnorm_without_skips_is_cured_by_residual():
     report = run_demo(DemoSpec(activation=Activation.RELU, norm=Norm.BATCH, depth=30))
-    assert report.fix_trial.fix_id == "residual"
-    assert report.fix_trial.report.verdict is Verdict.HEALTHY
+    assert report.fix_trials[0].fix_id == "residual"
+    assert report.fix_trials[0].report.verdict is Verdict.HEALTHY
 
 
 def test_rnn_gradient_vanishes_through_time_and_lstm_with_forget_bias_keeps_it():
@@ -71,17 +71,17 @@ def test_rnn_gradient_vanishes_through_time_and_lstm_with_forget_bias_keeps_it()
     (profile,) = report.diagnosis.time_profiles
     assert profile.decades < -5
     assert report.diagnosis.findings[0].kind is FindingKind.VANISHING_THROUGH_TIME
-    assert report.fix_trial.fix_id == "lstm"
-    (after,) = report.fix_trial.report.diagnosis.time_profiles
-    assert abs(after.decades) < 1 and report.fix_trial.report.verdict is Verdict.HEALTHY
+    assert report.fix_trials[0].fix_id == "lstm"
+    (after,) = report.fix_trials[0].report.diagnosis.time_profiles
+    assert abs(after.decades) < 1 and report.fix_trials[0].report.verdict is Verdict.HEALTHY
 
 
 def test_default_lstm_vanishes_and_chrono_forget_bias_cures_it():
     report = run_demo(DemoSpec(arch=Arch.LSTM, seq_len=40, width=64))
     assert report.verdict is Verdict.VANISHING
-    assert report.fix_trial.fix_id == "init"
-    assert "forget bias: default -> 3.66" in report.fix_trial.description
-    assert report.fix_trial.report.verdict is Verdict.HEALTHY
+    assert report.fix_trials[0].fix_id == "init"
+    assert "forget bias: default -> 3.66" in report.fix_trials[0].description
+    assert report.fix_trials[0].report.verdict is Verdict.HEALTHY
 
 
 def test_presets_are_deterministic_in_the_seed():

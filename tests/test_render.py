@@ -24,7 +24,7 @@ def vanishing_report_with_fix() -> Report:
     after = geometric_result(depth=40, gain=1.0, activations={"ReLU": 40}, weight_scale=1.414)
     report = Report("Synthetic MLP, sigmoid", before, diagnose(before))
     fixed = Report("Synthetic MLP, relu", after, diagnose(after))
-    report.fix_trial = FixTrial("relu", "activation: sigmoid -> relu, init: default -> kaiming", fixed)
+    report.fix_trials = [FixTrial("relu", "activation: sigmoid -> relu, init: default -> kaiming", fixed)]
     return report
 
 

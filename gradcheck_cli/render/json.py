@@ -10,7 +10,7 @@ from typing import Any, TextIO
 from gradcheck_cli import __version__
 from gradcheck_cli.choices import Verdict
 from gradcheck_cli.render.interface import RenderOptions
-from gradcheck_cli.report import Report
+from gradcheck_cli.report import Report, summarize
 
 # Bump on any change to an existing key's meaning or removal (new keys are a minor change). See CHANGELOG.
 SCHEMA_VERSION = "1.0"
@@ -92,9 +92,9 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             }
             for layer in result.layers
         ],
-        "recurrent": [
-            {"name": series.name, "type": series.type, "time_steps": series.time_steps} for series in result.recurrent
-        ],
+        "recurrent": [asdict(series) for series in result.recurrent],
+        "activations": [asdict(site) for site in result.activations],
+        "nonfinite_origin": asdict(result.nonfinite_origin) if result.nonfinite_origin else None,
         "findings": [
             {
                 "kind": finding.kind.value,
@@ -103,6 +103,16 @@ def report_to_dict(report: Report) -> dict[str, Any]:
                 "layers": finding.layers,
                 "message": finding.message,
                 "evidence": finding.evidence,
+                "causes": [
+                    {
+                        "id": cause.id.value,
+                        "summary": cause.summary,
+                        "decades": round(cause.decades, 3),
+                        "fixes": list(cause.fixes),
+                        "evidence": cause.evidence,
+                    }
+                    for cause in finding.causes
+                ],
                 "fixes": [
                     {
                         "id": fix.id,
@@ -118,13 +128,20 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         ],
         "thresholds": asdict(diagnosis.thresholds),
     }
-    if report.fix_trial is not None:
-        trial = report.fix_trial
-        document["fix_trial"] = {
+    document["fix_trials"] = [
+        {
             "fix_id": trial.fix_id,
+            "title": trial.title,
+            "applied": trial.applied,
             "change": trial.description,
-            "report": report_to_dict(trial.report),
+            "report": report_to_dict(trial.report) if trial.report is not None else None,
         }
+        for trial in report.fix_trials
+    ]
+    document["training"] = {
+        "setup": report.training_setup or None,
+        "steps": [{"step": step.step, "loss": step.loss, **summarize(step.report)} for step in report.training],
+    }
     return document
 
 

@@ -18,7 +18,7 @@ from rich.text import Text
 from gradcheck_cli.choices import LayerStatus, Severity, Verdict
 from gradcheck_cli.diagnosis import Diagnosis, Finding, TimeProfile
 from gradcheck_cli.render.interface import RenderOptions
-from gradcheck_cli.report import Report
+from gradcheck_cli.report import Report, summarize
 from gradcheck_cli.stats import LayerStats, RecurrentStats
 
 VERDICT_STYLE = {
@@ -39,7 +39,7 @@ STATUS_STYLE = {
     LayerStatus.FROZEN: "dim",
     LayerStatus.NOT_RUN: "dim",
 }
-SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow"}
+SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold blue"}
 # Condensed layer table: this many layers at each end, then every flagged layer; runs of flagged
 # layers with one status are cut to their ends when the table would exceed MAX_ROWS.
 END_ROWS = 3
@@ -56,11 +56,18 @@ class TextRenderer:
     def render(self, report: Report, stream: TextIO, options: RenderOptions) -> None:
         console = Console(file=stream, width=options.width, highlight=False, soft_wrap=False)
         _render_report(console, report, options, heading=None)
-        trial = report.fix_trial
-        if trial is not None:
+        if report.training:
+            console.print()
+            console.print(_training(report))
+        applied = [trial for trial in report.fix_trials if trial.applied]
+        if len(report.fix_trials) > 1 or (report.fix_trials and not applied):
+            console.print()
+            console.print(_trials(report))
+        elif applied:  # one fix tried (the demo): show it whole
+            (trial,) = applied
             console.print()
             console.print(Rule(f"After the suggested fix: {trial.fix_id}", style="cyan"))
-            console.print(Text(f"Applied to a fresh copy of the preset: {trial.description}.", style="cyan"))
+            console.print(Text(f"Applied to a copy: {trial.description}.", style="cyan"))
             console.print()
             console.print(_comparison(report, trial.report))
             console.print()
@@ -234,6 +241,11 @@ def _finding(number: int, finding: Finding) -> Group:
             f" and {len(finding.layers) - 4} more" if len(finding.layers) > 4 else ""
         )
         parts.append(Padding(Text(f"layers: {shown}", style="dim"), (0, 0, 0, 3)))
+    for rank, cause in enumerate(finding.causes, 1):
+        line = Text(f"cause {rank}: ", style="bold magenta")
+        line.append(f"[{cause.id.value}] ", style="magenta")
+        line.append(cause.summary)
+        parts.append(Padding(line, (1 if rank == 1 else 0, 0, 0, 3)))
     for rank, fix in enumerate(finding.fixes, 1):
         title = Text(f"fix {rank}: ", style="bold cyan")
         title.append(f"[{fix.id}] ", style="cyan")
@@ -274,6 +286,69 @@ def _comparison(before: Report, after: Report) -> Table:
         table.add_row(f"{series_b.name}: gain per step", _num(series_b.gain_per_step), _num(series_a.gain_per_step))
     errors = [sum(f.severity is Severity.ERROR for f in r.findings) for r in (b, a)]
     table.add_row("error findings", str(errors[0]), str(errors[1]))
+    return table
+
+
+def _trials(report: Report) -> Group:
+    """Every fix tried on a copy (--verify): the verdict and the depth trend before -> after."""
+    before = summarize(report)
+    table = Table(
+        title="Fixes tried on a copy of the model (--verify)",
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("fix", "verdict", "input/output", "gain/layer", "|g| total", "change"):
+        table.add_column(column, justify="right" if column in ("input/output", "gain/layer", "|g| total") else "left")
+    table.add_row(
+        "(as measured)",
+        Text(before["verdict"], style=VERDICT_STYLE[report.verdict]),
+        _decades(before["decades"]),
+        _num(before["gain_per_layer"]),
+        _num(before["total_grad_norm"]),
+        "",
+    )
+    for trial in report.fix_trials:
+        if trial.report is None:
+            table.add_row(
+                f"[{trial.fix_id}]", Text("not applied", style="dim"), "", "", "", Text(trial.description, style="dim")
+            )
+            continue
+        after = summarize(trial.report)
+        table.add_row(
+            Text(trial.fix_id),
+            Text(after["verdict"], style=VERDICT_STYLE[trial.report.verdict]),
+            _decades(after["decades"]),
+            _num(after["gain_per_layer"]),
+            _num(after["total_grad_norm"]),
+            Text(trial.description),
+        )
+    return Group(table)
+
+
+def _training(report: Report) -> Table:
+    table = Table(
+        title=f"Training on a copy: {report.training_setup}",
+        title_justify="left",
+        header_style="bold",
+        box=box.SIMPLE_HEAD,
+    )
+    for column in ("step", "loss", "verdict", "input/output", "gain/layer", "|g| total", "max |g|/|w|", "dead units"):
+        table.add_column(column, justify="left" if column == "verdict" else "right")
+    rows = [(0, None, report)] + [(step.step, step.loss, step.report) for step in report.training]
+    for step, loss, measured in rows:
+        summary = summarize(measured)
+        dead = summary["max_dead_fraction"]
+        table.add_row(
+            str(step),
+            _num(loss),
+            Text(summary["verdict"], style=VERDICT_STYLE[measured.verdict]),
+            _decades(summary["decades"]),
+            _num(summary["gain_per_layer"]),
+            _num(summary["total_grad_norm"]),
+            _num(summary["max_relative_grad"]),
+            "-" if dead is None else f"{dead:.0%}",
+        )
     return table
 
 

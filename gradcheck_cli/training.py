@@ -1,0 +1,115 @@
+"""Optimizer steps on a copy of the model: how the gradient profile moves once training starts.
+
+Used by ``--steps N`` (explosions often appear after a few steps; dead ReLUs appear as training moves
+the biases) and by the zero-initialization check (one small step makes a blocked gradient flow). The
+user's model is deep-copied first and never stepped.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from gradcheck_cli.api import check_model
+from gradcheck_cli.choices import Optimizer
+from gradcheck_cli.diagnosis import Thresholds, with_later_findings
+from gradcheck_cli.errors import GradcheckError, ModelRunError
+from gradcheck_cli.probe import BatchFn, LossFn
+from gradcheck_cli.report import Report, TrainingStep
+from gradcheck_cli.stats import ModelStructure
+
+# The zero-initialization check: one plain SGD step, small enough not to disturb a healthy model, is
+# enough to make a zero weight non-zero (W = -lr * g, and g is not zero for the zero-initialized layer).
+ZERO_INIT_CHECK_LR = 1e-2
+# Training batches are drawn after the probe's: batch indices from here on.
+FIRST_TRAINING_BATCH = 1000
+
+
+def copy_model(model: nn.Module, purpose: str) -> nn.Module:
+    try:
+        return copy.deepcopy(model)
+    except Exception as error:
+        raise GradcheckError(
+            f"the model cannot be copied ({type(error).__name__}: {error}), so {purpose} cannot run without "
+            "touching your model; make it deep-copyable or drop the option."
+        ) from error
+
+
+def train_copy(
+    model: nn.Module,
+    make_batch: BatchFn,
+    loss_fn: LossFn,
+    *,
+    steps: int,
+    optimizer: Optimizer = Optimizer.SGD,
+    lr: float = 1e-3,
+    seed: int = 0,
+    purpose: str = "--steps",
+) -> Iterator[tuple[int, nn.Module, float]]:
+    """Yield (step, the copy after that step, that step's loss) for steps 1..``steps``.
+
+    The global RNG is seeded with ``seed`` for the batches and restored after each step, so measuring
+    the copy between steps does not change what the next step draws.
+    """
+    trained = copy_model(model, purpose)
+    trained.train()
+    params = [p for p in trained.parameters() if p.requires_grad]
+    step_with = torch.optim.Adam(params, lr=lr) if optimizer is Optimizer.ADAM else torch.optim.SGD(params, lr=lr)
+    generator_state = _seeded_state(seed)
+    for step in range(1, steps + 1):
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(generator_state)
+            batch = make_batch(FIRST_TRAINING_BATCH + step)
+            step_with.zero_grad(set_to_none=True)
+            try:
+                loss = loss_fn(trained(*batch.args, **batch.kwargs), batch)
+                loss.backward()
+            except Exception as error:
+                raise ModelRunError(
+                    f"The model failed in training step {step}: {type(error).__name__}: {error}", "training"
+                ) from error
+            step_with.step()
+            generator_state = torch.get_rng_state()
+        step_with.zero_grad(set_to_none=True)
+        yield step, trained, float(loss.detach())
+
+
+def _seeded_state(seed: int) -> torch.Tensor:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return torch.get_rng_state()
+
+
+def track_training(
+    model: nn.Module,
+    make_batch: BatchFn,
+    loss_fn: LossFn,
+    report: Report,
+    *,
+    steps: int,
+    optimizer: Optimizer,
+    lr: float,
+    passes: int,
+    seed: int,
+    thresholds: Thresholds | None,
+    structure: ModelStructure | None = None,
+) -> None:
+    """Train a copy for ``steps`` steps, measure it after each, and add to ``report`` the steps and the
+    findings that appear only once training has started."""
+    report.training_setup = (
+        f"{steps} {optimizer.value.upper()} step(s), lr {lr:g}, on a copy, with the same synthetic batches"
+    )
+    for step, trained, loss in train_copy(
+        model, make_batch, loss_fn, steps=steps, optimizer=optimizer, lr=lr, seed=seed
+    ):
+        measured = check_model(
+            trained, make_batch, loss_fn, passes=passes, seed=seed, thresholds=thresholds, title=report.title,
+            structure=structure,
+        )  # fmt: skip
+        report.training.append(TrainingStep(step, loss, measured))
+    if report.training:
+        last = report.training[-1]
+        report.diagnosis = with_later_findings(report.diagnosis, last.report.diagnosis, f"after {last.step} step(s)")
