@@ -119,7 +119,20 @@ def _depth_causes(exploding: bool, evidence: dict[str, Any], context: FixContext
     explained = sum(c.decades for c in causes)
     unexplained = max(total - explained, 0.0)
     depth = context.depth
-    if structure.normalized and exploding and structure.residual is not True and not structure.recurrent:
+    if exploding and structure.residual is True:
+        causes.append(
+            Cause(
+                CauseId.RESIDUAL_GROWTH,
+                "The model has skip connections: each x + f(x) adds its branch's variance to the residual stream, "
+                "so the stream grows with depth and the gradient toward the input with it, "
+                f"x{evidence.get('gain_per_layer') or float('nan'):.3g} per block here; branches that start at "
+                "zero begin as the identity.",
+                unexplained,
+                (FixId.INIT.value,),
+                {"gain_per_layer": evidence.get("gain_per_layer")},
+            )
+        )
+    elif structure.normalized and exploding and structure.residual is not True and not structure.recurrent:
         causes.append(
             Cause(
                 CauseId.NORMALIZATION_WITHOUT_SKIPS,

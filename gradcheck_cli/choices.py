@@ -132,6 +132,7 @@ class CauseId(str, Enum):
     NO_NORMALIZATION = "no_normalization"
     NORMALIZATION_WITHOUT_SKIPS = "normalization_without_skips"
     DEPTH_WITHOUT_SKIPS = "depth_without_skips"
+    RESIDUAL_GROWTH = "residual_growth"
     RECURRENT_SPECTRAL_NORM = "recurrent_spectral_norm"
     UNGATED_RECURRENCE = "ungated_recurrence"
     MEMORY_GATE_BIAS = "memory_gate_bias"

@@ -68,16 +68,25 @@ def try_on_copy(
     if fix.id == FixId.LEARNING_RATE.value:
         lr = (fix.params or {}).get("lr")
         return FixTrial(fix.id, LEARNING_RATE_NOTE.format(lr=f"{lr:g}"), None, fix.title)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # the re-drawn weights are the same for the same seed
-            changed, description = apply_fix_to_copy(model, fix.id, fix.params)
-    except FixNotApplicable as error:
-        return FixTrial(fix.id, str(error), None, fix.title)
-    except ValueError:
-        return FixTrial(fix.id, "it needs a change of the forward code (see the fix's code)", None, fix.title)
-    try:
-        report = check_model(changed, make_batch, loss_fn, passes=passes, seed=seed, thresholds=thresholds, title=title)
-    except GradcheckError as error:
-        return FixTrial(fix.id, f"the changed copy failed to run ({error})", None, fix.title)
-    return FixTrial(fix.id, description, report, fix.title)
+    # BatchNorm1d after a Linear fails on (batch, sequence, features) inputs, where LayerNorm fits.
+    variants = (
+        [fix.params, {**(fix.params or {}), "norm": "layer"}] if fix.id == FixId.BATCHNORM.value else [fix.params]
+    )
+    for params in variants:
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)  # the re-drawn weights are the same for the same seed
+                changed, description = apply_fix_to_copy(model, fix.id, params)
+        except FixNotApplicable as error:
+            return FixTrial(fix.id, str(error), None, fix.title)
+        except ValueError:
+            return FixTrial(fix.id, "it needs a change of the forward code (see the fix's code)", None, fix.title)
+        try:
+            report = check_model(
+                changed, make_batch, loss_fn, passes=passes, seed=seed, thresholds=thresholds, title=title
+            )
+        except GradcheckError as error:
+            failure = error
+            continue
+        return FixTrial(fix.id, description, report, fix.title)
+    return FixTrial(fix.id, f"the changed copy failed to run ({failure})", None, fix.title)
