@@ -77,11 +77,12 @@ def zero_init_cause(finding: Any, zero_init: list[str], order: list[str]) -> Cau
 
 
 def order_fixes(fixes: list[Fix], causes: list[Cause]) -> list[Fix]:
-    """Fixes called for by a better-supported cause come first; the rest keep the catalog's order."""
+    """Fixes called for by a better-supported cause come first; the rest keep the catalog's order. A
+    cause's first fix is its direct remedy; the others it lists help less (half the support)."""
     support: dict[str, float] = {}
     for cause in causes:
-        for fix_id in cause.fixes:
-            support[fix_id] = max(support.get(fix_id, 0.0), cause.decades)
+        for rank, fix_id in enumerate(cause.fixes):
+            support[fix_id] = max(support.get(fix_id, 0.0), cause.decades * (1.0 if rank == 0 else 0.5))
     return sorted(fixes, key=lambda fix: -support.get(fix.id, -1.0))
 
 

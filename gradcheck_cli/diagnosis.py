@@ -224,13 +224,15 @@ def settle_zero_init(diagnosis: Diagnosis, after: Diagnosis, step: str) -> Diagn
 
 
 def with_later_findings(diagnosis: Diagnosis, later: Diagnosis, when: str) -> Diagnosis:
-    """Add the findings of a later measurement (after training steps) whose kind the first did not have:
-    a problem that appears once training starts is a problem of the model."""
-    present = {f.kind for f in diagnosis.findings}
+    """Add the findings of a later measurement (after training steps) that the first did not have at
+    that severity: a problem that appears, or worsens, once training starts is a problem of the model."""
+    present: dict[FindingKind, int] = {}
+    for f in diagnosis.findings:
+        present[f.kind] = max(present.get(f.kind, -1), f.severity.rank)
     new = [
         replace(f, message=f"{when[0].upper()}{when[1:]}: {f.message}", evidence={**f.evidence, "measured": when})
         for f in later.findings
-        if f.kind not in present and f.severity is not Severity.INFO
+        if f.severity is not Severity.INFO and f.severity.rank > present.get(f.kind, -1)
     ]
     if not new:
         return diagnosis

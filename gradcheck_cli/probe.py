@@ -601,7 +601,6 @@ def _activation_stats(sites: list[_ActivationSite], per_pass: list[_PassFigures]
                 name=f"{site.name}[{site.call}]" if calls[site.name] > 1 else site.name,
                 type=site.type,
                 after=site.after,
-                calls=1,
                 units=int(site.active.numel()) if site.active is not None else 0,
                 saturated_fraction=_median(saturated) if saturated else None,
                 dead_fraction=1.0 - next(alive) if site.active is not None else None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,7 +67,8 @@ def summarize(report: Report) -> dict[str, Any]:
         "verdict": diagnosis.verdict.value,
         "decades": diagnosis.profile.decades,
         "gain_per_layer": diagnosis.profile.gain_per_layer,
-        "total_grad_norm": statistics.median(norms) if norms else None,
+        # the largest over the passes: what clipping bounds
+        "max_total_grad_norm": max(norms) if norms else None,
         "max_relative_grad": max(relative, default=None),
         "max_dead_fraction": max(dead, default=None),
         "findings": [f"{finding.severity.value}:{finding.kind.value}" for finding in diagnosis.findings],

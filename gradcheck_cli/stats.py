@@ -40,7 +40,8 @@ class LayerStats:
 
 @dataclass
 class ActivationStats:
-    """One activation module (nn.Sigmoid, nn.Tanh, nn.ReLU, ...), measured on its input h and output.
+    """One call site of an activation module (nn.Sigmoid, nn.Tanh, nn.ReLU, ...), measured on its input h.
+    A module called several times per pass (one shared nn.ReLU) gives one site per call: `act[2]`.
 
     ``None`` means "not defined for this type" (no flat region for ReLU, no dead units for tanh).
     """
@@ -48,7 +49,6 @@ class ActivationStats:
     name: str
     type: str
     after: str | None  # the layer with weights that ran just before it (whose output it usually reads)
-    calls: int = 0
     units: int = 0  # features (last dim) or channels (dim 1 of a 3-D or larger conv map)
     # Share of outputs in the activation's flat region, where its derivative is below 5% of its peak
     # (sigmoid: |h| > 3.6, tanh: |h| > 2.2): gradient hardly passes there.

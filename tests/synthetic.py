@@ -1,6 +1,10 @@
 """Hand-made ProbeResults for testing the diagnosis and the renderers without torch."""
 
-from gradcheck_cli.stats import LayerStats, ModelStructure, ProbeResult
+from gradcheck_cli.stats import ActivationStats, LayerStats, ModelStructure, ProbeResult
+
+# sqrt(E[phi'(h)^2]) at h ~ N(0, 1), as the probe measures it: sigmoid's derivative is at most 0.25,
+# ReLU's is 1 on half the inputs.
+DERIVATIVE_RMS = {"Sigmoid": 0.245, "Tanh": 0.78, "ReLU": 0.707}
 
 
 def geometric_result(
@@ -41,6 +45,12 @@ def geometric_result(
                    weight_norm=1.0, weight_grad_norm=1.0, grad_norm=1.0, relative_grad=relative_grad,
                    backward=1.0, forward_rms=1.0)
     )  # fmt: skip
+    kinds = activations if activations is not None else {"ReLU": depth}
+    sites = [
+        ActivationStats(name=f"acts.{i}", type=kind, after=f"layers.{i}", derivative_rms=DERIVATIVE_RMS.get(kind))
+        for kind, count in kinds.items()
+        for i in range(count)
+    ]
     structure = ModelStructure(
         activations=activations if activations is not None else {"ReLU": depth},
         norms=norms or {},
@@ -50,5 +60,5 @@ def geometric_result(
     return ProbeResult(
         model_name="Synthetic", param_count=depth * 256 + 160, trainable_param_count=depth * 256 + 160,
         batch_size=64, passes=3, seed=0, seconds=0.5, dtype="float32", device="cpu", layers=layers,
-        losses=[2.3, 2.3, 2.3], total_grad_norms=[1.5, 2.0, 2.5], structure=structure,
+        losses=[2.3, 2.3, 2.3], total_grad_norms=[1.5, 2.0, 2.5], structure=structure, activations=sites,
     )  # fmt: skip

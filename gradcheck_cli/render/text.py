@@ -298,20 +298,22 @@ def _trials(report: Report) -> Group:
         header_style="bold",
         box=box.SIMPLE_HEAD,
     )
-    for column in ("fix", "verdict", "input/output", "gain/layer", "|g| total", "change"):
-        table.add_column(column, justify="right" if column in ("input/output", "gain/layer", "|g| total") else "left")
+    for column in ("fix", "verdict", "input/output", "gain/layer", "max |g| total", "change"):
+        table.add_column(
+            column, justify="right" if column in ("input/output", "gain/layer", "max |g| total") else "left"
+        )
     table.add_row(
         "(as measured)",
         Text(before["verdict"], style=VERDICT_STYLE[report.verdict]),
         _decades(before["decades"]),
         _num(before["gain_per_layer"]),
-        _num(before["total_grad_norm"]),
+        _num(before["max_total_grad_norm"]),
         "",
     )
     for trial in report.fix_trials:
         if trial.report is None:
             table.add_row(
-                f"[{trial.fix_id}]", Text("not applied", style="dim"), "", "", "", Text(trial.description, style="dim")
+                Text(trial.fix_id), Text("not applied", style="dim"), "", "", "", Text(trial.description, style="dim")
             )
             continue
         after = summarize(trial.report)
@@ -320,7 +322,7 @@ def _trials(report: Report) -> Group:
             Text(after["verdict"], style=VERDICT_STYLE[trial.report.verdict]),
             _decades(after["decades"]),
             _num(after["gain_per_layer"]),
-            _num(after["total_grad_norm"]),
+            _num(after["max_total_grad_norm"]),
             Text(trial.description),
         )
     return Group(table)
@@ -333,7 +335,8 @@ def _training(report: Report) -> Table:
         header_style="bold",
         box=box.SIMPLE_HEAD,
     )
-    for column in ("step", "loss", "verdict", "input/output", "gain/layer", "|g| total", "max |g|/|w|", "dead units"):
+    columns = ("step", "loss", "verdict", "input/output", "gain/layer", "max |g| total", "max |g|/|w|", "dead units")
+    for column in columns:
         table.add_column(column, justify="left" if column == "verdict" else "right")
     rows = [(0, None, report)] + [(step.step, step.loss, step.report) for step in report.training]
     for step, loss, measured in rows:
@@ -345,7 +348,7 @@ def _training(report: Report) -> Table:
             Text(summary["verdict"], style=VERDICT_STYLE[measured.verdict]),
             _decades(summary["decades"]),
             _num(summary["gain_per_layer"]),
-            _num(summary["total_grad_norm"]),
+            _num(summary["max_total_grad_norm"]),
             _num(summary["max_relative_grad"]),
             "-" if dead is None else f"{dead:.0%}",
         )
