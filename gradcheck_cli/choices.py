@@ -57,6 +57,16 @@ class LossKind(str, Enum):
 class OutputFormat(str, Enum):
     TEXT = "text"
     JSON = "json"
+    MARKDOWN = "markdown"  # a pull-request comment
+    JUNIT = "junit"  # JUnit XML for test dashboards: one test case per target and check
+    SARIF = "sarif"  # SARIF 2.1.0 for code-scanning uploads
+    GITHUB = "github"  # GitHub Actions workflow commands (::error file=...::)
+
+
+class Color(str, Enum):
+    AUTO = "auto"
+    ALWAYS = "always"
+    NEVER = "never"
 
 
 class Severity(str, Enum):

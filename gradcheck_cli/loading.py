@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import inspect
 import itertools
+import re
 import sys
 import traceback
 import zipfile
@@ -39,6 +40,10 @@ class LoadedModel:
     description: str  # how it was found, e.g. "build_model() in examples/mlp.py"
     namespace: dict[str, Any] = field(default_factory=dict)  # the file's globals: example_inputs, loss_fn
     saved_inputs: tuple[tuple, dict] | None = None  # (args, kwargs) stored with a torch.export program
+    # Where the model is defined, for annotations that point at it (SARIF, GitHub): the file, and the
+    # line of the factory, class or assignment used (None for a saved model).
+    source_path: str | None = None
+    source_line: int | None = None
 
 
 def load_target(
@@ -169,12 +174,12 @@ def _find_model(namespace: dict[str, Any], entry: str | None, where: str, module
             listed = ", ".join(candidates) if candidates else "none found"
             raise GradcheckError(f"{where} has no {entry!r}; candidates: {listed}.")
         model, how = _materialize(entry, namespace[entry], where)
-        return LoadedModel(model, how, namespace)
+        return LoadedModel(model, how, namespace, None, *_source_of(namespace, entry))
     for candidates in _candidates_by_convention(namespace, module_name):
         if len(candidates) == 1:
             name = candidates[0]
             model, how = _materialize(name, namespace[name], where)
-            return LoadedModel(model, how, namespace)
+            return LoadedModel(model, how, namespace, None, *_source_of(namespace, name))
         if len(candidates) > 1:
             raise GradcheckError(
                 f"{where} has several candidate models: {', '.join(candidates)}; pick one with --entry NAME "
@@ -185,6 +190,33 @@ def _find_model(namespace: dict[str, Any], entry: str | None, where: str, module
         "module-level nn.Module instance named model or net, or one nn.Module class that takes no arguments; "
         "or name it with --entry NAME."
     )
+
+
+def _source_of(namespace: dict[str, Any], name: str) -> tuple[str | None, int | None]:
+    """The file that defines ``name`` and the line: a function's or class's ``def``, else the first line
+    that assigns the name at module level."""
+    filename = namespace.get("__file__")
+    if not filename:
+        return None, None
+    obj = namespace.get(name)
+    try:
+        if inspect.isfunction(obj) or inspect.isclass(obj):
+            return _relative(filename), inspect.getsourcelines(obj)[1]
+        assignment = re.compile(rf"^{re.escape(name)}\s*(:[^=]*)?=")
+        for number, line in enumerate(Path(filename).read_text(encoding="utf-8").splitlines(), 1):
+            if assignment.match(line):
+                return _relative(filename), number
+    except (OSError, TypeError):
+        pass
+    return _relative(filename), None
+
+
+def _relative(filename: str) -> str:
+    path = Path(filename).resolve()
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _candidates_by_convention(namespace: dict[str, Any], module_name: str) -> Iterator[list[str]]:
@@ -282,7 +314,7 @@ def load_checkpoint(path: Path, *, trust_pickle: bool) -> LoadedModel:
             ) from error
         obj = _unpickle(path)
     if isinstance(obj, nn.Module):
-        return LoadedModel(obj, f"the pickled module in {path}")
+        return LoadedModel(obj, f"the pickled module in {path}", source_path=str(path))
     raise GradcheckError(_not_a_model(path, obj))
 
 
@@ -312,7 +344,7 @@ def _load_torchscript(path: Path) -> LoadedModel:
                 "(model.cpu()) or scan it where a GPU is."
             ) from error
         raise GradcheckError(f"{path} is not a readable TorchScript archive: {error}") from error
-    return LoadedModel(model, f"the TorchScript module in {path}")
+    return LoadedModel(model, f"the TorchScript module in {path}", source_path=str(path))
 
 
 def _load_export(path: Path) -> LoadedModel:
@@ -322,7 +354,7 @@ def _load_export(path: Path) -> LoadedModel:
         model = torch.export.unflatten(program)
     except Exception as error:
         raise GradcheckError(f"{path} is not a readable torch.export program: {error}") from error
-    loaded = LoadedModel(model, f"the torch.export program in {path}")
+    loaded = LoadedModel(model, f"the torch.export program in {path}", source_path=str(path))
     # The program was traced with example inputs and may be specialized to their shapes: reuse them.
     if getattr(program, "example_inputs", None) is not None:
         loaded.saved_inputs = program.example_inputs

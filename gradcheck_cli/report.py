@@ -43,6 +43,10 @@ class Report:
     context: list[tuple[str, str]] = field(default_factory=list)
     training: list[TrainingStep] = field(default_factory=list)
     training_setup: str = ""  # e.g. "5 SGD steps, lr 0.001, on a copy"
+    target: str | None = None  # what was scanned, as given on the command line (None for the demo)
+    # Where the model is defined (a scan of a Python file): annotations in CI formats point here.
+    source_path: str | None = None
+    source_line: int | None = None
 
     @property
     def verdict(self) -> Verdict:

@@ -72,6 +72,7 @@ def scan_target(
                 thresholds=thresholds, title=report.title,
             ),
         )  # fmt: skip
+    report.target, report.source_path, report.source_line = target, loaded.source_path, loaded.source_line
     report.context = [
         ("model", loaded.description),
         ("inputs", plan.description),

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from gradcheck_cli.choices import OutputFormat
+from gradcheck_cli.choices import FailOn, OutputFormat
 
 if TYPE_CHECKING:
     from gradcheck_cli.report import Report
@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 class RenderOptions:
     all_layers: bool = False  # text: show every layer instead of the condensed table
     width: int | None = None  # text: force a width (tests); None lets Rich read the terminal / COLUMNS
+    quiet: bool = False  # text: the findings only (-q)
+    color: bool | None = None  # text: force colour on or off; None lets Rich decide (NO_COLOR, terminal)
+    fail_on: FailOn = FailOn.ERROR  # formats that mark pass/fail per check (JUnit, SARIF levels) use it
 
 
 class Renderer(Protocol):
@@ -28,11 +31,19 @@ class Renderer(Protocol):
         ...
 
 
+# format -> (module, class): each renderer is imported only when it is used.
+_RENDERERS = {
+    OutputFormat.TEXT: ("gradcheck_cli.render.text", "TextRenderer"),
+    OutputFormat.JSON: ("gradcheck_cli.render.json", "JsonRenderer"),
+    OutputFormat.MARKDOWN: ("gradcheck_cli.render.markdown", "MarkdownRenderer"),
+    OutputFormat.JUNIT: ("gradcheck_cli.render.junit", "JunitRenderer"),
+    OutputFormat.SARIF: ("gradcheck_cli.render.sarif", "SarifRenderer"),
+    OutputFormat.GITHUB: ("gradcheck_cli.render.github", "GithubRenderer"),
+}
+
+
 def get_renderer(output_format: OutputFormat) -> Renderer:
-    if output_format is OutputFormat.JSON:
-        from gradcheck_cli.render.json import JsonRenderer
+    import importlib
 
-        return JsonRenderer()
-    from gradcheck_cli.render.text import TextRenderer
-
-    return TextRenderer()
+    module, name = _RENDERERS[output_format]
+    return getattr(importlib.import_module(module), name)()
