@@ -13,6 +13,8 @@ _LAZY = {
     "diagnose": "gradcheck_cli.diagnosis",
     "Thresholds": "gradcheck_cli.diagnosis",
     "check_model": "gradcheck_cli.api",
+    "check": "gradcheck_cli.checks",
+    "assert_gradients_healthy": "gradcheck_cli.checks",
     "Report": "gradcheck_cli.report",
     "GradcheckError": "gradcheck_cli.errors",
 }

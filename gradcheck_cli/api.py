@@ -23,23 +23,25 @@ def check_model(
     structure: ModelStructure | None = None,
     progress: ProgressFn | None = None,
     clip_grad_norm: float | None = None,
+    ignore: tuple[str, ...] = (),
 ) -> Report:
     """Measure ``model`` over ``passes`` forward/backward passes and diagnose its gradient health.
 
     The model is left as found (weights, ``.grad``, buffers, hooks, train/eval mode, RNG state). Exact
-    zeros that zero-initialized layers may explain are settled by one SGD step on a copy.
+    zeros that zero-initialized layers may explain are settled by one SGD step on a copy. Layers whose
+    names match a glob in ``ignore`` are measured but not judged.
     """
     result = probe_model(
         model, make_batch, loss_fn, passes=passes, seed=seed, name=title, structure=structure, progress=progress,
         clip_grad_norm=clip_grad_norm,
     )  # fmt: skip
-    diagnosis = diagnose(result, thresholds)
+    diagnosis = diagnose(result, thresholds, ignore)
     if diagnosis.needs_step_check:
-        diagnosis = _check_zero_init(model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure)
+        diagnosis = _check_zero_init(model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure, ignore)
     return Report(title=title or result.model_name, result=result, diagnosis=diagnosis)
 
 
-def _check_zero_init(model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure):
+def _check_zero_init(model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure, ignore):
     from gradcheck_cli.training import ZERO_INIT_CHECK_LR, train_copy
 
     step = f"one SGD step (lr {ZERO_INIT_CHECK_LR:g})"

@@ -166,6 +166,7 @@ class LayerStatus(str, Enum):
     NO_GRAD = "no-grad"  # trainable, but autograd gave it no gradient
     FROZEN = "frozen"  # requires_grad=False everywhere
     NOT_RUN = "not-run"  # owns parameters but the forward pass never called it
+    IGNORED = "ignored"  # matched an ignore pattern of the configuration: not judged
 
     @property
     def flagged(self) -> bool:

@@ -8,6 +8,7 @@ backward trends cancel, so weight-gradient norms stay flat while the network exp
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import re
 import statistics
@@ -155,8 +156,26 @@ class Diagnosis:
         return any(c.id is CauseId.ZERO_INIT for f in self.findings for c in f.causes)
 
 
-def diagnose(result: ProbeResult, thresholds: Thresholds | None = None) -> Diagnosis:
+def diagnose(result: ProbeResult, thresholds: Thresholds | None = None, ignore: tuple[str, ...] = ()) -> Diagnosis:
+    """Findings, statuses and profiles from the measurements. Layers whose names match a glob in
+    ``ignore`` (e.g. ``encoder.*.attention.*``) are left out of every judgement and marked ``ignored``."""
     thresholds = thresholds or Thresholds()
+    ignored = [layer.name for layer in result.layers if any(fnmatch.fnmatchcase(layer.name, p) for p in ignore)]
+    if ignored:
+        kept = replace(
+            result,
+            layers=[layer for layer in result.layers if layer.name not in ignored],
+            recurrent=[series for series in result.recurrent if series.name not in ignored],
+            activations=[
+                site for site in result.activations if not any(fnmatch.fnmatchcase(site.name, p) for p in ignore)
+            ],
+        )
+        diagnosis = diagnose(kept, thresholds)
+        diagnosis.statuses = {
+            layer.name: LayerStatus.IGNORED if layer.name in ignored else diagnosis.statuses[layer.name]
+            for layer in result.layers
+        }
+        return diagnosis
     profile = depth_profile(result.layers, thresholds, result.hooked)
     ratios = _ratios(result.layers, profile)
     time_profiles = [p for p in map(time_profile, result.recurrent) if p is not None]

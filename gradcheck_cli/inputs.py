@@ -69,10 +69,13 @@ def plan_inputs(
     namespace: dict[str, Any],
     options: InputOptions,
     saved_inputs: tuple[tuple, dict] | None = None,
+    given: Callable[[], Any] | None = None,
 ) -> InputPlan:
-    """Inputs by precedence: the file's example_inputs(), then options, then the example inputs saved
-    with a torch.export program, then inference from the first layer."""
+    """Inputs by precedence: inputs given to the Python API, the file's example_inputs(), then options,
+    then the example inputs saved with a torch.export program, then inference from the first layer."""
     device, float_dtype = _device_and_dtype(model)
+    if given is not None:
+        return _from_function("inputs", given, device, "the inputs given to check()")
     for name in EXAMPLE_INPUT_NAMES:
         if callable(namespace.get(name)):
             return _from_function(name, namespace[name], device)
@@ -122,7 +125,7 @@ def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
     return device, floating[0] if floating else torch.float32
 
 
-def _from_function(name: str, function: Callable, device: torch.device) -> InputPlan:
+def _from_function(name: str, function: Callable, device: torch.device, label: str | None = None) -> InputPlan:
     def call() -> Any:
         try:
             return function()
@@ -139,7 +142,7 @@ def _from_function(name: str, function: Callable, device: torch.device) -> Input
         args, kwargs = _split_inputs(raw, name)
         return Batch(args=_to(args, device), kwargs=_to(kwargs, device), target=raw, size=_leading_size(args, kwargs))
 
-    return InputPlan(f"{name}() in the model file: {shapes}", shapes, make_batch)
+    return InputPlan(f"{label or f'{name}() in the model file'}: {shapes}", shapes, make_batch)
 
 
 def _split_inputs(value: Any, name: str) -> tuple[tuple, dict]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
+from torch import nn
 
 from gradcheck_cli.api import check_model
 from gradcheck_cli.choices import LossKind, Optimizer
@@ -31,6 +33,7 @@ class ScanOptions:
     verify: bool = False  # try every suggested fix on a copy
     steps: int = 0  # optimizer steps on a copy, measured after each
     optimizer: Optimizer = Optimizer.SGD
+    ignore: tuple[str, ...] = ()  # glob patterns of layer names to measure but not judge
 
 
 def scan_target(
@@ -41,18 +44,44 @@ def scan_target(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(options.seed)
         loaded = load_target(target, entry=options.entry, paths=list(options.paths), trust_pickle=options.trust_pickle)
-    model = loaded.model
+    report = scan_model(
+        loaded.model, options, thresholds, progress, namespace=loaded.namespace, saved_inputs=loaded.saved_inputs,
+        title=f"{target} ({type(loaded.model).__name__})", description=loaded.description,
+    )  # fmt: skip
+    report.target, report.source_path, report.source_line = target, loaded.source_path, loaded.source_line
+    return report
+
+
+def scan_model(
+    model: nn.Module,
+    options: ScanOptions,
+    thresholds: Thresholds | None = None,
+    progress: ProgressFn | None = None,
+    *,
+    namespace: dict[str, Any] | None = None,
+    saved_inputs: tuple[tuple, dict] | None = None,
+    title: str | None = None,
+    description: str | None = None,
+    inputs: Any = None,
+) -> Report:
+    """Plan the inputs and the loss of a model in hand, measure and diagnose it. ``namespace`` holds
+    what a model file may define: ``example_inputs``, ``loss_fn``; ``inputs`` (a value, or a function
+    returning one per pass) comes first."""
+    namespace = namespace or {}
+    title = title or type(model).__name__
+    description = description or f"the {type(model).__name__} given"
     if not any(p.requires_grad for p in model.parameters()):
         raise GradcheckError(
-            f"no parameter of {loaded.description} requires grad, so there is no gradient to check; "
+            f"no parameter of {description} requires grad, so there is no gradient to check; "
             "unfreeze it (model.requires_grad_(True)) in the model file."
         )
-    plan = plan_inputs(model, loaded.namespace, options.inputs, loaded.saved_inputs)
-    objective = Objective(model, options.loss, loaded.namespace)
+    given = None if inputs is None else inputs if callable(inputs) else (lambda: inputs)
+    plan = plan_inputs(model, namespace, options.inputs, saved_inputs, given)
+    objective = Objective(model, options.loss, namespace)
     try:
         report = check_model(
             model, plan.make_batch, objective, passes=options.passes, seed=options.seed, thresholds=thresholds,
-            title=f"{target} ({type(model).__name__})", progress=progress,
+            title=title, progress=progress, ignore=options.ignore,
         )  # fmt: skip
     except ModelRunError as error:
         if error.stage != "forward pass":
@@ -72,9 +101,8 @@ def scan_target(
                 thresholds=thresholds, title=report.title,
             ),
         )  # fmt: skip
-    report.target, report.source_path, report.source_line = target, loaded.source_path, loaded.source_line
     report.context = [
-        ("model", loaded.description),
+        ("model", description),
         ("inputs", plan.description),
         ("output", objective.output_description),
         ("loss", objective.loss_description),

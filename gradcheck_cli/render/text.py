@@ -38,6 +38,7 @@ STATUS_STYLE = {
     LayerStatus.NO_GRAD: "yellow",
     LayerStatus.FROZEN: "dim",
     LayerStatus.NOT_RUN: "dim",
+    LayerStatus.IGNORED: "dim",
 }
 SEVERITY_STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "bold yellow", Severity.INFO: "bold blue"}
 # Condensed layer table: this many layers at each end, then every flagged layer; runs of flagged
@@ -54,7 +55,12 @@ TIME_STEP_ROWS = 8
 
 class TextRenderer:
     def render(self, report: Report, stream: TextIO, options: RenderOptions) -> None:
-        console = Console(file=stream, width=options.width, highlight=False, soft_wrap=False)
+        console = _console(stream, options)
+        if options.quiet:  # -q: the findings only, under one line naming the model and the verdict
+            console.print(Text.assemble(("gradcheck  ", "bold"), report.title, "  ", _verdict_text(report.verdict)))
+            for number, finding in enumerate(report.diagnosis.findings, 1):
+                console.print(_finding(number, finding))
+            return
         _render_report(console, report, options, heading=None)
         if report.training:
             console.print()
@@ -77,8 +83,23 @@ class TextRenderer:
         for index, report in enumerate(reports):
             if index:
                 stream.write("\n")
-                Console(file=stream, width=options.width).print(Rule(style="dim"))
+                _console(stream, options).print(Rule(style="dim"))
             self.render(report, stream, options)
+
+
+def _console(stream: TextIO, options: RenderOptions) -> Console:
+    """--color always forces colour even into a pipe; never turns it off; auto (None) leaves it to Rich
+    (NO_COLOR, FORCE_COLOR, whether the stream is a terminal)."""
+    colour: dict = {}
+    if options.color is True:
+        colour = {"force_terminal": True}
+    elif options.color is False:
+        colour = {"no_color": True, "color_system": None}
+    return Console(file=stream, width=options.width, highlight=False, soft_wrap=False, **colour)
+
+
+def _verdict_text(verdict: Verdict) -> Text:
+    return Text(verdict.value.upper(), style=VERDICT_STYLE[verdict])
 
 
 def _render_report(console: Console, report: Report, options: RenderOptions, heading: str | None) -> None:
