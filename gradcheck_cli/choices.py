@@ -109,10 +109,13 @@ class FindingKind(str, Enum):
     EXPLODING_THROUGH_TIME = "exploding_through_time"
     NONFINITE = "nonfinite"
     ZERO_INIT = "zero_init"  # exact-zero gradients from zero-initialized layers, by design (info)
+    BASELINE_REGRESSION = "baseline_regression"  # worse than the saved baseline (--baseline)
 
     @property
     def verdict(self) -> Verdict:
-        if self is FindingKind.ZERO_INIT:
+        """The health verdict this kind stands for. A zero-init note and a baseline regression say
+        nothing of their own about the direction of the gradient: the other findings do."""
+        if self in (FindingKind.ZERO_INIT, FindingKind.BASELINE_REGRESSION):
             return Verdict.HEALTHY
         if self is FindingKind.NONFINITE:
             return Verdict.NONFINITE

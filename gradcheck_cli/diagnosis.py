@@ -253,10 +253,15 @@ def with_later_findings(diagnosis: Diagnosis, later: Diagnosis, when: str) -> Di
         for f in later.findings
         if f.severity is not Severity.INFO and f.severity.rank > present.get(f.kind, -1)
     ]
-    if not new:
+    return add_findings(diagnosis, new)
+
+
+def add_findings(diagnosis: Diagnosis, findings: list[Finding]) -> Diagnosis:
+    """The diagnosis with more findings, ranked in and counted in the verdict."""
+    if not findings:
         return diagnosis
-    findings = diagnosis.findings + new
-    return replace(diagnosis, findings=_ranked(findings), verdict=_verdict(findings))
+    merged = diagnosis.findings + findings
+    return replace(diagnosis, findings=_ranked(merged), verdict=_verdict(merged))
 
 
 def _after_text(after: Diagnosis) -> str:

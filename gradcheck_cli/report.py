@@ -47,6 +47,7 @@ class Report:
     # Where the model is defined (a scan of a Python file): annotations in CI formats point here.
     source_path: str | None = None
     source_line: int | None = None
+    baseline: Any = None  # the BaselineComparison with --baseline (baseline.py), else None
 
     @property
     def verdict(self) -> Verdict:

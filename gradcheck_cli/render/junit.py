@@ -13,11 +13,13 @@ from typing import TextIO
 
 from gradcheck_cli.choices import FailOn, FindingKind, Severity
 from gradcheck_cli.diagnosis import Finding
+from gradcheck_cli.render.github import summary as github_summary
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.report import Report
 
 # Every check a target is tested for, in a fixed order. zero_init is not a check: it is an info finding
-# (a layer blocking the gradient on purpose) and goes to the verdict case's output.
+# (a layer blocking the gradient on purpose) and goes to the verdict case's output, as would a kind added
+# later and not listed here (it still fails the verdict case when at or above --fail-on).
 CHECKS = [
     FindingKind.VANISHING_GRADIENT,
     FindingKind.EXPLODING_GRADIENT,
@@ -28,6 +30,7 @@ CHECKS = [
     FindingKind.NONFINITE,
     FindingKind.VANISHING_THROUGH_TIME,
     FindingKind.EXPLODING_THROUGH_TIME,
+    FindingKind.BASELINE_REGRESSION,  # skipped when no baseline was compared (--baseline)
 ]
 VERDICT_CASE = "verdict"
 # XML 1.0 forbids most control characters even when escaped; a message must never make the file unreadable.
@@ -56,47 +59,62 @@ def _suite(report: Report, fail_on: FailOn) -> ET.Element:
     for key, value in (("title", report.title), ("verdict", report.verdict.value), ("fail_on", fail_on.value)):
         ET.SubElement(properties, "property", name=key, value=_clean(value))
     classname = _clean(f"gradcheck.{name}")
-    findings = report.diagnosis.findings
-    cases = []
-    for kind in CHECKS:
-        case = ET.SubElement(suite, "testcase", classname=classname, name=kind.value, time="0")
-        of_kind = [finding for finding in findings if finding.kind is kind]
-        failing = [finding for finding in of_kind if _fails(finding, fail_on)]
-        if failing:
-            message = failing[0].message if len(failing) == 1 else f"{len(failing)} findings: {failing[0].message}"
-            failure = ET.SubElement(case, "failure", message=_clean(message), type=kind.value)
-            failure.text = _clean("\n\n".join(_body(finding) for finding in failing))
-        passing = [finding for finding in of_kind if finding not in failing]
-        if passing:
-            ET.SubElement(case, "system-out").text = _clean("\n\n".join(_body(finding) for finding in passing))
-        cases.append(case)
-    # The measurement's time goes on the verdict case, so the cases' times add up to the suite's.
-    verdict = ET.SubElement(
-        suite, "testcase", classname=classname, name=VERDICT_CASE, time=f"{report.result.seconds:.3f}"
-    )
-    summary = _summary(report)
-    if report.fails(fail_on):
-        ET.SubElement(verdict, "failure", message=_clean(summary), type=VERDICT_CASE).text = _clean(summary)
-    unchecked = [finding for finding in findings if finding.kind not in CHECKS]
-    verdict_out = "\n\n".join([summary, *(_body(finding) for finding in unchecked)])
-    ET.SubElement(verdict, "system-out").text = _clean(verdict_out)
-    cases.append(verdict)
+    cases = [_check(suite, classname, kind, report, fail_on) for kind in CHECKS]
+    cases.append(_verdict(suite, classname, report, fail_on))
     _set_counts(suite, cases, seconds=report.result.seconds)
     return suite
 
 
-def _set_counts(element: ET.Element, children: list[ET.Element], seconds: float) -> None:
-    """``tests`` and ``failures`` from the cases (or suites) themselves, so they cannot disagree."""
-    if element.tag == "testsuites":
-        tests = sum(int(child.get("tests", "0")) for child in children)
-        failures = sum(int(child.get("failures", "0")) for child in children)
+def _check(suite: ET.Element, classname: str, kind: FindingKind, report: Report, fail_on: FailOn) -> ET.Element:
+    """One check: failed by its findings at or above fail_on; the ones below go to its output."""
+    case = ET.SubElement(suite, "testcase", classname=classname, name=kind.value, time="0")
+    if kind is FindingKind.BASELINE_REGRESSION and report.baseline is None:
+        ET.SubElement(case, "skipped", message="no baseline compared (--baseline)")
+        return case
+    of_kind = [finding for finding in report.diagnosis.findings if finding.kind is kind]
+    failing = [finding for finding in of_kind if _fails(finding, fail_on)]
+    if failing:
+        message = failing[0].message if len(failing) == 1 else f"{len(failing)} findings: {failing[0].message}"
+        failure = ET.SubElement(case, "failure", message=_clean(message), type=kind.value)
+        failure.text = _clean("\n\n".join(_body(finding) for finding in failing))
+    passing = [finding for finding in of_kind if not _fails(finding, fail_on)]
+    if passing:
+        ET.SubElement(case, "system-out").text = _clean("\n\n".join(_body(finding) for finding in passing))
+    return case
+
+
+def _verdict(suite: ET.Element, classname: str, report: Report, fail_on: FailOn) -> ET.Element:
+    """Fails when the report fails (the CLI's exit code 1); carries the findings no check covers."""
+    # The measurement's time goes on this case, so the cases' times add up to the suite's.
+    case = ET.SubElement(suite, "testcase", classname=classname, name=VERDICT_CASE, time=f"{report.result.seconds:.3f}")
+    summary = github_summary(report)
+    unchecked = [finding for finding in report.diagnosis.findings if finding.kind not in CHECKS]
+    if report.fails(fail_on):
+        body = [summary, *(_body(finding) for finding in unchecked if _fails(finding, fail_on))]
+        failure = ET.SubElement(case, "failure", message=_clean(summary), type=VERDICT_CASE)
+        failure.text = _clean("\n\n".join(body))
+        output = [_body(finding) for finding in unchecked if not _fails(finding, fail_on)]
     else:
-        tests = len(children)
-        failures = sum(child.find("failure") is not None for child in children)
-    element.set("tests", str(tests))
-    element.set("failures", str(failures))
-    element.set("errors", "0")
-    element.set("skipped", "0")
+        output = [summary, *(_body(finding) for finding in unchecked)]
+    if output:
+        ET.SubElement(case, "system-out").text = _clean("\n\n".join(output))
+    return case
+
+
+def _set_counts(element: ET.Element, children: list[ET.Element], seconds: float) -> None:
+    """The counts from the cases (or, for <testsuites>, the suites) themselves, so they cannot disagree."""
+    if element.tag == "testsuites":
+        counts = {
+            what: sum(int(child.get(what, "0")) for child in children) for what in ("tests", "failures", "skipped")
+        }
+    else:
+        counts = {
+            "tests": len(children),
+            "failures": sum(child.find("failure") is not None for child in children),
+            "skipped": sum(child.find("skipped") is not None for child in children),
+        }
+    for what, count in {**counts, "errors": 0}.items():
+        element.set(what, str(count))
     element.set("time", f"{seconds:.3f}")
 
 
@@ -114,16 +132,6 @@ def _body(finding: Finding) -> str:
         fix = finding.fixes[0]
         lines += [f"fix [{fix.id}]: {fix.title}", fix.detail, "", fix.code.rstrip()]
     return "\n".join(lines)
-
-
-def _summary(report: Report) -> str:
-    counts = {severity: 0 for severity in Severity}
-    for finding in report.diagnosis.findings:
-        counts[finding.severity] += 1
-    return (
-        f"{report.title}: {report.verdict.value} ({counts[Severity.ERROR]} error(s), "
-        f"{counts[Severity.WARNING]} warning(s), {counts[Severity.INFO]} info)"
-    )
 
 
 def _clean(text: str) -> str:

@@ -17,6 +17,8 @@ TABLE_MESSAGE_CHARS = 120
 SHOWN_LAYERS = 4
 # Characters that Markdown reads as markup in running text (``_`` too: ``._orig_mod`` opens emphasis).
 _MARKUP = re.compile(r"([\\`*_\[\]|])")
+_ENTITY = re.compile(r"&(?=#?\w+;)")  # an "&" that would start an HTML entity; a lone "&" reads as itself
+_TAG = re.compile(r"<(?=[A-Za-z/!?])")  # a "<" that would start an HTML tag; "<=" reads as itself
 
 
 class MarkdownRenderer:
@@ -26,9 +28,10 @@ class MarkdownRenderer:
     def render_many(self, reports: list[Report], stream: TextIO, options: RenderOptions) -> None:
         """A first line with the worst verdict, a table of targets, then one section per target."""
         worst = max((report.verdict for report in reports), key=lambda verdict: verdict.rank, default=Verdict.HEALTHY)
-        counts = {verdict: sum(report.verdict is verdict for report in reports) for verdict in Verdict}
+        counts = {verdict: sum(report.verdict is verdict for report in reports) for verdict in reversed(Verdict)}
         tally = ", ".join(f"{count} {verdict.value}" for verdict, count in counts.items() if count)
-        lines = [f"## gradcheck: **{worst.value.upper()}** ({_plural(len(reports), 'target')}: {tally})", ""]
+        targets = _plural(len(reports), "target") + (f": {tally}" if tally else "")
+        lines = [f"## gradcheck: **{worst.value.upper()}** ({targets})", ""]
         lines += ["| target | verdict | errors | warnings |", "|---|---|--:|--:|"]
         for report in reports:
             errors, warnings = _count(report, Severity.ERROR), _count(report, Severity.WARNING)
@@ -88,7 +91,7 @@ def _finding(number: int, finding: Finding) -> list[str]:
         lines += [f"- **{cause.id.value}**: {_text(cause.summary)}" for cause in finding.causes]
     for rank, fix in enumerate(finding.fixes, 1):
         # Inside an HTML block GitHub reads no Markdown until the blank line: the summary is HTML-escaped.
-        summary = html.escape(f"fix {rank}: [{fix.id}] {fix.title}")
+        summary = html.escape(f"fix {rank}: [{fix.id}] {fix.title}", quote=False)
         lines += ["", f"<details><summary>{summary}</summary>", "", _text(fix.detail), ""]
         lines += [_fence(fix.code), "", "</details>"]
     return lines
@@ -116,9 +119,12 @@ def _fence(code: str) -> str:
 
 
 def _text(text: str) -> str:
-    """Running text on one line: whitespace collapsed, markup characters escaped, HTML tags shown as text."""
+    """Running text on one line: whitespace collapsed, markup characters escaped, HTML tags shown as text
+    (only a "<" that would open a tag is escaped; a lone ">" is plain text in Markdown)."""
     flat = " ".join(text.split())
-    return _MARKUP.sub(r"\\\1", flat.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
+    flat = _MARKUP.sub(r"\\\1", _TAG.sub("&lt;", _ENTITY.sub("&amp;", flat)))
+    # A line that starts with one of these would become a quote, a heading or a list item.
+    return "\\" + flat if flat[:1] in (">", "#", "-", "+", "=") else flat
 
 
 def _shorten(text: str, limit: int) -> str:
