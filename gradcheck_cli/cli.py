@@ -7,15 +7,17 @@ torch is imported inside the commands, never at start-up, so --help and --versio
 from __future__ import annotations
 
 import contextlib
+import io
 import sys
 import warnings
-from typing import Annotated, NoReturn
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from gradcheck_cli import __version__
-from gradcheck_cli.choices import Activation, Arch, FailOn, Init, LossKind, Norm, Optimizer, OutputFormat
+from gradcheck_cli.choices import Activation, Arch, Color, FailOn, Init, LossKind, Norm, Optimizer, OutputFormat
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -56,9 +58,30 @@ def _root(
 # Options shared by the commands, declared once.
 SeedOption = Annotated[int, typer.Option(help="Seed for the weights and the random batches.")]
 PassesOption = Annotated[int, typer.Option(min=1, help="Forward/backward passes to aggregate (median).")]
-FormatOption = Annotated[OutputFormat, typer.Option("--format", help="Report format on stdout.")]
+FormatOption = Annotated[
+    OutputFormat, typer.Option("--format", envvar="GRADCHECK_FORMAT", help="Report format (also GRADCHECK_FORMAT).")
+]
 AllLayersOption = Annotated[bool, typer.Option("--all-layers", help="Show every layer, not the condensed table.")]
 FailOnOption = Annotated[FailOn, typer.Option(help="Lowest severity that makes the exit code 1.")]
+OutputOption = Annotated[
+    str | None, typer.Option("--output", "-o", help="Write the report to this file (whole, or not at all).")
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Text: print the findings only.")]
+SilentOption = Annotated[bool, typer.Option("--silent", "-s", help="Print nothing; the exit code says it all.")]
+ColorOption = Annotated[Color, typer.Option("--color", help="Colour in the text report.")]
+ExitZeroOption = Annotated[
+    bool, typer.Option("--exit-zero", help="Exit 0 even when there are findings (errors in use still exit 2).")
+]
+ConfigOption = Annotated[
+    str | None, typer.Option("--config", help="Config file to use (default: gradcheck.yaml, .gradcheck.yaml or "
+                             "pyproject.toml [tool.gradcheck], searched from here upward).")
+]  # fmt: skip
+IsolatedOption = Annotated[bool, typer.Option("--isolated", help="Ignore every config file.")]
+VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Say which config file is used.")]
+IgnoreOption = Annotated[
+    list[str] | None,
+    typer.Option("--ignore", help="Measure but do not judge layers matching this glob, e.g. 'encoder.*' (repeatable)."),
+]
 VerifyOption = Annotated[
     bool, typer.Option("--verify", help="Apply each suggested fix to a copy of the model and measure it again.")
 ]
@@ -93,6 +116,7 @@ def _quiet_torch_import() -> None:
 
 @app.command()
 def demo(
+    ctx: typer.Context,
     arch: Annotated[Arch, typer.Option(help="Preset architecture.")] = Arch.MLP,
     depth: Annotated[
         int | None,
@@ -132,9 +156,18 @@ def demo(
     steps: StepsOption = 0,
     optimizer: OptimizerOption = Optimizer.SGD,
     lr: LrOption = 1e-3,
+    ignore: IgnoreOption = None,
     output_format: FormatOption = OutputFormat.TEXT,
+    output: OutputOption = None,
     all_layers: AllLayersOption = False,
+    quiet: QuietOption = False,
+    silent: SilentOption = False,
+    color: ColorOption = Color.AUTO,
     fail_on: FailOnOption = FailOn.ERROR,
+    exit_zero: ExitZeroOption = False,
+    config: ConfigOption = None,
+    isolated: IsolatedOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Build a preset deep model and watch its gradients vanish or explode, and the fix that cures it.
 
@@ -144,33 +177,39 @@ def demo(
     try:
         from gradcheck_cli.demo import run_demo
         from gradcheck_cli.presets import DemoSpec
-        from gradcheck_cli.render.interface import RenderOptions, get_renderer
 
+        settings = _Settings(ctx, _load_config(config, isolated, verbose))
         spec = DemoSpec(
             arch=arch, depth=depth, width=width, activation=activation, init=init, gain=gain, norm=norm,
             residual=residual, seq_len=seq_len, batch_size=batch_size,
         ).resolved()  # fmt: skip
-        with _progress(f"Probing {spec.describe()}"):
+        with _progress(f"Probing {spec.describe()}", silent):
             report = run_demo(
-                spec, seed=seed, passes=passes, thresholds=_thresholds(lr), try_fix=fix, verify=verify,
-                steps=steps, optimizer=optimizer,
+                spec, seed=settings.get("seed", seed), passes=settings.get("passes", passes),
+                thresholds=settings.thresholds(lr), try_fix=fix, verify=settings.get("verify", verify),
+                steps=settings.get("steps", steps), optimizer=settings.get("optimizer", optimizer),
+                ignore=tuple(settings.get("ignore", tuple(ignore or ()))),
             )  # fmt: skip
+        output_settings = settings.output(output_format, fail_on)
+        _emit([report], False, output_settings, output, all_layers, quiet, silent, color)
     except GradcheckError as error:
         _fail(error)
-    get_renderer(output_format).render(report, sys.stdout, RenderOptions(all_layers=all_layers))
-    raise typer.Exit(EXIT_FINDINGS if report.fails(fail_on) else EXIT_OK)
+    failing = report.fails(output_settings.fail_on)
+    raise typer.Exit(EXIT_FINDINGS if failing and not exit_zero else EXIT_OK)
 
 
 @app.command()
 def scan(
+    ctx: typer.Context,
     targets: Annotated[
-        list[str],
+        list[str] | None,
         typer.Argument(
-            help="model.py, model.py:NAME, package.module:factory, or a saved model (TorchScript, torch.export).",
+            help="model.py, model.py:NAME, package.module:factory, or a saved model (TorchScript, torch.export); "
+            "none: the targets of the config file.",
             show_default=False,
-            metavar="TARGET",
+            metavar="[TARGET]...",
         ),
-    ],
+    ] = None,
     entry: Annotated[str | None, typer.Option(help="The name of the model, factory or class to use.")] = None,
     path: Annotated[
         list[str] | None, typer.Option("--path", help="Add a folder to sys.path while importing (repeatable).")
@@ -197,9 +236,27 @@ def scan(
     steps: StepsOption = 0,
     optimizer: OptimizerOption = Optimizer.SGD,
     lr: LrOption = 1e-3,
+    ignore: IgnoreOption = None,
+    save_baseline: Annotated[
+        str | None, typer.Option("--save-baseline", help="Record every layer's figures in this file.")
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option("--baseline", help="Fail when gradient health regressed against this file.")
+    ] = None,
+    baseline_tolerance: Annotated[
+        float, typer.Option(help="Factor by which a layer's gradient ratio may move before --baseline fails.")
+    ] = 10.0,
     output_format: FormatOption = OutputFormat.TEXT,
+    output: OutputOption = None,
     all_layers: AllLayersOption = False,
+    quiet: QuietOption = False,
+    silent: SilentOption = False,
+    color: ColorOption = Color.AUTO,
     fail_on: FailOnOption = FailOn.ERROR,
+    exit_zero: ExitZeroOption = False,
+    config: ConfigOption = None,
+    isolated: IsolatedOption = False,
+    verbose: VerboseOption = False,
 ) -> None:
     """Scan your model: measure every layer's gradient health over a few passes and say what to change.
 
@@ -207,52 +264,193 @@ def scan(
     """
     _quiet_torch_import()
     from gradcheck_cli.inputs import InputOptions, parse_shape
-    from gradcheck_cli.render.interface import RenderOptions, get_renderer
     from gradcheck_cli.scan import ScanOptions, scan_target
 
     try:
-        thresholds = _thresholds(lr)
-        options = ScanOptions(
-            entry=entry, paths=tuple(path or ()), trust_pickle=trust_pickle, loss=loss, passes=passes, seed=seed,
-            verify=verify, steps=steps, optimizer=optimizer,
-            inputs=InputOptions(
-                shapes=tuple(parse_shape(text) for text in input_shape or ()), dtype=input_dtype,
-                vocab_size=vocab_size, seq_len=seq_len, batch_size=batch_size,
-            ),
-        )  # fmt: skip
+        file_config = _load_config(config, isolated, verbose)
+        jobs = [(target, file_config) for target in targets or ()] or [
+            (item.target, file_config.for_target(item)) for item in file_config.targets
+        ]
+        if not jobs:
+            raise InvalidOptionError(
+                "no target: name a model (gradcheck scan model.py) or list targets in gradcheck.yaml."
+            )
+        output_settings = _Settings(ctx, file_config).output(output_format, fail_on)
+        compare_with = _load_baseline(baseline)
     except GradcheckError as error:
         _fail(error)
     reports, exit_code = [], EXIT_OK
-    for target in targets:
+    for target, target_config in jobs:
+        settings = _Settings(ctx, target_config)
         try:
-            with _progress(f"Scanning {target}"):
-                report = scan_target(target, options, thresholds)
+            shapes = settings.get("input_shape", tuple(parse_shape(text) for text in input_shape or ()))
+            options = ScanOptions(
+                entry=settings.get("entry", entry), paths=tuple(settings.get("paths", tuple(path or ()), "path")),
+                trust_pickle=settings.get("trust_pickle", trust_pickle), loss=settings.get("loss", loss),
+                passes=settings.get("passes", passes), seed=settings.get("seed", seed),
+                verify=settings.get("verify", verify), steps=settings.get("steps", steps),
+                optimizer=settings.get("optimizer", optimizer),
+                ignore=tuple(settings.get("ignore", tuple(ignore or ()))),
+                inputs=InputOptions(
+                    shapes=tuple(shapes), dtype=settings.get("input_dtype", input_dtype),
+                    vocab_size=settings.get("vocab_size", vocab_size), seq_len=settings.get("seq_len", seq_len),
+                    batch_size=settings.get("batch_size", batch_size),
+                ),
+            )  # fmt: skip
+            with _progress(f"Scanning {target}", silent):
+                report = scan_target(target, options, settings.thresholds(lr))
+            if compare_with is not None:
+                _compare(report, compare_with, settings.get("baseline_tolerance", baseline_tolerance), silent)
         except GradcheckError as error:
             exit_code = EXIT_USAGE
-            _report_error(error, prefix=f"{target}: " if len(targets) > 1 else "")
+            _report_error(error, prefix=f"{target}: " if len(jobs) > 1 else "")
             continue
         reports.append(report)
-        if report.fails(fail_on):
+        if report.fails(output_settings.fail_on) and not exit_zero:
             exit_code = max(exit_code, EXIT_FINDINGS)
-    renderer, render_options = get_renderer(output_format), RenderOptions(all_layers=all_layers)
-    if len(targets) > 1:  # several targets: one output whose shape does not depend on how many loaded
-        renderer.render_many(reports, sys.stdout, render_options)
-    elif reports:
-        renderer.render(reports[0], sys.stdout, render_options)
+    try:
+        if save_baseline and reports:
+            from gradcheck_cli.baseline import save_baseline as save
+
+            save(reports, Path(save_baseline))
+        _emit(reports, len(jobs) > 1, output_settings, output, all_layers, quiet, silent, color)
+    except GradcheckError as error:
+        _fail(error)
     raise typer.Exit(exit_code)
 
 
-def _thresholds(lr: float):
-    from gradcheck_cli.diagnosis import Thresholds
+@app.command(name="config")
+def config_command(
+    show: Annotated[bool, typer.Option("--show", help="Print the effective configuration.")] = False,
+    config: ConfigOption = None,
+    isolated: IsolatedOption = False,
+) -> None:
+    """Show which configuration file applies here and what it sets.
 
-    if not lr > 0:
-        raise InvalidOptionError(f"--lr must be a positive learning rate (got {lr:g}); try --lr 1e-3.")
-    return Thresholds(lr=lr)
+    [dim]Example: gradcheck config --show[/]
+    """
+    try:
+        loaded = _load_config(config, isolated, verbose=False)
+    except GradcheckError as error:
+        _fail(error)
+    typer.echo(f"# {loaded.describe()}")
+    if show:
+        text = loaded.to_yaml()
+        typer.echo(text.rstrip("\n") if text.strip() else "# (every setting at its default)")
+    raise typer.Exit(EXIT_OK)
 
 
-def _progress(message: str) -> contextlib.AbstractContextManager:
+class _Settings:
+    """Command line > config file > defaults: a value counts as given when it did not come from its default."""
+
+    def __init__(self, ctx: typer.Context, config: Any):
+        self.ctx, self.config = ctx, config
+
+    def given(self, name: str) -> bool:
+        source = self.ctx.get_parameter_source(name)
+        return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+    def get(self, name: str, cli_value: Any, parameter: str | None = None) -> Any:
+        return self.config.setting(name, cli_value, self.given(parameter or name), cli_value)
+
+    def thresholds(self, lr: float):
+        from gradcheck_cli.diagnosis import Thresholds
+
+        effective = lr if self.given("lr") else None
+        values = self.config.thresholds(effective)
+        if "lr" not in values:
+            values["lr"] = lr
+        if not values["lr"] > 0:
+            raise InvalidOptionError(f"--lr must be a positive learning rate (got {values['lr']:g}); try --lr 1e-3.")
+        return Thresholds(**values)
+
+    def output(self, output_format: OutputFormat, fail_on: FailOn) -> _OutputSettings:
+        chosen_format = output_format if self.given("output_format") else self.config.format or output_format
+        chosen_fail_on = fail_on if self.given("fail_on") else self.config.fail_on or fail_on
+        return _OutputSettings(chosen_format, chosen_fail_on)
+
+
+class _OutputSettings:
+    def __init__(self, output_format: OutputFormat, fail_on: FailOn):
+        self.format, self.fail_on = output_format, fail_on
+
+
+def _load_config(path: str | None, isolated: bool, verbose: bool):
+    from gradcheck_cli.config import load_config
+
+    loaded = load_config(path, isolated=isolated)
+    if verbose:
+        stderr.print(loaded.describe(), highlight=False, markup=False)
+    return loaded
+
+
+def _load_baseline(path: str | None) -> dict | None:
+    if path is None:
+        return None
+    from gradcheck_cli.baseline import load_baseline
+
+    return load_baseline(Path(path))
+
+
+def _compare(report: Any, entries: dict, tolerance: float, silent: bool) -> None:
+    from gradcheck_cli.baseline import apply_baseline, baseline_key, compare
+
+    entry = entries.get(baseline_key(report))
+    if entry is None:
+        if not silent:
+            stderr.print(
+                f"note: {baseline_key(report)} is not in the baseline; nothing to compare (add it with "
+                "--save-baseline).",
+                highlight=False,
+                markup=False,
+            )
+        return
+    apply_baseline(report, compare(report, entry, tolerance))
+
+
+def _emit(reports, many, settings, output, all_layers, quiet, silent, color) -> None:
+    """Render once; write to --output (whole, or not at all) and/or stdout (unless --silent)."""
+    from gradcheck_cli.render.interface import RenderOptions, get_renderer
+
+    colour = {Color.ALWAYS: True, Color.NEVER: False}.get(color)
+    if output is not None:
+        colour = False if colour is None else colour  # a file gets no escape codes unless asked
+    options = RenderOptions(all_layers=all_layers, quiet=quiet, color=colour, fail_on=settings.fail_on)
+    renderer = get_renderer(settings.format)
+    buffer = io.StringIO()
+    if many:  # several targets: one output whose shape does not depend on how many loaded
+        renderer.render_many(reports, buffer, options)
+    elif reports:
+        renderer.render(reports[0], buffer, options)
+    text = buffer.getvalue()
+    if output is not None:
+        _write_whole(Path(output), text)
+    elif not silent:
+        sys.stdout.write(text)
+
+
+def _write_whole(path: Path, text: str) -> None:
+    """Write to a temporary file beside ``path`` and rename it over: a reader never sees half a report."""
+    import os
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as stream:
+                stream.write(text)
+            os.replace(temporary, path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+    except OSError as error:
+        raise GradcheckError(f"cannot write the report to {path}: {error.strerror or error}.") from error
+
+
+def _progress(message: str, silent: bool = False) -> contextlib.AbstractContextManager:
     """A spinner on stderr when it is a terminal; nothing otherwise (stdout carries only the report)."""
-    if stderr.is_terminal:
+    if stderr.is_terminal and not silent:
         return stderr.status(message)
     return contextlib.nullcontext()
 

@@ -25,12 +25,13 @@ def run_demo(
     verify: bool = False,
     steps: int = 0,
     optimizer: Optimizer = Optimizer.SGD,
+    ignore: tuple[str, ...] = (),
     progress: ProgressFn | None = None,
 ) -> Report:
     """Report on the preset. With ``verify``, every suggested fix is measured on a copy; otherwise, when
     there is an error finding, the first fix that the preset can take is. ``steps`` trains a copy."""
     spec = spec.resolved()
-    report = _measure(spec, seed, passes, thresholds, progress)
+    report = _measure(spec, seed, passes, thresholds, progress, ignore)
     if steps:
         preset = build_preset(spec, seed=seed)
         lr = (thresholds or Thresholds()).lr
@@ -70,11 +71,11 @@ def _trial(spec: DemoSpec, fix: Fix, seed, passes, thresholds, progress) -> FixT
     )  # fmt: skip
 
 
-def _measure(spec: DemoSpec, seed: int, passes: int, thresholds: Thresholds | None, progress) -> Report:
+def _measure(spec: DemoSpec, seed: int, passes: int, thresholds: Thresholds | None, progress, ignore=()) -> Report:
     preset = build_preset(spec, seed=seed)
     return check_model(
         preset.model, preset.make_batch, preset.loss, passes=passes, seed=seed, thresholds=thresholds,
-        title=spec.describe(), structure=preset.structure, progress=progress,
+        title=spec.describe(), structure=preset.structure, progress=progress, ignore=ignore,
     )  # fmt: skip
 
 

@@ -138,11 +138,24 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         }
         for trial in report.fix_trials
     ]
+    document["baseline"] = _baseline(report.baseline)
     document["training"] = {
         "setup": report.training_setup or None,
         "steps": [{"step": step.step, "loss": step.loss, **summarize(step.report)} for step in report.training],
     }
     return document
+
+
+def _baseline(comparison: Any) -> dict[str, Any] | None:
+    """The --baseline comparison: what moved, layer by layer, and what counts as a regression."""
+    if comparison is None:
+        return None
+    return {
+        "tolerance": comparison.tolerance,
+        "regressed": comparison.regressed,
+        "regressions": comparison.regressions,
+        "changes": [asdict(change) for change in comparison.changes],
+    }
 
 
 def _finite(value: Any) -> Any:

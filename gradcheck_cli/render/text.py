@@ -62,6 +62,9 @@ class TextRenderer:
                 console.print(_finding(number, finding))
             return
         _render_report(console, report, options, heading=None)
+        if report.baseline is not None:
+            console.print()
+            console.print(_baseline(report.baseline))
         if report.training:
             console.print()
             console.print(_training(report))
@@ -347,6 +350,26 @@ def _trials(report: Report) -> Group:
             Text(trial.description),
         )
     return Group(table)
+
+
+def _baseline(comparison) -> Group:
+    """--baseline: the verdict of the comparison, then the layers that moved most."""
+    if comparison.regressed:
+        head = Text(f"Baseline: REGRESSED (tolerance x{comparison.tolerance:g}); see the baseline_regression finding.")
+        head.stylize("bold red")
+    else:
+        head = Text(f"Baseline: no regression (tolerance x{comparison.tolerance:g}).", style="green")
+    if not comparison.changes:
+        return Group(head)
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD)
+    for column in ("layer", "what", "before", "after", "factor", ""):
+        table.add_column(column, justify="right" if column in ("before", "after", "factor") else "left")
+    for change in comparison.changes[:10]:
+        table.add_row(
+            Text(change.layer), change.what, _num(change.before), _num(change.after), _num(change.factor),
+            Text("regression", style="bold red") if change.regression else "",
+        )  # fmt: skip
+    return Group(head, table)
 
 
 def _training(report: Report) -> Table:
