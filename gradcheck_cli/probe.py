@@ -131,7 +131,7 @@ def probe_model(
                 handle = module.register_forward_pre_hook(recorder.time_probe_hook(module_name, module))
                 stack.callback(handle.remove)
             elif recorder.hooked and isinstance(module, ACTIVATION_TYPES):
-                handle = module.register_forward_pre_hook(recorder.activation_hook(module_name, module))
+                handle = module.register_forward_hook(recorder.activation_hook(module_name, module))
                 stack.callback(handle.remove)
         # Skips are read off the autograd graph once. A recurrent cell adds its input and state paths at
         # every step, which would read as skips, and TorchScript hides its ops: for those it stays unknown.
@@ -382,32 +382,35 @@ class _Recorder:
         return hook
 
     def activation_hook(self, name: str, module: nn.Module) -> Callable:
-        """Measure the activation on its input h, before an in-place activation overwrites it: the
-        derivative phi'(h), read by autograd on a copy so any elementwise activation is covered."""
+        """Measure the activation's derivative phi'(h) on every element of its output: in closed form from
+        the output for the common types (a few elementwise ops, valid for in-place ones too), else by
+        autograd on a copy of the input."""
         kind = type(module).__name__
+        closed_form = _derivative_from_output(module)
 
-        def hook(mod: nn.Module, args: tuple) -> None:
-            if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+        def hook(mod: nn.Module, args: tuple, output: Any) -> None:
+            if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.numel() == 0:
                 return
             call = self._activation_calls.get(name, 0)
             self._activation_calls[name] = call + 1
-            h = args[0].detach()
-            if h.numel() == 0:
-                return
-            site = self._site(name, kind, call, h)
-            with torch.enable_grad():
-                leaf = h.clone().requires_grad_(True)
-                out = mod.forward(leaf * 1.0)  # * 1.0: an in-place activation must not write to the leaf
-                (derivative,) = torch.autograd.grad(out, leaf, torch.ones_like(out))
-            derivative = derivative.to(_NORM_DTYPE)
-            self._record_value(self._DERIVATIVE_SQ, site.index, derivative.square().sum())
-            self._activation_numel[site.index] = self._activation_numel.get(site.index, 0) + h.numel()
+            site = self._site(name, kind, call, output)
+            with torch.no_grad():
+                if closed_form is not None:
+                    derivative = closed_form(output.detach())
+                else:
+                    derivative = _derivative_by_autograd(mod, args)
+                    if derivative is None:
+                        return
+            self._record_value(
+                self._DERIVATIVE_SQ, site.index, torch.linalg.vector_norm(derivative, dtype=_NORM_DTYPE).square()
+            )
+            self._activation_numel[site.index] = self._activation_numel.get(site.index, 0) + output.numel()
             peak = PEAK_DERIVATIVE.get(kind)
             if peak is not None:
-                flat = (derivative.abs() < SATURATED_DERIVATIVE * peak).sum().to(_NORM_DTYPE)
+                flat = (derivative.abs() < SATURATED_DERIVATIVE * peak).sum(dtype=_NORM_DTYPE)
                 self._record_value(self._SATURATED, site.index, flat)
             if isinstance(mod, DYING):
-                reduce = [d for d in range(h.dim()) if d != site.unit_dim]
+                reduce = [d for d in range(output.dim()) if d != site.unit_dim]
                 active = (derivative != 0).any(dim=reduce) if reduce else derivative != 0
                 site.active = active if site.active is None else site.active | active
 
@@ -501,6 +504,39 @@ class _Recorder:
             forward_sq, list(self._numel), backward_sq, backward_seen, weight_sq, other_sq, grad_nonfinite,
             time_steps, loss_value, math.sqrt(total_sq), batch_size, activations,
         )  # fmt: skip
+
+
+def _derivative_from_output(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """phi'(h) written in terms of y = phi(h), for the activations where that is exact."""
+    if isinstance(module, nn.Sigmoid):
+        return lambda y: y * (1 - y)
+    if isinstance(module, nn.Tanh):
+        return lambda y: 1 - y * y
+    if isinstance(module, nn.ReLU):
+        return lambda y: (y > 0).to(y.dtype)
+    if isinstance(module, nn.ReLU6):
+        return lambda y: ((y > 0) & (y < 6)).to(y.dtype)
+    if isinstance(module, nn.LeakyReLU):
+        slope = module.negative_slope
+        return lambda y: torch.where(y > 0, 1.0, slope).to(y.dtype)
+    if isinstance(module, nn.ELU):  # y = alpha (e^h - 1) below 0, so phi' = y + alpha there
+        alpha = module.alpha
+        return lambda y: torch.where(y > 0, 1.0, y + alpha).to(y.dtype)
+    if isinstance(module, nn.SELU):  # y = scale alpha (e^h - 1) below 0
+        scale, alpha = 1.0507009873554805, 1.6732632423543772
+        return lambda y: torch.where(y > 0, scale, y + scale * alpha).to(y.dtype)
+    return None
+
+
+def _derivative_by_autograd(module: nn.Module, args: tuple) -> torch.Tensor | None:
+    """Any other elementwise activation: differentiate it again on a copy of its input."""
+    if not args or not isinstance(args[0], torch.Tensor) or not args[0].is_floating_point():
+        return None
+    with torch.enable_grad():
+        leaf = args[0].detach().clone().requires_grad_(True)
+        out = module.forward(leaf * 1.0)  # * 1.0: an in-place activation must not write to the leaf
+        (derivative,) = torch.autograd.grad(out, leaf, torch.ones_like(out))
+    return derivative
 
 
 def _owned_parameters(recorder: _Recorder) -> list[tuple[int, bool, nn.Parameter]]:
