@@ -65,8 +65,14 @@ class BaselineComparison:
 
 
 def baseline_key(report: Report) -> str:
-    """The name a report is stored under: what was scanned, as given on the command line, else its title."""
-    return report.target or report.title
+    """The name a report is stored under: what was scanned, else its title. A file path is normalized
+    (``./models/m.py`` and ``models/m.py`` are one target); ``package.module:attr`` is kept as is."""
+    if not report.target:
+        return report.title
+    location, colon, name = report.target.partition(":")
+    if "/" in location or location.endswith(".py") or "\\" in location:
+        return Path(os.path.normpath(location)).as_posix() + colon + name
+    return report.target
 
 
 def baseline_entry(report: Report) -> dict[str, Any]:

@@ -268,9 +268,15 @@ def scan(
 
     try:
         file_config = _load_config(config, isolated, verbose)
-        jobs = [(target, file_config) for target in targets or ()] or [
-            (item.target, file_config.for_target(item)) for item in file_config.targets
-        ]
+        # A target named on the command line that the file also lists keeps the file's settings for it.
+        listed = {_same_target(item.target): item for item in file_config.targets}
+        jobs = [
+            (
+                target,
+                file_config.for_target(listed[_same_target(target)]) if _same_target(target) in listed else file_config,
+            )
+            for target in targets or ()
+        ] or [(item.target, file_config.for_target(item)) for item in file_config.targets]
         if not jobs:
             raise InvalidOptionError(
                 "no target: name a model (gradcheck scan model.py) or list targets in gradcheck.yaml."
@@ -303,7 +309,8 @@ def scan(
                 _compare(report, compare_with, settings.get("baseline_tolerance", baseline_tolerance), silent)
         except GradcheckError as error:
             exit_code = EXIT_USAGE
-            _report_error(error, prefix=f"{target}: " if len(jobs) > 1 else "")
+            named = len(jobs) > 1 and not str(error).startswith(target)
+            _report_error(error, prefix=f"{target}: " if named else "")
             continue
         reports.append(report)
         if report.fails(output_settings.fail_on) and not exit_zero:
@@ -335,8 +342,8 @@ def config_command(
         _fail(error)
     typer.echo(f"# {loaded.describe()}")
     if show:
-        text = loaded.to_yaml()
-        typer.echo(text.rstrip("\n") if text.strip() else "# (every setting at its default)")
+        text = loaded.to_yaml().strip()
+        typer.echo(text if text not in ("", "{}") else "# (every setting at its default)")
     raise typer.Exit(EXIT_OK)
 
 
@@ -384,6 +391,14 @@ def _load_config(path: str | None, isolated: bool, verbose: bool):
     return loaded
 
 
+def _same_target(target: str) -> str:
+    """A target as a comparable key: file paths resolved, package.module:attr as written."""
+    location, colon, name = target.partition(":")
+    if location.endswith(".py") or Path(location).exists():
+        return str(Path(location).resolve()) + colon + name
+    return target
+
+
 def _load_baseline(path: str | None) -> dict | None:
     if path is None:
         return None
@@ -417,16 +432,18 @@ def _emit(reports, many, settings, output, all_layers, quiet, silent, color) -> 
         colour = False if colour is None else colour  # a file gets no escape codes unless asked
     options = RenderOptions(all_layers=all_layers, quiet=quiet, color=colour, fail_on=settings.fail_on)
     renderer = get_renderer(settings.format)
-    buffer = io.StringIO()
+    if output is None and silent:
+        return
+    if not reports and not many:
+        return  # the one target failed (exit 2): no report, and no empty file for a later step to read
+    # To the terminal directly, so Rich sees its width and whether it takes colour; to a file, in full first.
+    stream = io.StringIO() if output is not None else sys.stdout
     if many:  # several targets: one output whose shape does not depend on how many loaded
-        renderer.render_many(reports, buffer, options)
-    elif reports:
-        renderer.render(reports[0], buffer, options)
-    text = buffer.getvalue()
+        renderer.render_many(reports, stream, options)
+    else:
+        renderer.render(reports[0], stream, options)
     if output is not None:
-        _write_whole(Path(output), text)
-    elif not silent:
-        sys.stdout.write(text)
+        _write_whole(Path(output), stream.getvalue())
 
 
 def _write_whole(path: Path, text: str) -> None:
@@ -440,6 +457,9 @@ def _write_whole(path: Path, text: str) -> None:
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as stream:
                 stream.write(text)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file would be (mkstemp makes it 0600)
             os.replace(temporary, path)
         except BaseException:
             os.unlink(temporary)
