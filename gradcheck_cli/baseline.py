@@ -64,22 +64,26 @@ class BaselineComparison:
         return [change.layer for change in self.changes if change.regression]
 
 
-def baseline_key(report: Report) -> str:
-    """The name a report is stored under: what was scanned, else its title. A file path is normalized
-    (``./models/m.py`` and ``models/m.py`` are one target); ``package.module:attr`` is kept as is."""
+def baseline_key(report: Report, relative_to: Path | None = None) -> str:
+    """The name a report is stored under: what was scanned, else its title. A file path is written
+    relative to ``relative_to`` (the baseline file's folder), so the same file has the same key whatever
+    folder gradcheck runs from, and ``./m.py`` and ``m.py`` are one target; ``package.module:attr`` is
+    kept as is."""
     if not report.target:
         return report.title
     location, colon, name = report.target.partition(":")
     if "/" in location or location.endswith(".py") or "\\" in location:
-        return Path(os.path.normpath(location)).as_posix() + colon + name
+        anchor = Path(relative_to).resolve() if relative_to is not None else Path.cwd()
+        relative = os.path.relpath(Path(location).resolve(), anchor)
+        return Path(relative).as_posix() + colon + name
     return report.target
 
 
-def baseline_entry(report: Report) -> dict[str, Any]:
+def baseline_entry(report: Report, relative_to: Path | None = None) -> dict[str, Any]:
     """What a baseline records for one report; non-finite figures are None, the rest rounded to DIGITS."""
     diagnosis, profile = report.diagnosis, report.diagnosis.profile
     return {
-        "target": baseline_key(report),
+        "target": baseline_key(report, relative_to),
         "verdict": diagnosis.verdict.value,
         "profile": {
             "decades": _rounded(profile.decades),
@@ -113,7 +117,7 @@ def save_baseline(reports: list[Report], path: Path) -> None:
     path = Path(path)
     targets: dict[str, dict[str, Any]] = {}
     for report in reports:
-        entry = baseline_entry(report)
+        entry = baseline_entry(report, path.parent)
         if entry["target"] in targets:
             raise GradcheckError(
                 f"Two reports share the target {entry['target']!r}; a baseline holds one per target, so save them to separate files."

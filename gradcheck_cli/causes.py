@@ -20,10 +20,12 @@ from gradcheck_cli.choices import CauseId, FindingKind, FixId
 from gradcheck_cli.fixes import INIT_SCALE_TOLERANCE, RESIDUAL_MIN_DEPTH, SATURATING, Fix, FixContext
 from gradcheck_cli.stats import ActivationStats
 
-# A unit that never activates over the probe's batches passes no gradient. A healthy He-initialized
-# ReLU net at depth 30 has ~31% of units inactive on one sample but few dead over a whole batch
-# (../shared/GRADIENTS.md), so a layer with most of its units dead is worth naming.
+# A unit that never activates over the probe's batches passes no gradient. Deep He-initialized ReLU
+# nets already have many units silent over a batch (the demo measures up to 41% at depth 50 and is
+# healthy), so only a layer with most of its units dead is named, and only where its measured
+# activation term falls short (see _dead_relu).
 DEAD_FRACTION_WARNING = 0.5
+STRUCTURAL_MIN_DECADES = 1.0
 # An activation term below this share of its unit-gain value is a cause of vanishing.
 ACTIVATION_TERM_TOLERANCE = 0.9
 _VANISHING = (FindingKind.VANISHING_GRADIENT, FindingKind.VANISHING_ACTIVATION, FindingKind.ZERO_GRADIENT)
@@ -119,6 +121,8 @@ def _depth_causes(exploding: bool, evidence: dict[str, Any], context: FixContext
             causes.append(dead)
     explained = sum(c.decades for c in causes)
     unexplained = max(total - explained, 0.0)
+    # Structural causes account for what the measured terms leave; under a decade left, they explain nothing.
+    structural = unexplained >= STRUCTURAL_MIN_DECADES
     depth = context.depth
     if exploding and structure.residual is True:
         causes.append(
@@ -145,7 +149,7 @@ def _depth_causes(exploding: bool, evidence: dict[str, Any], context: FixContext
                 {"norm_layers": sum(structure.norms.values()), "residual": structure.residual},
             )
         )
-    elif not structure.normalized and not structure.recurrent and depth >= RESIDUAL_MIN_DEPTH:
+    elif structural and not structure.normalized and not structure.recurrent and depth >= RESIDUAL_MIN_DEPTH:
         causes.append(
             Cause(
                 CauseId.NO_NORMALIZATION,
@@ -156,7 +160,7 @@ def _depth_causes(exploding: bool, evidence: dict[str, Any], context: FixContext
                 {"trend_layers": depth},
             )
         )
-    if structure.residual is False and not structure.recurrent and depth >= RESIDUAL_MIN_DEPTH:
+    if structural and structure.residual is False and not structure.recurrent and depth >= RESIDUAL_MIN_DEPTH:
         causes.append(
             Cause(
                 CauseId.DEPTH_WITHOUT_SKIPS,
@@ -228,8 +232,19 @@ def _dead_relu(activations: list[ActivationStats]) -> Cause | None:
     dead = [a for a in dying if a.dead_fraction >= DEAD_FRACTION_WARNING]
     if not dead:
         return None
-    # a layer with a share d of its units dead passes on about sqrt(1 - d) of the gradient's norm
-    decades = sum(-0.5 * math.log10(max(1.0 - a.dead_fraction, 1e-12)) for a in dying)
+    # What dead units cost is already in each layer's measured activation term sqrt(E[phi'^2]) (a dead unit's
+    # derivative is 0): count the shortfall below the ReLU's unit-gain value 1/sqrt(2), not the dead share
+    # itself, so a net whose ReLUs pass their usual half (deep He-init nets have up to ~40% of units
+    # silent over a batch) is not blamed twice.
+    unit_gain = 1.0 / math.sqrt(2.0)
+    shortfalls = [
+        -math.log10(max(a.derivative_rms / unit_gain, 1e-12))
+        for a in dying
+        if a.derivative_rms is not None and a.derivative_rms < ACTIVATION_TERM_TOLERANCE * unit_gain
+    ]
+    decades = sum(shortfalls)
+    if not decades:
+        return None
     worst = max(dead, key=lambda a: a.dead_fraction)
     fully = sum(1 for a in dead if a.dead_fraction >= 1.0)
     fully_text = f"; {fully} layer(s) entirely dead" if fully else ""
@@ -306,7 +321,11 @@ def _time_causes(exploding: bool, evidence: dict[str, Any], context: FixContext)
 
 
 def _learning_rate(context: FixContext, lr: float, step_fraction: float) -> list[Cause]:
-    layers = [layer for layer in context.result.layers if layer.relative_grad is not None]
+    layers = [
+        layer
+        for layer in context.result.layers
+        if layer.relative_grad is not None and math.isfinite(layer.relative_grad)
+    ]
     if not layers:
         return []
     worst = max(layers, key=lambda layer: layer.relative_grad)

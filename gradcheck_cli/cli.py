@@ -86,7 +86,7 @@ VerifyOption = Annotated[
     bool, typer.Option("--verify", help="Apply each suggested fix to a copy of the model and measure it again.")
 ]
 StepsOption = Annotated[
-    int, typer.Option(min=0, help="Also train a copy for N optimizer steps and measure it after each (default 0).")
+    int, typer.Option(min=0, help="Also train a copy for N optimizer steps and measure it after each.")
 ]
 OptimizerOption = Annotated[Optimizer, typer.Option(help="Optimizer for --steps.")]
 LrOption = Annotated[
@@ -306,7 +306,8 @@ def scan(
             with _progress(f"Scanning {target}", silent):
                 report = scan_target(target, options, settings.thresholds(lr))
             if compare_with is not None:
-                _compare(report, compare_with, settings.get("baseline_tolerance", baseline_tolerance), silent)
+                tolerance = settings.get("baseline_tolerance", baseline_tolerance)
+                _compare(report, compare_with, tolerance, silent, Path(baseline).parent)
         except GradcheckError as error:
             exit_code = EXIT_USAGE
             named = len(jobs) > 1 and not str(error).startswith(target)
@@ -407,17 +408,18 @@ def _load_baseline(path: str | None) -> dict | None:
     return load_baseline(Path(path))
 
 
-def _compare(report: Any, entries: dict, tolerance: float, silent: bool) -> None:
+def _compare(report: Any, entries: dict, tolerance: float, silent: bool, folder: Path) -> None:
     from gradcheck_cli.baseline import apply_baseline, baseline_key, compare
 
-    entry = entries.get(baseline_key(report))
+    key = baseline_key(report, folder)
+    entry = entries.get(key)
     if entry is None:
         if not silent:
             stderr.print(
-                f"note: {baseline_key(report)} is not in the baseline; nothing to compare (add it with "
-                "--save-baseline).",
+                f"note: {key} is not in the baseline; nothing to compare (add it with --save-baseline).",
                 highlight=False,
                 markup=False,
+                soft_wrap=True,
             )
         return
     apply_baseline(report, compare(report, entry, tolerance))

@@ -47,12 +47,11 @@ def run_demo(
 
 
 def _first_applicable(spec, report, seed, passes, thresholds, progress) -> list[FixTrial]:
-    for finding in report.diagnosis.findings:
-        for fix in finding.fixes:
-            fixed = apply_fix(spec, FixId(fix.id), fix.params)
-            if fixed is not None:
-                after = _measure(fixed, seed, passes, thresholds, progress)
-                return [FixTrial(fix.id, describe_change(spec, fixed), after, fix.title)]
+    for fix in suggested_fixes(report):
+        fixed = apply_fix(spec, FixId(fix.id), fix.params)
+        if fixed is not None:
+            after = _measure(fixed, seed, passes, thresholds, progress)
+            return [FixTrial(fix.id, describe_change(spec, fixed), after, fix.title)]
     return []
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gradcheck_cli.causes import Cause, causes_for, order_fixes, zero_init_cause
-from gradcheck_cli.choices import CauseId, FindingKind, LayerStatus, Severity, Verdict
+from gradcheck_cli.choices import CauseId, FindingKind, FixId, LayerStatus, Severity, Verdict
 from gradcheck_cli.fixes import Fix, FixContext, fixes_for
 from gradcheck_cli.stats import LayerStats, NonfiniteOrigin, ProbeResult, RecurrentStats
 
@@ -248,8 +248,14 @@ def with_later_findings(diagnosis: Diagnosis, later: Diagnosis, when: str) -> Di
     present: dict[FindingKind, int] = {}
     for f in diagnosis.findings:
         present[f.kind] = max(present.get(f.kind, -1), f.severity.rank)
+    # Its causes describe the trained copy; of its fixes, only those that act on the training steps apply.
     new = [
-        replace(f, message=f"{when[0].upper()}{when[1:]}: {f.message}", evidence={**f.evidence, "measured": when})
+        replace(
+            f,
+            message=f"{when[0].upper()}{when[1:]}: {f.message}",
+            evidence={**f.evidence, "measured": when},
+            fixes=[fix for fix in f.fixes if fix.id in (FixId.LEARNING_RATE.value, FixId.CLIPPING.value)],
+        )
         for f in later.findings
         if f.severity is not Severity.INFO and f.severity.rank > present.get(f.kind, -1)
     ]

@@ -258,7 +258,11 @@ def _zero_init_branches(context: FixContext, evidence: dict[str, Any]) -> Fix | 
 
 
 def _learning_rate(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
-    layers = [layer for layer in context.result.layers if layer.relative_grad is not None]
+    layers = [
+        layer
+        for layer in context.result.layers
+        if layer.relative_grad is not None and math.isfinite(layer.relative_grad)
+    ]
     if not layers:
         return None
     worst = max(layers, key=lambda layer: layer.relative_grad)

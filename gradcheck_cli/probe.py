@@ -131,7 +131,7 @@ def probe_model(
                 handle = module.register_forward_pre_hook(recorder.time_probe_hook(module_name, module))
                 stack.callback(handle.remove)
             elif recorder.hooked and isinstance(module, ACTIVATION_TYPES):
-                handle = module.register_forward_hook(recorder.activation_hook(module_name, module))
+                handle = recorder.hook_activation(module_name, module)
                 stack.callback(handle.remove)
         # Skips are read off the autograd graph once. A recurrent cell adds its input and state paths at
         # every step, which would read as skips, and TorchScript hides its ops: for those it stays unknown.
@@ -381,40 +381,43 @@ class _Recorder:
 
         return hook
 
-    def activation_hook(self, name: str, module: nn.Module) -> Callable:
-        """Measure the activation's derivative phi'(h) on every element of its output: in closed form from
-        the output for the common types (a few elementwise ops, valid for in-place ones too), else by
-        autograd on a copy of the input."""
-        kind = type(module).__name__
+    def hook_activation(self, name: str, module: nn.Module) -> Any:
+        """Measure the activation's derivative phi'(h) on every element: in closed form from its output for
+        the common types (a few elementwise ops, right for in-place ones too), else by autograd on a copy
+        of its input, taken before an in-place activation overwrites it."""
         closed_form = _derivative_from_output(module)
+        if closed_form is not None:
 
-        def hook(mod: nn.Module, args: tuple, output: Any) -> None:
-            if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.numel() == 0:
-                return
-            call = self._activation_calls.get(name, 0)
-            self._activation_calls[name] = call + 1
-            site = self._site(name, kind, call, output)
-            with torch.no_grad():
-                if closed_form is not None:
-                    derivative = closed_form(output.detach())
-                else:
-                    derivative = _derivative_by_autograd(mod, args)
-                    if derivative is None:
-                        return
-            self._record_value(
-                self._DERIVATIVE_SQ, site.index, torch.linalg.vector_norm(derivative, dtype=_NORM_DTYPE).square()
-            )
-            self._activation_numel[site.index] = self._activation_numel.get(site.index, 0) + output.numel()
-            peak = PEAK_DERIVATIVE.get(kind)
-            if peak is not None:
-                flat = (derivative.abs() < SATURATED_DERIVATIVE * peak).sum(dtype=_NORM_DTYPE)
-                self._record_value(self._SATURATED, site.index, flat)
-            if isinstance(mod, DYING):
-                reduce = [d for d in range(output.dim()) if d != site.unit_dim]
-                active = (derivative != 0).any(dim=reduce) if reduce else derivative != 0
-                site.active = active if site.active is None else site.active | active
+            def from_output(mod: nn.Module, args: tuple, output: Any) -> None:
+                if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
+                    with torch.no_grad():
+                        self._record_activation(name, mod, output, closed_form(output.detach()))
 
-        return hook
+            return module.register_forward_hook(from_output)
+
+        def from_input(mod: nn.Module, args: tuple) -> None:
+            derivative = _derivative_by_autograd(mod, args)
+            if derivative is not None and derivative.numel():
+                self._record_activation(name, mod, args[0], derivative)
+
+        return module.register_forward_pre_hook(from_input)
+
+    def _record_activation(self, name: str, module: nn.Module, values: torch.Tensor, derivative: torch.Tensor) -> None:
+        call = self._activation_calls.get(name, 0)
+        self._activation_calls[name] = call + 1
+        kind = type(module).__name__
+        site = self._site(name, kind, call, values)
+        squares = torch.linalg.vector_norm(derivative, dtype=_NORM_DTYPE).square()
+        self._record_value(self._DERIVATIVE_SQ, site.index, squares)
+        self._activation_numel[site.index] = self._activation_numel.get(site.index, 0) + values.numel()
+        peak = PEAK_DERIVATIVE.get(kind)
+        if peak is not None:
+            flat = (derivative.abs() < SATURATED_DERIVATIVE * peak).sum(dtype=_NORM_DTYPE)
+            self._record_value(self._SATURATED, site.index, flat)
+        if isinstance(module, DYING):
+            reduce = [d for d in range(values.dim()) if d != site.unit_dim]
+            active = (derivative != 0).any(dim=reduce) if reduce else derivative != 0
+            site.active = active if site.active is None else site.active | active
 
     def _site(self, name: str, kind: str, call: int, h: torch.Tensor) -> _ActivationSite:
         key = (name, call)

@@ -28,8 +28,8 @@ class FixTrial:
 class TrainingStep:
     """The model after ``step`` optimizer steps on a copy, measured again (``--steps``)."""
 
-    step: int
-    loss: float  # the training loss of that step
+    step: int  # 0: the model as measured at initialization
+    loss: float | None  # the training loss of that step (None for step 0)
     report: Report
 
 

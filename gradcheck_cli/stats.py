@@ -51,7 +51,7 @@ class ActivationStats:
     after: str | None  # the layer with weights that ran just before it (whose output it usually reads)
     units: int = 0  # features (last dim) or channels (dim 1 of a 3-D or larger conv map)
     # Share of outputs in the activation's flat region, where its derivative is below 5% of its peak
-    # (sigmoid: |h| > 3.6, tanh: |h| > 2.2): gradient hardly passes there.
+    # (sigmoid: |h| > 4.4, tanh: |h| > 2.2): gradient hardly passes there.
     saturated_fraction: float | None = None
     # Share of units whose output was never positive over all the probe's batches (ReLU family).
     dead_fraction: float | None = None
@@ -96,8 +96,9 @@ class ModelStructure:
     norms: dict[str, int] = field(default_factory=dict)
     recurrent: dict[str, int] = field(default_factory=dict)
     convolutional: bool = False
-    # Skip connections, read off the autograd graph when not given: an addition (or concatenation) of two
-    # tensors that crossed different numbers of weighted operations. None: unknown.
+    # Skip connections, read off the autograd graph when not given: an addition of two tensors that
+    # crossed different numbers of weighted operations (x + f(x); concatenation is not counted, and a skip
+    # from the raw input alone is not seen). None: unknown.
     residual: bool | None = None
 
     @property

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -102,6 +103,8 @@ def track_training(
     report.training_setup = (
         f"{steps} {optimizer.value.upper()} step(s), lr {lr:g}, on a copy, with the same synthetic batches"
     )
+    # step 0: the model as measured at initialization, before later findings are merged into the report
+    report.training.append(TrainingStep(0, None, replace(report, training=[], fix_trials=[])))
     for step, trained, loss in train_copy(
         model, make_batch, loss_fn, steps=steps, optimizer=optimizer, lr=lr, seed=seed
     ):
@@ -110,6 +113,6 @@ def track_training(
             structure=structure,
         )  # fmt: skip
         report.training.append(TrainingStep(step, loss, measured))
-    if report.training:
+    if len(report.training) > 1:
         last = report.training[-1]
         report.diagnosis = with_later_findings(report.diagnosis, last.report.diagnosis, f"after {last.step} step(s)")

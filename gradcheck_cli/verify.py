@@ -29,10 +29,13 @@ LEARNING_RATE_NOTE = (
 
 
 def suggested_fixes(report: Report) -> list[Fix]:
-    """Every fix of every finding once, in the report's order (errors first, best supported first)."""
+    """Every fix of every finding measured at initialization once, in the report's order (errors first,
+    best supported first). Findings that appeared during --steps are about training, not initialization."""
     seen: set[tuple[str, str]] = set()
     fixes = []
     for finding in report.diagnosis.findings:
+        if "measured" in finding.evidence:
+            continue
         for fix in finding.fixes:
             if (fix.id, fix.title) not in seen:
                 seen.add((fix.id, fix.title))

@@ -9,6 +9,7 @@ import pytest
 from gradcheck_cli.baseline import (
     BASELINE_SCHEMA_VERSION,
     baseline_entry,
+    baseline_key,
     compare,
     load_baseline,
     regression_message,
@@ -19,6 +20,11 @@ from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import LayerStats, RecurrentStats
 from tests.synthetic import geometric_result
+
+
+@pytest.fixture(autouse=True)
+def in_tmp_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # targets are relative to the working folder, as on the command line
 
 
 def make_report(result=None, target="model.py"):
@@ -289,7 +295,7 @@ def test_a_failed_replace_keeps_the_old_baseline_and_no_temporary_file(tmp_path,
 def test_a_missing_folder_is_created(tmp_path):
     path = tmp_path / ".gradcheck" / "baseline.json"
     save_baseline([make_report()], path)
-    assert list(load_baseline(path)) == ["model.py"]
+    assert list(load_baseline(path)) == ["../model.py"]  # keyed relative to the baseline's folder
 
 
 def test_load_a_missing_file(tmp_path):
@@ -362,3 +368,13 @@ def test_a_newer_minor_schema_version_is_read(tmp_path):
     document["schema_version"] = "1.3"
     path.write_text(json.dumps(document))
     assert not compare(make_report(), load_baseline(path)["model.py"]).regressed
+
+
+def test_file_targets_are_keyed_relative_to_the_baseline_folder(tmp_path, monkeypatch):
+    save_baseline([make_report()], tmp_path / "ci" / "base.json")
+    assert list(load_baseline(tmp_path / "ci" / "base.json")) == ["../model.py"]
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")  # the same file, named from another folder
+    report = make_report(target="../model.py")
+    assert baseline_key(report, tmp_path / "ci") == "../model.py"
+    assert baseline_key(make_report(target="pkg.models:build"), tmp_path / "ci") == "pkg.models:build"

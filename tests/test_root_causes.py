@@ -557,8 +557,9 @@ def test_nan_born_in_the_backward_pass_is_traced_to_the_sqrt_block():
 
 def test_demo_steps_measures_each_training_step():
     report = run_demo(spec(depth=10, activation=Activation.RELU, init=Init.KAIMING), steps=3)
-    assert [s.step for s in report.training] == [1, 2, 3]
-    assert all(torch.isfinite(torch.tensor(s.loss)) for s in report.training)
+    assert [s.step for s in report.training] == [0, 1, 2, 3]  # step 0: as measured at initialization
+    assert report.training[0].loss is None
+    assert all(torch.isfinite(torch.tensor(s.loss)) for s in report.training[1:])
     assert all(s.report.verdict is Verdict.HEALTHY for s in report.training)
     assert report.training_setup.startswith("3 SGD step(s), lr 0.001")
 
@@ -593,14 +594,21 @@ def trained_report(model, lr, steps=2):
     return report
 
 
+def exploding_fixes(report):
+    return [fix for f in report.diagnosis.findings if f.evidence.get("measured") for fix in f.fixes]
+
+
 def test_a_finding_that_appears_only_after_training_is_added_with_when():
     model = linear_net(5)
     before = snapshot(model)
     report = trained_report(model, lr=50.0)
     assert_unchanged(model, before)
-    assert [s.step for s in report.training] == [1, 2]
-    assert report.training[0].report.verdict is Verdict.HEALTHY  # healthy after one step...
-    assert report.training[1].report.verdict is Verdict.EXPLODING  # ...exploding after the second
+    assert [s.step for s in report.training] == [0, 1, 2]
+    assert report.training[0].report.verdict is Verdict.HEALTHY  # step 0 keeps the verdict at initialization
+    assert report.training[1].report.verdict is Verdict.HEALTHY  # healthy after one step...
+    assert report.training[2].report.verdict is Verdict.EXPLODING  # ...exploding after the second
+    # a finding born in training offers only the fixes that act on the steps
+    assert {fix.id for fix in exploding_fixes(report)} <= {"learning_rate", "clipping"}
     exploding = finding(report, FindingKind.EXPLODING_GRADIENT)
     assert exploding.evidence["measured"] == "after 2 step(s)"
     assert exploding.message.startswith("After 2 step(s): ")
@@ -650,11 +658,12 @@ def test_cli_demo_steps_json_lists_each_step(runner):
     result = run(runner, ["demo", "--depth", "5", "--steps", "2", "--format", "json"])
     document = json.loads(result.stdout)
     steps = document["training"]["steps"]
-    assert [s["step"] for s in steps] == [1, 2]
+    assert [s["step"] for s in steps] == [0, 1, 2]
+    assert steps[0]["loss"] is None  # step 0: at initialization, before any training step
     for s in steps:
         assert s["verdict"] in {v.value for v in Verdict}
         assert isinstance(s["decades"], float)
-        assert isinstance(s["loss"], float)
+    assert all(isinstance(s["loss"], float) for s in steps[1:])
     assert document["training"]["setup"].startswith("2 SGD step(s)")
 
 

@@ -530,7 +530,7 @@ def test_a_bad_target_among_good_ones_exits_2_and_still_prints_the_good_reports(
     result = run(runner, ["scan", "healthy.py", "missing.py", "vanishing.py", "--passes", "1"])
     assert result.exit_code == 2
     assert result.stdout.count("Verdict:") == 2
-    assert "error: missing.py: missing.py: file not found" in result.stderr  # prefixed with the target
+    assert "error: missing.py: file not found" in result.stderr  # prefixed with the target
     assert "Traceback" not in result.stderr
 
 

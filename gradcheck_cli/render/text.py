@@ -130,7 +130,7 @@ def _header(report: Report, heading: str | None) -> Group:
     title.append(f"  {report.title}")
     facts = Text(
         f"{result.param_count:,} parameters ({result.trainable_param_count:,} trainable) · "
-        f"{len(result.layers)} layers · batch {result.batch_size} · {result.passes} passes · seed {result.seed} · "
+        f"{len(result.layers)} layers · batch {result.batch_size} · {result.passes} pass{'es' if result.passes != 1 else ''} · seed {result.seed} · "
         f"{result.dtype} on {result.device} · {result.seconds:.2f} s",
         style="dim",
     )
@@ -382,7 +382,7 @@ def _training(report: Report) -> Table:
     columns = ("step", "loss", "verdict", "input/output", "gain/layer", "max |g| total", "max |g|/|w|", "dead units")
     for column in columns:
         table.add_column(column, justify="left" if column == "verdict" else "right")
-    rows = [(0, None, report)] + [(step.step, step.loss, step.report) for step in report.training]
+    rows = [(step.step, step.loss, step.report) for step in report.training]
     for step, loss, measured in rows:
         summary = summarize(measured)
         dead = summary["max_dead_fraction"]
