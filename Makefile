@@ -10,7 +10,7 @@ $(BIN)/gradcheck: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
-.PHONY: demo test lint
+.PHONY: demo test lint bench
 # The default preset vanishes on purpose, so its exit code is 1 (a finding); only 2 is a failure here.
 demo: $(BIN)/gradcheck
 	$(BIN)/gradcheck demo --depth 50 || [ $$? -eq 1 ]
@@ -21,3 +21,7 @@ lint: $(BIN)/gradcheck
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Overhead, start-up, scale and memory, as ratios measured side by side (see benchmarks/README.md).
+bench: $(BIN)/gradcheck
+	$(BIN)/python benchmarks/run.py --write-results

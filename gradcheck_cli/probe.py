@@ -317,6 +317,7 @@ class _Recorder:
         self._time_probes: list[tuple[str, torch.Tensor, int]] = []
         self.recurrent_types: dict[str, str] = {}
         self.hooked = True
+        self._owned: list[tuple[int, bool, nn.Parameter]] | None = None
         self.read_skips = False
         self.residual: bool | None = None
         self._last_layer: int | None = None  # the layer with weights that ran last (what an activation follows)
@@ -407,7 +408,9 @@ class _Recorder:
         self._activation_calls[name] = call + 1
         kind = type(module).__name__
         site = self._site(name, kind, call, values)
-        squares = torch.linalg.vector_norm(derivative, dtype=_NORM_DTYPE).square()
+        # A derivative lies in [0, ~1]: its float32 sum of squares neither overflows nor loses anything
+        # that matters (the gradient-signal norms, which can reach 1e-30, stay in float64).
+        squares = torch.linalg.vector_norm(derivative).square()
         self._record_value(self._DERIVATIVE_SQ, site.index, squares)
         self._activation_numel[site.index] = self._activation_numel.get(site.index, 0) + values.numel()
         peak = PEAK_DERIVATIVE.get(kind)
@@ -444,22 +447,31 @@ class _Recorder:
         self._slots.append((slot, index))
 
     def finish_pass(self, loss: torch.Tensor, batch_size: int) -> _PassFigures:
-        params = _owned_parameters(self)
+        if self._owned is None:  # the layers' order is known after the first pass; ownership does not change
+            self._owned = _owned_parameters(self)
+        params = self._owned
         grads = [p.grad for _, _, p in params]
         present = [g for g in grads if g is not None]
-        grad_norms = list(torch._foreach_norm(present, 2, dtype=_NORM_DTYPE)) if present else []
+        # Parameter gradients hold most of the elements: their norms are taken in their own dtype, with the
+        # largest magnitude beside each to tell whether that was exact (see _grad_norms).
+        norms = list(torch._foreach_norm(present, 2)) if present else []
+        peaks = list(torch._foreach_norm(present, float("inf"))) if present else []
         steps = [
             probe.grad.to(_NORM_DTYPE).pow(2).sum(dim=[d for d in range(probe.dim()) if d != time_dim])
             for _, probe, time_dim in self._time_probes
             if probe.grad is not None
         ]
-        scalars = [*self._values, *grad_norms, loss.to(_NORM_DTYPE).reshape(())]
+        scalars = [*self._values, *norms, *peaks, loss.reshape(())]
         device = scalars[-1].device
-        flat = torch.cat([torch.stack([s.to(device) for s in scalars]), *[s.to(device) for s in steps]])
+        flat = torch.cat([torch.stack([s.to(device, _NORM_DTYPE) for s in scalars]), *[s.to(device) for s in steps]])
         host = flat.tolist()  # the one host transfer of this pass
-        return self._unpack(host, params, grads, batch_size, len(scalars))
+        n_values, n_grads = len(self._values), len(present)
+        grad_norms = _grad_norms(
+            present, host[n_values : n_values + n_grads], host[n_values + n_grads : n_values + 2 * n_grads]
+        )
+        return self._unpack(host, params, grads, grad_norms, batch_size, len(scalars))
 
-    def _unpack(self, host, params, grads, batch_size, n_scalars) -> _PassFigures:
+    def _unpack(self, host, params, grads, grad_norms, batch_size, n_scalars) -> _PassFigures:
         n_layers = len(self.layers)
         forward_sq, backward_sq = [0.0] * n_layers, [0.0] * n_layers
         backward_seen = [False] * n_layers
@@ -481,7 +493,7 @@ class _Recorder:
         weight_sq: list[float | None] = [None] * n_layers
         other_sq: list[float | None] = [None] * n_layers
         grad_nonfinite = [False] * n_layers
-        norms = iter(host[len(self._slots) : n_scalars - 1])
+        norms = iter(grad_norms)
         total_sq = 0.0
         for (owner, is_weight, _), grad in zip(params, grads):
             if grad is None:
@@ -540,6 +552,27 @@ def _derivative_by_autograd(module: nn.Module, args: tuple) -> torch.Tensor | No
         out = module.forward(leaf * 1.0)  # * 1.0: an in-place activation must not write to the leaf
         (derivative,) = torch.autograd.grad(out, leaf, torch.ones_like(out))
     return derivative
+
+
+# A float32 norm is exact (to float32 precision) when the largest magnitude lies in this range: below it
+# the squares underflow (1e-25 gradients give a norm of 0), above it they overflow (1e18 gives inf).
+# Outside it, the norm is taken again in float64: a second transfer, only for such extreme models.
+EXACT_FLOAT32_PEAK = (1e-15, 1e15)
+
+
+def _grad_norms(grads: list[torch.Tensor], norms: list[float], peaks: list[float]) -> list[float]:
+    values = list(norms)
+    again = []
+    for k, (norm, peak) in enumerate(zip(norms, peaks)):
+        if peak == 0.0 or not math.isfinite(peak):
+            values[k] = peak  # exactly zero, or NaN/Inf in the gradient itself
+        elif not (EXACT_FLOAT32_PEAK[0] <= peak <= EXACT_FLOAT32_PEAK[1] and math.isfinite(norm)):
+            again.append(k)
+    if again:
+        exact = torch._foreach_norm([grads[k] for k in again], 2, dtype=_NORM_DTYPE)
+        for k, value in zip(again, torch.stack([e.to(exact[0].device) for e in exact]).tolist()):
+            values[k] = value
+    return values
 
 
 def _owned_parameters(recorder: _Recorder) -> list[tuple[int, bool, nn.Parameter]]:
