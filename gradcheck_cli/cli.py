@@ -74,7 +74,7 @@ ExitZeroOption = Annotated[
 ]
 ConfigOption = Annotated[
     str | None, typer.Option("--config", help="Config file to use (default: gradcheck.yaml, .gradcheck.yaml or "
-                             "pyproject.toml [tool.gradcheck], searched from here upward).")
+                             "pyproject.toml \\[tool.gradcheck], searched from here upward).")
 ]  # fmt: skip
 IsolatedOption = Annotated[bool, typer.Option("--isolated", help="Ignore every config file.")]
 VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Say which config file is used.")]

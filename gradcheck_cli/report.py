@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,9 +66,10 @@ def summarize(report: Report) -> dict[str, Any]:
     """A report in a few figures (the verdict, the depth trend, the largest step risks): one row of a
     training run or of a fix comparison."""
     diagnosis, result = report.diagnosis, report.result
-    relative = [layer.relative_grad for layer in result.layers if layer.relative_grad is not None]
+    # maxima over finite figures only: a NaN would make max() depend on the order
+    relative = [v for v in (layer.relative_grad for layer in result.layers) if v is not None and math.isfinite(v)]
     dead = [site.dead_fraction for site in result.activations if site.dead_fraction is not None]
-    norms = [n for n in result.total_grad_norms if n == n]
+    norms = [n for n in result.total_grad_norms if math.isfinite(n)]
     return {
         "verdict": diagnosis.verdict.value,
         "decades": diagnosis.profile.decades,

@@ -3,6 +3,7 @@ and pipes read the same. Rich itself honours NO_COLOR, FORCE_COLOR, COLUMNS and 
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
@@ -59,7 +60,7 @@ class TextRenderer:
         if options.quiet:  # -q: the findings only, under one line naming the model and the verdict
             console.print(Text.assemble(("gradcheck  ", "bold"), report.title, "  ", _verdict_text(report.verdict)))
             for number, finding in enumerate(report.diagnosis.findings, 1):
-                console.print(_finding(number, finding))
+                _print_finding(console, number, finding)
             return
         _render_report(console, report, options, heading=None)
         if report.baseline is not None:
@@ -118,7 +119,7 @@ def _render_report(console: Console, report: Report, options: RenderOptions, hea
     if not findings:
         console.print(Text("No findings: gradients flow through every layer.", style="green"))
     for number, finding in enumerate(findings, 1):
-        console.print(_finding(number, finding))
+        _print_finding(console, number, finding)
 
 
 def _header(report: Report, heading: str | None) -> Group:
@@ -249,7 +250,16 @@ def _time_table(series: RecurrentStats, profile: TimeProfile | None) -> Group:
     return Group(title, table)
 
 
-def _finding(number: int, finding: Finding) -> Group:
+def _print_finding(console: Console, number: int, finding: Finding) -> None:
+    for part in _finding(number, finding):
+        if isinstance(part, _Code):
+            console.print(part.text, soft_wrap=True)
+            console.print()
+        else:
+            console.print(part)
+
+
+def _finding(number: int, finding: Finding) -> list:
     head = Text(f"{number}. ")
     head.append(finding.severity.value.upper(), style=SEVERITY_STYLE[finding.severity])
     head.append(f" {finding.kind.value}: ", style="bold")
@@ -276,12 +286,18 @@ def _finding(number: int, finding: Finding) -> Group:
         title.append(fix.title, style="bold")
         parts.append(Padding(title, (1 if rank == 1 else 0, 0, 0, 3)))
         parts.append(Padding(Text(fix.detail), (0, 0, 0, 5)))
-        parts.append(
-            Padding(
-                Syntax(fix.code, "python", theme="ansi_dark", background_color="default", word_wrap=True), (0, 0, 1, 5)
-            )
-        )
-    return Group(*parts)
+        parts.append(_Code(fix.code))
+    return parts
+
+
+class _Code:
+    """Fix code, printed with its lines whole: a wrapped line (a comment cut in two) would not paste."""
+
+    def __init__(self, code: str):
+        indented = textwrap.indent(code, " " * 5)
+        syntax = Syntax(indented, "python", theme="ansi_dark", background_color="default")
+        self.text = syntax.highlight(indented)
+        self.text.rstrip()
 
 
 def _comparison(before: Report, after: Report) -> Table:
