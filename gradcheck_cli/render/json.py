@@ -31,7 +31,7 @@ def _header() -> dict[str, Any]:
 
 
 def _write(document: dict[str, Any], stream: TextIO) -> None:
-    stream.write(json.dumps(_finite(document), indent=2, allow_nan=False))
+    stream.write(json.dumps(json_safe(document), indent=2, allow_nan=False))
     stream.write("\n")
 
 
@@ -158,12 +158,13 @@ def _baseline(comparison: Any) -> dict[str, Any] | None:
     }
 
 
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or Infinity: non-finite numbers become null (the layer's `nonfinite` says why)."""
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or Infinity: non-finite numbers become null (the layer's `nonfinite` says why).
+    Every JSON-based format (this one, SARIF) writes through it."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
+        return [json_safe(item) for item in value]
     return value

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, TextIO
@@ -19,6 +18,7 @@ from gradcheck_cli import __version__
 from gradcheck_cli.choices import FindingKind, Severity
 from gradcheck_cli.diagnosis import Finding
 from gradcheck_cli.render.interface import RenderOptions
+from gradcheck_cli.render.json import json_safe
 from gradcheck_cli.report import Report
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -127,7 +127,7 @@ class SarifRenderer:
                 }
             ],
         }
-        stream.write(json.dumps(_finite(log), indent=2, allow_nan=False, default=str))
+        stream.write(json.dumps(json_safe(log), indent=2, allow_nan=False, default=str))
         stream.write("\n")
 
 
@@ -195,14 +195,3 @@ def source_path(path: str) -> str:
     if relative == os.pardir or relative.startswith(os.pardir + os.sep):
         return Path(absolute).as_posix()
     return Path(relative).as_posix()
-
-
-def _finite(value: Any) -> Any:
-    """JSON has no NaN or Infinity: non-finite evidence becomes null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    return value
