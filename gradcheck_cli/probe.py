@@ -466,7 +466,7 @@ class _Recorder:
         flat = torch.cat([torch.stack([s.to(device, _NORM_DTYPE) for s in scalars]), *[s.to(device) for s in steps]])
         host = flat.tolist()  # the one host transfer of this pass
         n_values, n_grads = len(self._values), len(present)
-        grad_norms = _grad_norms(
+        grad_norms = _exact_norms(
             present, host[n_values : n_values + n_grads], host[n_values + n_grads : n_values + 2 * n_grads]
         )
         return self._unpack(host, params, grads, grad_norms, batch_size, len(scalars))
@@ -560,7 +560,8 @@ def _derivative_by_autograd(module: nn.Module, args: tuple) -> torch.Tensor | No
 EXACT_FLOAT32_PEAK = (1e-15, 1e15)
 
 
-def _grad_norms(grads: list[torch.Tensor], norms: list[float], peaks: list[float]) -> list[float]:
+def _exact_norms(grads: list[torch.Tensor], norms: list[float], peaks: list[float]) -> list[float]:
+    """The float32 norms where they are exact, the others taken again in float64."""
     values = list(norms)
     again = []
     for k, (norm, peak) in enumerate(zip(norms, peaks)):
@@ -744,13 +745,17 @@ def _weight_figures(layers: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]
     weights = [[p for n, p in m.named_parameters(recurse=False) if _is_weight(n)] for _, m in layers]
     main = [next((p for p in ws if p.dim() >= 2), None) for ws in weights]
     flat = [p.detach() for ws in weights for p in ws]
-    norms = list(torch._foreach_norm(flat, 2, dtype=_NORM_DTYPE)) if flat else []
-    stds = [p.detach().to(_NORM_DTYPE).std() for p in main if p is not None and p.numel() > 1]
-    if not norms:
+    if not flat:
         return [{} for _ in layers]
+    # In the weights' own dtype (float64 copies of a large model's weights cost more than the passes), with
+    # the peak beside each norm to tell where float32 would not be exact, as for the gradients.
+    norms, peaks = torch._foreach_norm(flat, 2), torch._foreach_norm(flat, float("inf"))
+    stds = [_at_least_float32(p.detach()).std() for p in main if p is not None and p.numel() > 1]
     device = norms[0].device
-    host = torch.stack([t.to(device) for t in (*norms, *stds)]).tolist()
-    norm_values, std_values = iter(host[: len(norms)]), iter(host[len(norms) :])
+    host = torch.stack([t.to(device, _NORM_DTYPE) for t in (*norms, *peaks, *stds)]).tolist()
+    count = len(flat)
+    exact = _exact_norms(flat, host[:count], host[count : 2 * count])
+    norm_values, std_values = iter(exact), iter(host[2 * count :])
     figures: list[dict[str, Any]] = []
     for ws, p in zip(weights, main):
         figure: dict[str, Any] = {}
@@ -761,6 +766,10 @@ def _weight_figures(layers: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]
             figure["fan_in"] = int(p[0].numel())
         figures.append(figure)
     return figures
+
+
+def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
 
 
 def _fill_pass_figures(stats: LayerStats, index: int, per_pass: list[_PassFigures]) -> None:
