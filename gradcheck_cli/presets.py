@@ -14,6 +14,7 @@ from gradcheck_cli.errors import InvalidOptionError
 from gradcheck_cli.fixes import chrono_forget_bias
 from gradcheck_cli.probe import Batch, describe_structure
 from gradcheck_cli.stats import ModelStructure
+from gradcheck_cli.transforms import set_memory_gate_bias
 
 CLASSES = 10  # a 10-way classification head, cross-entropy against random labels
 CNN_IMAGE_SIZE = 8
@@ -206,7 +207,7 @@ class RecurrentClassifier(nn.Module):
         if spec.init is not Init.DEFAULT:
             initialize(self.rnn, spec.init, spec.activation, spec.gain)
         if spec.forget_bias is not None:
-            set_forget_bias(self.rnn, spec.forget_bias)
+            set_memory_gate_bias(self.rnn, spec.forget_bias)
         self.double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -237,17 +238,6 @@ def initialize(module: nn.Module, init: Init, activation: Activation, gain: floa
             elif init is Init.NORMAL:
                 fan_in = param[0].numel()
                 nn.init.normal_(param, std=(gain if gain is not None else 1.0) / math.sqrt(fan_in))
-
-
-def set_forget_bias(lstm: nn.LSTM, value: float) -> None:
-    """Set the forget-gate bias of every layer (gates are ordered input, forget, cell, output)."""
-    hidden = lstm.hidden_size
-    with torch.no_grad():
-        for name, param in lstm.named_parameters():
-            if name.startswith("bias_ih"):
-                param[hidden : 2 * hidden].fill_(value)
-            elif name.startswith("bias_hh"):
-                param[hidden : 2 * hidden].fill_(0.0)
 
 
 def apply_fix(spec: DemoSpec, fix: FixId, params: dict | None = None) -> DemoSpec | None:

@@ -143,7 +143,7 @@ def _set_memory_gate_bias(model: nn.Module, params: dict[str, Any]) -> tuple[nn.
         )
     changed: Counter[str] = Counter()
     for cell in with_bias:
-        _fill_memory_gate_bias(cell, value)
+        set_memory_gate_bias(cell, value)
         gate_name = "forget" if isinstance(cell, nn.LSTM) else "update"
         changed[f"{type(cell).__name__} {gate_name}-gate bias set to {value:.3g}"] += 1
     for cell in cells:
@@ -248,7 +248,7 @@ def _rnn_to_lstm(model: nn.Module, params: dict[str, Any]) -> tuple[nn.Module, s
         )  # fmt: skip
         lstm.train(rnn.training)
         if lstm.bias:
-            _fill_memory_gate_bias(lstm, forget_bias)
+            set_memory_gate_bias(lstm, forget_bias)
         else:
             without_bias.append(lstm)
         return lstm
@@ -346,8 +346,10 @@ def _skipped_note(skipped: Counter[str]) -> list[str]:
     return [f"{_counts(skipped)} left as they were (lazy or parametrized weight)"] if skipped else []
 
 
-def _fill_memory_gate_bias(cell: nn.LSTM | nn.GRU, value: float) -> None:
-    """The two bias vectors add, so bias_ih carries the whole value and bias_hh's rows are zeroed."""
+def set_memory_gate_bias(cell: nn.LSTM | nn.GRU, value: float) -> None:
+    """Set the bias of the gate that keeps the state (rows [h:2h]: an LSTM's forget gate, a GRU's update
+    gate) in every layer. The two bias vectors add, so bias_ih carries the whole value and bias_hh's rows
+    are zeroed."""
     hidden = cell.hidden_size
     with torch.no_grad():
         for name, bias in cell.named_parameters():
