@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from gradcheck_cli import __version__
 from gradcheck_cli.choices import FindingKind, Severity, Verdict
 from gradcheck_cli.diagnosis import Finding, add_findings
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.files import write_whole
 from gradcheck_cli.report import Report
 
 # Bump the major part when an existing key changes meaning or goes away; a reader accepts any minor.
@@ -131,23 +131,10 @@ def save_baseline(reports: list[Report], path: Path) -> None:
     text = json.dumps(document, indent=2, allow_nan=False) + "\n"
     if path.is_dir():
         raise GradcheckError(f"Cannot write the baseline to {path}: it is a directory; give a file path.")
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: never write through a file or link someone else put there; mode 0o666 lets the umask
-        # decide the permissions, as for any file the user creates (a NamedTemporaryFile would be 0600).
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        write_whole(path, text)
     except OSError as error:
-        temporary.unlink(missing_ok=True)
         raise GradcheckError(f"Cannot write the baseline to {path}: {error.strerror or error}.") from error
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def load_baseline(path: Path) -> dict[str, dict[str, Any]]:

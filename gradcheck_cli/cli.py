@@ -445,29 +445,12 @@ def _emit(reports, many, settings, output, all_layers, quiet, silent, color) -> 
     else:
         renderer.render(reports[0], stream, options)
     if output is not None:
-        _write_whole(Path(output), stream.getvalue())
+        from gradcheck_cli.files import write_whole
 
-
-def _write_whole(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path`` and rename it over: a reader never sees half a report."""
-    import os
-    import tempfile
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
         try:
-            with os.fdopen(handle, "w", encoding="utf-8") as stream:
-                stream.write(text)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(temporary, 0o666 & ~umask)  # as an ordinary new file would be (mkstemp makes it 0600)
-            os.replace(temporary, path)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-    except OSError as error:
-        raise GradcheckError(f"cannot write the report to {path}: {error.strerror or error}.") from error
+            write_whole(Path(output), stream.getvalue())
+        except OSError as error:
+            raise GradcheckError(f"cannot write the report to {output}: {error.strerror or error}.") from error
 
 
 def _progress(message: str, silent: bool = False) -> contextlib.AbstractContextManager:
