@@ -41,9 +41,7 @@ class Cause:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
-def causes_for(
-    kind: FindingKind, evidence: dict[str, Any], context: FixContext, lr: float, step_fraction: float
-) -> list[Cause]:
+def causes_for(kind: FindingKind, evidence: dict[str, Any], context: FixContext) -> list[Cause]:
     """The causes the measurements support for one finding, most supported first."""
     if kind in _VANISHING or kind in _EXPLODING:
         causes = _depth_causes(kind in _EXPLODING, evidence, context)
@@ -52,7 +50,7 @@ def causes_for(
     else:
         causes = []
     if kind in (*_EXPLODING, FindingKind.LARGE_RELATIVE_GRADIENT, FindingKind.NONFINITE):
-        causes += _learning_rate(context, lr, step_fraction)
+        causes += _learning_rate(context)
     causes.sort(key=lambda c: -c.decades)
     return causes
 
@@ -320,19 +318,12 @@ def _time_causes(exploding: bool, evidence: dict[str, Any], context: FixContext)
     return causes
 
 
-def _learning_rate(context: FixContext, lr: float, step_fraction: float) -> list[Cause]:
-    layers = [
-        layer
-        for layer in context.result.layers
-        if layer.relative_grad is not None and math.isfinite(layer.relative_grad)
-    ]
-    if not layers:
+def _learning_rate(context: FixContext) -> list[Cause]:
+    risk = context.step_risk()
+    if risk is None:
         return []
-    worst = max(layers, key=lambda layer: layer.relative_grad)
-    change = lr * worst.relative_grad
-    if change < step_fraction:
-        return []
-    safe = step_fraction / worst.relative_grad
+    worst, change, safe = risk
+    lr, step_fraction = context.lr, context.step_fraction
     return [
         Cause(
             CauseId.LEARNING_RATE,

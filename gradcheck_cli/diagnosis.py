@@ -190,7 +190,7 @@ def diagnose(result: ProbeResult, thresholds: Thresholds | None = None, ignore: 
     context = FixContext(result, profile, thresholds.lr, thresholds.lr_step_fraction)
     zero_init = [layer.name for layer in result.layers if layer.trainable and layer.weight_norm == 0.0]
     for finding in findings:
-        finding.causes = causes_for(finding.kind, finding.evidence, context, thresholds.lr, thresholds.lr_step_fraction)
+        finding.causes = causes_for(finding.kind, finding.evidence, context)
         blocked = zero_init_cause(finding, zero_init, [layer.name for layer in result.layers])
         if blocked:
             finding.causes.insert(0, blocked)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gradcheck_cli.choices import FindingKind, FixId
-from gradcheck_cli.stats import ProbeResult
+from gradcheck_cli.stats import LayerStats, ProbeResult
 
 if TYPE_CHECKING:
     from gradcheck_cli.diagnosis import DepthProfile
@@ -85,6 +85,22 @@ class FixContext:
 
     def target_scale(self) -> tuple[float, str]:
         return (HE_SCALE, "He") if self.relu_like else (UNIT_SCALE, "Xavier/LeCun")
+
+    def step_risk(self) -> tuple[LayerStats, float, float] | None:
+        """(the layer with the largest finite ||g||/||w||, the share of its norm one SGD step at ``lr``
+        changes, the lr that keeps that share at ``step_fraction``), when the step is too big; else None."""
+        layers = [
+            layer
+            for layer in self.result.layers
+            if layer.relative_grad is not None and math.isfinite(layer.relative_grad)
+        ]
+        if not layers:
+            return None
+        worst = max(layers, key=lambda layer: layer.relative_grad)
+        change = self.lr * worst.relative_grad
+        if change < self.step_fraction:
+            return None
+        return worst, change, self.step_fraction / worst.relative_grad
 
     @property
     def depth(self) -> int:
@@ -258,18 +274,11 @@ def _zero_init_branches(context: FixContext, evidence: dict[str, Any]) -> Fix | 
 
 
 def _learning_rate(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
-    layers = [
-        layer
-        for layer in context.result.layers
-        if layer.relative_grad is not None and math.isfinite(layer.relative_grad)
-    ]
-    if not layers:
+    risk = context.step_risk()
+    if risk is None:
         return None
-    worst = max(layers, key=lambda layer: layer.relative_grad)
-    change = context.lr * worst.relative_grad
-    if change < context.step_fraction:
-        return None
-    safe = float(f"{context.step_fraction / worst.relative_grad:.2g}")
+    worst, change, safe = risk
+    safe = float(f"{safe:.2g}")
     return Fix(
         FixId.LEARNING_RATE.value,
         f"Lower the learning rate to {safe:g} or less",
