@@ -118,21 +118,26 @@ def probe_model(
     recorder = _Recorder(layers)
     per_pass: list[_PassFigures] = []
     started = time.perf_counter()
+    devices = _cuda_devices(model)
+    params = list(model.parameters())
     with ExitStack() as stack:
-        stack.enter_context(torch.random.fork_rng(devices=_cuda_devices(model)))
-        stack.callback(_snapshot(model))
+        stack.enter_context(torch.random.fork_rng(devices=devices))
+        stack.callback(_snapshot(model, params))
         # TorchScript modules take no hooks: they are measured by their parameter gradients only.
         recorder.hooked = not isinstance(model, torch.jit.ScriptModule)
         for i, (_, module) in enumerate(layers if recorder.hooked else []):
             handle = module.register_forward_hook(recorder.forward_hook(i))
             stack.callback(handle.remove)
+        # Activations are watched in the first pass only: its batch gives thousands of values per site,
+        # and a hook on every activation of every pass would cost more than the passes themselves.
+        activation_hooks: list[Any] = []
         for module_name, module in model.named_modules():
             if isinstance(module, nn.RNNBase):
                 handle = module.register_forward_pre_hook(recorder.time_probe_hook(module_name, module))
                 stack.callback(handle.remove)
             elif recorder.hooked and isinstance(module, ACTIVATION_TYPES):
-                handle = recorder.hook_activation(module_name, module)
-                stack.callback(handle.remove)
+                activation_hooks.append(recorder.hook_activation(module_name, module))
+                stack.callback(activation_hooks[-1].remove)
         # Skips are read off the autograd graph once. A recurrent cell adds its input and state paths at
         # every step, which would read as skips, and TorchScript hides its ops: for those it stays unknown.
         recorder.read_skips = (
@@ -142,11 +147,22 @@ def probe_model(
         torch.manual_seed(seed)
         nonfinite_batch = None
         for index in range(passes):
+            rng = _rng_state(devices)
             batch = make_batch(index)
-            recorder.start_pass()
-            loss = _forward_backward(model, batch, loss_fn, recorder, clip_grad_norm)
-            per_pass.append(recorder.finish_pass(loss, _batch_size(batch)))
-            if nonfinite_batch is None and not per_pass[-1].finite:
+            recorder.start_pass(wide=index == 0)
+            loss = _forward_backward(model, params, batch, loss_fn, recorder, clip_grad_norm)
+            figures = recorder.finish_pass(loss, _batch_size(batch))
+            if not figures.exact:  # a float32 norm left its exact range: the same batch again, all in float64
+                rng()
+                batch = make_batch(index)
+                recorder.start_pass(wide=True)
+                loss = _forward_backward(model, params, batch, loss_fn, recorder, clip_grad_norm)
+                figures = recorder.finish_pass(loss, _batch_size(batch))
+            per_pass.append(figures)
+            for handle in activation_hooks:
+                handle.remove()
+            activation_hooks = []
+            if nonfinite_batch is None and not figures.finite:
                 nonfinite_batch = batch
             if progress is not None:
                 progress(index + 1, passes)
@@ -168,10 +184,22 @@ def _cuda_devices(model: nn.Module) -> list[int]:
     return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
 
 
-def _snapshot(model: nn.Module) -> Callable[[], None]:
+def _rng_state(devices: list[int]) -> Callable[[], None]:
+    """The global RNG state now, as the function that puts it back (to draw a pass's batch again)."""
+    cpu = torch.get_rng_state()
+    cuda = [torch.cuda.get_rng_state(d) for d in devices]
+
+    def restore() -> None:
+        torch.set_rng_state(cpu)
+        for device, state in zip(devices, cuda):
+            torch.cuda.set_rng_state(state, device)
+
+    return restore
+
+
+def _snapshot(model: nn.Module, params: list[nn.Parameter]) -> Callable[[], None]:
     """Record what a probe may change and return the function that puts it back."""
     modes = [(m, m.training) for m in model.modules()]
-    params = list(model.parameters())
     grads = [p.grad for p in params]
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     for p in params:
@@ -179,7 +207,8 @@ def _snapshot(model: nn.Module) -> Callable[[], None]:
 
     def restore() -> None:
         for module, training in modes:
-            module.training = training
+            if module.training != training:  # nn.Module.__setattr__ is slow enough to matter on big models
+                module.training = training
         for p, g in zip(params, grads):
             p.grad = g
         with torch.no_grad():
@@ -190,9 +219,14 @@ def _snapshot(model: nn.Module) -> Callable[[], None]:
 
 
 def _forward_backward(
-    model: nn.Module, batch: Batch, loss_fn: LossFn, recorder: _Recorder, clip_grad_norm: float | None = None
+    model: nn.Module,
+    params: list[nn.Parameter],
+    batch: Batch,
+    loss_fn: LossFn,
+    recorder: _Recorder,
+    clip_grad_norm: float | None = None,
 ) -> torch.Tensor:
-    for p in model.parameters():
+    for p in params:
         p.grad = None
     stage = "forward pass"
     try:
@@ -213,7 +247,7 @@ def _forward_backward(
         stage = "backward pass"
         loss.backward()
         if clip_grad_norm is not None:  # what training with clipping would step with
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.grad is not None], clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip_grad_norm)
     except GradcheckError:
         raise
     except Exception as error:  # the user's code: say where it failed, keep the original as the cause
@@ -281,8 +315,8 @@ class _PassFigures:
     loss: float
     total_grad_norm: float
     batch_size: int
-    # per activation site: (sum of phi'(h)^2, count of saturated outputs or None, values seen)
-    activations: dict[int, tuple[float, float | None, int]]
+    # False when a norm taken in float32 left the range where float32 is exact: the pass is measured again
+    exact: bool = True
 
     @property
     def finite(self) -> bool:
@@ -298,22 +332,42 @@ class _ActivationSite:
     type: str
     after: str | None
     unit_dim: int
-    active: torch.Tensor | None = None  # per unit: was its derivative ever non-zero (dying types only)
+    units: int  # channels or features: what can die as a whole
+    dying: bool  # a ReLU-like type: its units can die, so their activity is counted
+
+
+@dataclass
+class _ActivationPass:
+    """One pass's figures for the activation sites, kept on the device until the probe ends."""
+
+    unit_sums: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (site, per-unit sum of phi'^2)
+    saturated: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (site, 0-d count)
+    numel: dict[int, int] = field(default_factory=dict)  # site: values seen
 
 
 class _Recorder:
-    """Hook bodies kept minimal: each appends one 0-d norm tensor; the host sees them once per pass."""
+    """Hook bodies kept minimal: each appends one reduction; the host sees a pass's reductions at once.
 
-    _FORWARD, _BACKWARD, _DERIVATIVE_SQ, _SATURATED = 0, 1, 2, 3
+    Norms of outputs and output gradients are taken in float32 where that is exact and in float64 where it
+    would not be: the first pass takes them all in float64, and each later pass takes in float32 the ones
+    whose previous value lay well inside EXACT_FLOAT32_NORM. A pass where a float32 norm still falls outside
+    it (a layer's scale moved a thousandfold between batches) is measured again in float64.
+    """
+
+    _FORWARD, _BACKWARD = 0, 1
 
     def __init__(self, layers: list[tuple[str, nn.Module]]):
         self.layers = layers
         self.order: list[int] = []  # layer indices in first-execution order
         self._seen: set[int] = set()
         self.calls = [0] * len(layers)
-        self._values: list[torch.Tensor] = []
-        self._slots: list[tuple[int, int]] = []
         self._numel = [0] * len(layers)
+        self._narrow: list[torch.Tensor] = []  # float32 norms, and the (slot, layer) each belongs to
+        self._narrow_slots: list[tuple[int, int]] = []
+        self._wide: list[torch.Tensor] = []  # float64 norms
+        self._wide_slots: list[tuple[int, int]] = []
+        self._all_wide = True
+        self._wide_keys: set[tuple[int, int]] = set()  # slots whose last value was too small or large for float32
         self._time_probes: list[tuple[str, torch.Tensor, int]] = []
         self.recurrent_types: dict[str, str] = {}
         self.hooked = True
@@ -324,16 +378,20 @@ class _Recorder:
         # Activations, one site per (module, call in the pass): a shared nn.ReLU used after every layer
         # is measured after each of them.
         self.activation_sites: list[_ActivationSite] = []
+        self.activation_passes: list[_ActivationPass] = []
+        self._activation_pass = _ActivationPass()
         self._site_index: dict[tuple[str, int], int] = {}
         self._activation_calls: dict[str, int] = {}
 
-    def start_pass(self) -> None:
-        self._values, self._slots = [], []
+    def start_pass(self, wide: bool) -> None:
+        """``wide``: take every norm of this pass in float64 (the first pass, or one measured again)."""
+        self._narrow, self._narrow_slots, self._wide, self._wide_slots = [], [], [], []
+        self._all_wide = wide
         self._numel = [0] * len(self.layers)
         self._time_probes = []
         self.calls = [0] * len(self.layers)
         self._activation_calls = {}
-        self._activation_numel: dict[int, int] = {}
+        self._activation_pass = _ActivationPass()
         self._last_layer = None
 
     def ranked(self) -> list[int]:
@@ -366,6 +424,14 @@ class _Recorder:
 
         return hook
 
+    def _record(self, slot: int, index: int, tensor: torch.Tensor) -> None:
+        if self._all_wide or (slot, index) in self._wide_keys:
+            self._wide.append(torch.linalg.vector_norm(tensor, dtype=torch.float64))
+            self._wide_slots.append((slot, index))
+        else:
+            self._narrow.append(torch.linalg.vector_norm(tensor, dtype=_narrow_dtype(tensor)))
+            self._narrow_slots.append((slot, index))
+
     def time_probe_hook(self, name: str, module: nn.RNNBase) -> Callable:
         """Add a zero tensor that requires grad to the sequence input: its gradient is dL/dx_t for
         every step t, measured without cutting the graph to the layers below."""
@@ -383,10 +449,10 @@ class _Recorder:
         return hook
 
     def hook_activation(self, name: str, module: nn.Module) -> Any:
-        """Measure the activation's derivative phi'(h) on every element: in closed form from its output for
-        the common types (a few elementwise ops, right for in-place ones too), else by autograd on a copy
-        of its input, taken before an in-place activation overwrites it."""
-        closed_form = _derivative_from_output(module)
+        """Measure the squared derivative phi'(h)^2 on every element: in closed form from the output for
+        the common types (one or two elementwise ops, right for in-place ones too), else by autograd on a
+        copy of the input, taken before an in-place activation overwrites it."""
+        closed_form = _squared_derivative_from_output(module)
         if closed_form is not None:
 
             def from_output(mod: nn.Module, args: tuple, output: Any) -> None:
@@ -399,30 +465,30 @@ class _Recorder:
         def from_input(mod: nn.Module, args: tuple) -> None:
             derivative = _derivative_by_autograd(mod, args)
             if derivative is not None and derivative.numel():
-                self._record_activation(name, mod, args[0], derivative)
+                self._record_activation(name, mod, args[0], derivative.square_())
 
         return module.register_forward_pre_hook(from_input)
 
-    def _record_activation(self, name: str, module: nn.Module, values: torch.Tensor, derivative: torch.Tensor) -> None:
+    def _record_activation(self, name: str, module: nn.Module, values: torch.Tensor, squared: torch.Tensor) -> None:
         call = self._activation_calls.get(name, 0)
         self._activation_calls[name] = call + 1
-        kind = type(module).__name__
-        site = self._site(name, kind, call, values)
-        # A derivative lies in [0, ~1]: its float32 sum of squares neither overflows nor loses anything
-        # that matters (the gradient-signal norms, which can reach 1e-30, stay in float64).
-        squares = torch.linalg.vector_norm(derivative).square()
-        self._record_value(self._DERIVATIVE_SQ, site.index, squares)
-        self._activation_numel[site.index] = self._activation_numel.get(site.index, 0) + values.numel()
-        peak = PEAK_DERIVATIVE.get(kind)
-        if peak is not None:
-            flat = (derivative.abs() < SATURATED_DERIVATIVE * peak).sum(dtype=_NORM_DTYPE)
-            self._record_value(self._SATURATED, site.index, flat)
-        if isinstance(module, DYING):
+        site = self._site(name, module, call, values)
+        records = self._activation_pass
+        records.numel[site.index] = records.numel.get(site.index, 0) + values.numel()
+        # Per unit, so that one reduction gives both E[phi'^2] and (for ReLUs) which units were ever active.
+        if values.dim() > 1 and values.shape[site.unit_dim] == site.units:
             reduce = [d for d in range(values.dim()) if d != site.unit_dim]
-            active = (derivative != 0).any(dim=reduce) if reduce else derivative != 0
-            site.active = active if site.active is None else site.active | active
+            records.unit_sums.append((site.index, torch.sum(squared, dim=reduce, dtype=torch.float32)))
+        else:  # a shape the site has not seen: its sum still counts, its units cannot be told apart
+            records.unit_sums.append((site.index, torch.sum(squared, dtype=torch.float32).reshape(1)))
+        peak = PEAK_DERIVATIVE.get(site.type)
+        if peak is not None:
+            # count of phi'^2 below the bound, as (n + sum(sign(bound - phi'^2))) / 2: a sign and a sum
+            # are several times faster than summing a boolean mask
+            bound = (SATURATED_DERIVATIVE * peak) ** 2
+            records.saturated.append((site.index, torch.sum(torch.sign(bound - squared), dtype=torch.float32)))
 
-    def _site(self, name: str, kind: str, call: int, h: torch.Tensor) -> _ActivationSite:
+    def _site(self, name: str, module: nn.Module, call: int, h: torch.Tensor) -> _ActivationSite:
         key = (name, call)
         if key not in self._site_index:
             after = self.layers[self._last_layer] if self._last_layer is not None else None
@@ -431,20 +497,21 @@ class _Recorder:
                 after[1], (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)
             )
             unit_dim = 1 if h.dim() >= 3 and (h.dim() >= 4 or conv_after) else h.dim() - 1
-            label = name or "(model)"
+            units = int(h.shape[unit_dim]) if h.dim() > 1 else 0
             self._site_index[key] = len(self.activation_sites)
             self.activation_sites.append(
-                _ActivationSite(len(self.activation_sites), label, call, kind, after[0] if after else None, unit_dim)
+                _ActivationSite(
+                    len(self.activation_sites),
+                    name or "(model)",
+                    call,
+                    type(module).__name__,
+                    after[0] if after else None,
+                    unit_dim,
+                    units,
+                    isinstance(module, DYING),
+                )  # fmt: skip
             )
         return self.activation_sites[self._site_index[key]]
-
-    def _record_value(self, slot: int, index: int, value: torch.Tensor) -> None:
-        self._values.append(value)
-        self._slots.append((slot, index))
-
-    def _record(self, slot: int, index: int, tensor: torch.Tensor) -> None:
-        self._values.append(torch.linalg.vector_norm(tensor, dtype=_NORM_DTYPE))
-        self._slots.append((slot, index))
 
     def finish_pass(self, loss: torch.Tensor, batch_size: int) -> _PassFigures:
         if self._owned is None:  # the layers' order is known after the first pass; ownership does not change
@@ -452,44 +519,53 @@ class _Recorder:
         params = self._owned
         grads = [p.grad for _, _, p in params]
         present = [g for g in grads if g is not None]
-        # Parameter gradients hold most of the elements: their norms are taken in their own dtype, with the
-        # largest magnitude beside each to tell whether that was exact (see _grad_norms).
-        norms = list(torch._foreach_norm(present, 2)) if present else []
-        peaks = list(torch._foreach_norm(present, float("inf"))) if present else []
+        # Parameter gradients hold most of the elements: one fused float32 norm each, taken again in float64
+        # only where the result says float32 was not exact (see _exact_norms).
+        norms = _norms(present)
         steps = [
             probe.grad.to(_NORM_DTYPE).pow(2).sum(dim=[d for d in range(probe.dim()) if d != time_dim])
             for _, probe, time_dim in self._time_probes
             if probe.grad is not None
         ]
-        scalars = [*self._values, *norms, *peaks, loss.reshape(())]
-        device = scalars[-1].device
-        flat = torch.cat([torch.stack([s.to(device, _NORM_DTYPE) for s in scalars]), *[s.to(device) for s in steps]])
+        narrow = [*self._narrow, *norms]
+        wide = [*self._wide, loss.detach().reshape(()).to(_NORM_DTYPE)]
+        device = wide[-1].device
+        parts = [_stack(narrow, device).to(_NORM_DTYPE)] if narrow else []
+        flat = torch.cat([*parts, _stack(wide, device), *[s.to(device) for s in steps]])
         host = flat.tolist()  # the one host transfer of this pass
-        n_values, n_grads = len(self._values), len(present)
-        grad_norms = _exact_norms(
-            present, host[n_values : n_values + n_grads], host[n_values + n_grads : n_values + 2 * n_grads]
-        )
-        return self._unpack(host, params, grads, grad_norms, batch_size, len(scalars))
+        n_narrow, n_grads = len(self._narrow), len(present)
+        grad_norms = _exact_norms(present, host[n_narrow : n_narrow + n_grads])
+        figures = self._unpack(host, params, grads, grad_norms, batch_size, len(narrow) + len(wide))
+        if figures.exact:
+            self.activation_passes.append(self._activation_pass)
+            self._plan_precision(figures)
+        return figures
+
+    def _plan_precision(self, figures: _PassFigures) -> None:
+        """Which slots the next pass must take in float64: those whose value here left SAFE_FLOAT32_NORM."""
+        self._wide_keys = set()
+        low, high = SAFE_FLOAT32_NORM
+        for slot, sums in ((self._FORWARD, figures.forward_sq), (self._BACKWARD, figures.backward_sq)):
+            for index, sq in enumerate(sums):
+                if not low * low <= sq <= high * high:
+                    self._wide_keys.add((slot, index))
 
     def _unpack(self, host, params, grads, grad_norms, batch_size, n_scalars) -> _PassFigures:
         n_layers = len(self.layers)
         forward_sq, backward_sq = [0.0] * n_layers, [0.0] * n_layers
         backward_seen = [False] * n_layers
-        derivative_sq: dict[int, float] = {}
-        saturated: dict[int, float] = {}
-        for (slot, index), value in zip(self._slots, host):
+        narrow_sq: dict[tuple[int, int], float] = {}
+        for (slot, index), value in zip(self._narrow_slots, host):
+            narrow_sq[slot, index] = narrow_sq.get((slot, index), 0.0) + value * value
+        wide_values = host[len(self._narrow_slots) + len(grad_norms) :]
+        for (slot, index), value in [*narrow_sq.items(), *((s, v * v) for s, v in zip(self._wide_slots, wide_values))]:
             if slot == self._FORWARD:
-                forward_sq[index] += value * value
-            elif slot == self._BACKWARD:
-                backward_sq[index] += value * value
-                backward_seen[index] = True
-            elif slot == self._DERIVATIVE_SQ:
-                derivative_sq[index] = derivative_sq.get(index, 0.0) + value
+                forward_sq[index] += value
             else:
-                saturated[index] = saturated.get(index, 0.0) + value
-        activations = {
-            site: (derivative_sq[site], saturated.get(site), numel) for site, numel in self._activation_numel.items()
-        }
+                backward_sq[index] += value
+                backward_seen[index] = True
+        low, high = EXACT_FLOAT32_NORM
+        exact = all(low * low <= sq <= high * high for sq in narrow_sq.values())
         weight_sq: list[float | None] = [None] * n_layers
         other_sq: list[float | None] = [None] * n_layers
         grad_nonfinite = [False] * n_layers
@@ -517,29 +593,52 @@ class _Recorder:
             offset += length
         return _PassFigures(
             forward_sq, list(self._numel), backward_sq, backward_seen, weight_sq, other_sq, grad_nonfinite,
-            time_steps, loss_value, math.sqrt(total_sq), batch_size, activations,
+            time_steps, loss_value, math.sqrt(total_sq), batch_size, exact,
         )  # fmt: skip
 
 
-def _derivative_from_output(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """phi'(h) written in terms of y = phi(h), for the activations where that is exact."""
+def _narrow_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """float32 for float32 and half types; a float64 tensor stays float64 (a norm cannot narrow it)."""
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The 2-norm of each tensor as a 0-d tensor in _narrow_dtype: fused, one call per dtype present."""
+    norms: list[torch.Tensor | None] = [None] * len(tensors)
+    for dtype in {t.dtype for t in tensors}:
+        group = [k for k, t in enumerate(tensors) if t.dtype == dtype]
+        target = None if dtype in (torch.float32, torch.float64) else torch.float32
+        for k, norm in zip(group, torch._foreach_norm([tensors[k] for k in group], 2, dtype=target)):
+            norms[k] = norm
+    return norms
+
+
+def _stack(values: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    """One tensor of 0-d reductions; those of a model spread over devices are brought to one first."""
+    if all(value.device == device for value in values):
+        return torch.stack(values)
+    return torch.stack([value.to(device) for value in values])
+
+
+def _squared_derivative_from_output(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """phi'(h)^2 written in terms of y = phi(h), for the activations where that is exact."""
+    if isinstance(module, nn.ReLU):  # y >= 0, and phi' is 1 exactly where y > 0: sign(y)
+        return torch.sign
     if isinstance(module, nn.Sigmoid):
-        return lambda y: y * (1 - y)
+        return lambda y: (y - y * y).square_()
     if isinstance(module, nn.Tanh):
-        return lambda y: 1 - y * y
-    if isinstance(module, nn.ReLU):
-        return lambda y: (y > 0).to(y.dtype)
+        return lambda y: (1 - y * y).square_()
     if isinstance(module, nn.ReLU6):
         return lambda y: ((y > 0) & (y < 6)).to(y.dtype)
     if isinstance(module, nn.LeakyReLU):
         slope = module.negative_slope
-        return lambda y: torch.where(y > 0, 1.0, slope).to(y.dtype)
+        return lambda y: torch.where(y > 0, 1.0, slope * slope).to(y.dtype)
     if isinstance(module, nn.ELU):  # y = alpha (e^h - 1) below 0, so phi' = y + alpha there
         alpha = module.alpha
-        return lambda y: torch.where(y > 0, 1.0, y + alpha).to(y.dtype)
+        return lambda y: torch.where(y > 0, 1.0, y + alpha).to(y.dtype).square_()
     if isinstance(module, nn.SELU):  # y = scale alpha (e^h - 1) below 0
         scale, alpha = 1.0507009873554805, 1.6732632423543772
-        return lambda y: torch.where(y > 0, scale, y + scale * alpha).to(y.dtype)
+        return lambda y: torch.where(y > 0, scale, y + scale * alpha).to(y.dtype).square_()
     return None
 
 
@@ -554,21 +653,21 @@ def _derivative_by_autograd(module: nn.Module, args: tuple) -> torch.Tensor | No
     return derivative
 
 
-# A float32 norm is exact (to float32 precision) when the largest magnitude lies in this range: below it
-# the squares underflow (1e-25 gradients give a norm of 0), above it they overflow (1e18 gives inf).
-# Outside it, the norm is taken again in float64: a second transfer, only for such extreme models.
-EXACT_FLOAT32_PEAK = (1e-15, 1e15)
+# A float32 norm is exact (to float32 precision) inside this range. Below it, elements whose squares
+# underflow (|x| < 1e-19) could have mattered: they add at most n * 1e-38 to the sum of squares, which
+# is below 1e-9 of it for any n < 1e11 here. Above it a square could overflow (|x| > 1.8e19).
+EXACT_FLOAT32_NORM = (1e-10, 1e15)
+# A slot whose previous pass lay inside this range, a thousandfold inside the exact one, is taken in
+# float32: the scale of a layer's signal does not move that far between two batches.
+SAFE_FLOAT32_NORM = (1e-7, 1e12)
 
 
-def _exact_norms(grads: list[torch.Tensor], norms: list[float], peaks: list[float]) -> list[float]:
-    """The float32 norms where they are exact, the others taken again in float64."""
+def _exact_norms(grads: list[torch.Tensor], norms: list[float]) -> list[float]:
+    """The float32 norms where they are exact; the others (and exact zeros, which an underflow also
+    gives) taken again in float64: a second transfer, only for extreme models."""
+    low, high = EXACT_FLOAT32_NORM
     values = list(norms)
-    again = []
-    for k, (norm, peak) in enumerate(zip(norms, peaks)):
-        if peak == 0.0 or not math.isfinite(peak):
-            values[k] = peak  # exactly zero, or NaN/Inf in the gradient itself
-        elif not (EXACT_FLOAT32_PEAK[0] <= peak <= EXACT_FLOAT32_PEAK[1] and math.isfinite(norm)):
-            again.append(k)
+    again = [k for k, norm in enumerate(norms) if not low <= norm <= high]
     if again:
         exact = torch._foreach_norm([grads[k] for k in again], 2, dtype=_NORM_DTYPE)
         for k, value in zip(again, torch.stack([e.to(exact[0].device) for e in exact]).tolist()):
@@ -654,30 +753,81 @@ def _assemble(
         total_grad_norms=[p.total_grad_norm for p in per_pass],
         structure=structure,
         hooked=recorder.hooked,
-        activations=_activation_stats(recorder.activation_sites, per_pass),
+        activations=_activation_stats(recorder.activation_sites, recorder.activation_passes),
     )
 
 
-def _activation_stats(sites: list[_ActivationSite], per_pass: list[_PassFigures]) -> list[ActivationStats]:
+def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass]) -> list[ActivationStats]:
+    """Pooled over the passes: E[phi'^2] and the saturated share over every value seen, and for ReLU-like
+    sites the share of units never active in any pass. All sites are reduced together: one transfer."""
     calls: dict[str, int] = {}
     for site in sites:
         calls[site.name] = max(calls.get(site.name, 0), site.call + 1)
+    numel = [0] * len(sites)
+    for records in passes:
+        for index, count in records.numel.items():
+            numel[index] += count
+    sums = [(index, vector) for records in passes for index, vector in records.unit_sums]
+    saturated = [(index, count) for records in passes for index, count in records.saturated]
+    totals, alive, flat_counts = [0.0] * len(sites), [0.0] * len(sites), [0.0] * len(sites)
+    if sums:
+        device = sums[0][1].device
+        values = torch.cat([vector.to(device) for _, vector in sums])
+        lengths = torch.tensor([len(vector) for _, vector in sums], device=device)
+        owner = torch.repeat_interleave(torch.tensor([index for index, _ in sums], device=device), lengths)
+        site_totals = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device).index_add_(
+            0, owner, values.to(_NORM_DTYPE)
+        )
+        # A unit is alive if its sum of phi'^2 was positive in some pass: count each unit's positive passes.
+        offsets, position = [], 0
+        for site in sites:
+            offsets.append(position)
+            position += site.units
+        per_unit = [
+            (i, vector)
+            for i, (index, vector) in enumerate(sums)
+            if sites[index].dying and len(vector) == sites[index].units
+        ]
+        alive_units = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device)
+        if per_unit:
+            unit_values = torch.cat([vector.to(device) for _, vector in per_unit])
+            unit_lengths = torch.tensor([len(vector) for _, vector in per_unit], device=device)
+            starts = torch.tensor([offsets[sums[i][0]] for i, _ in per_unit], device=device)
+            within = torch.arange(len(unit_values), device=device) - torch.repeat_interleave(
+                torch.cumsum(unit_lengths, 0) - unit_lengths, unit_lengths
+            )
+            unit_ids = torch.repeat_interleave(starts, unit_lengths) + within
+            hits = torch.zeros(position, dtype=_NORM_DTYPE, device=device).index_add_(
+                0, unit_ids, (unit_values > 0).to(_NORM_DTYPE)
+            )
+            unit_site = torch.repeat_interleave(
+                torch.arange(len(sites), device=device), torch.tensor([s.units for s in sites], device=device)
+            )
+            alive_units.index_add_(0, unit_site, (hits > 0).to(_NORM_DTYPE))
+        flat_total = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device)
+        if saturated:
+            flat_total.index_add_(
+                0,
+                torch.tensor([index for index, _ in saturated], device=device),
+                torch.stack([count.to(device) for _, count in saturated]).to(_NORM_DTYPE),
+            )
+        host = torch.cat([site_totals, alive_units, flat_total]).tolist()  # the one transfer
+        n = len(sites)
+        totals, alive, flat_counts = host[:n], host[n : 2 * n], host[2 * n :]
     stats = []
-    actives = [site.active.to(_NORM_DTYPE).mean() for site in sites if site.active is not None]
-    alive = iter(torch.stack([a.to(actives[0].device) for a in actives]).tolist() if actives else [])
     for site in sites:
-        seen = [p.activations[site.index] for p in per_pass if site.index in p.activations]
-        derivative = [math.sqrt(sq / n) for sq, _, n in seen]
-        saturated = [flat / n for _, flat, n in seen if flat is not None]
+        i, seen = site.index, numel[site.index]
+        # sum of sign(bound - phi'^2) over the values = saturated - unsaturated
+        saturated_fraction = (seen + flat_counts[i]) / (2 * seen) if seen and site.type in PEAK_DERIVATIVE else None
         stats.append(
             ActivationStats(
                 name=f"{site.name}[{site.call}]" if calls[site.name] > 1 else site.name,
                 type=site.type,
                 after=site.after,
-                units=int(site.active.numel()) if site.active is not None else 0,
-                saturated_fraction=_median(saturated) if saturated else None,
-                dead_fraction=1.0 - next(alive) if site.active is not None else None,
-                derivative_rms=_median(derivative) if derivative else None,
+                units=site.units if site.dying else 0,
+                saturated_fraction=saturated_fraction,
+                dead_fraction=1.0 - alive[i] / site.units if site.dying and site.units and seen else None,
+                derivative_rms=math.sqrt(totals[i] / seen) if seen else None,
             )
         )
     return stats
@@ -747,29 +897,38 @@ def _weight_figures(layers: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]
     flat = [p.detach() for ws in weights for p in ws]
     if not flat:
         return [{} for _ in layers]
-    # In the weights' own dtype (float64 copies of a large model's weights cost more than the passes), with
-    # the peak beside each norm to tell where float32 would not be exact, as for the gradients.
-    norms, peaks = torch._foreach_norm(flat, 2), torch._foreach_norm(flat, float("inf"))
-    stds = [_at_least_float32(p.detach()).std() for p in main if p is not None and p.numel() > 1]
+    # In float32, taken again in float64 only where that would not be exact (float64 copies of a large
+    # model's weights cost more than the passes). The std comes from the norm and the sum: one read each.
+    norms = _norms(flat)
+    position = {id(p): k for k, p in enumerate(p for ws in weights for p in ws)}
+    spread = [position[id(p)] for p in main if p is not None and p.numel() > 1]
+    sums = [torch.sum(flat[k], dtype=_narrow_dtype(flat[k])) for k in spread]
     device = norms[0].device
-    host = torch.stack([t.to(device, _NORM_DTYPE) for t in (*norms, *peaks, *stds)]).tolist()
+    host = torch.cat([_stack(list(norms), device).to(_NORM_DTYPE), *([_stack(sums, device)] if sums else [])]).tolist()
     count = len(flat)
-    exact = _exact_norms(flat, host[:count], host[count : 2 * count])
-    norm_values, std_values = iter(exact), iter(host[2 * count :])
+    norm_values = _exact_norms(flat, host[:count])
+    stds = iter(_std(flat[k], norm_values[k], total) for k, total in zip(spread, host[count:]))
+    norm_iter = iter(norm_values)
     figures: list[dict[str, Any]] = []
     for ws, p in zip(weights, main):
         figure: dict[str, Any] = {}
         if ws:
-            figure["weight_norm"] = math.sqrt(sum(next(norm_values) ** 2 for _ in ws))
+            figure["weight_norm"] = math.sqrt(sum(next(norm_iter) ** 2 for _ in ws))
         if p is not None and p.numel() > 1:
-            figure["weight_std"] = next(std_values)
+            figure["weight_std"] = next(stds)
             figure["fan_in"] = int(p[0].numel())
         figures.append(figure)
     return figures
 
 
-def _at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor if tensor.dtype in (torch.float32, torch.float64) else tensor.float()
+def _std(weight: torch.Tensor, norm: float, total: float) -> float:
+    """The sample std of a weight from its norm and sum. Where the mean dominates (a weight filled with
+    one value), the difference of the two would lose the spread to rounding: taken directly there."""
+    n = weight.numel()
+    squares, mean_squares = norm * norm, total * total / n
+    if not math.isfinite(squares) or mean_squares > 0.999 * squares:
+        return float(weight.to(_NORM_DTYPE).std())
+    return math.sqrt((squares - mean_squares) / (n - 1))
 
 
 def _fill_pass_figures(stats: LayerStats, index: int, per_pass: list[_PassFigures]) -> None:

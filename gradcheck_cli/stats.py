@@ -53,7 +53,7 @@ class ActivationStats:
     # Share of outputs in the activation's flat region, where its derivative is below 5% of its peak
     # (sigmoid: |h| > 4.4, tanh: |h| > 2.2): gradient hardly passes there.
     saturated_fraction: float | None = None
-    # Share of units whose output was never positive over all the probe's batches (ReLU family).
+    # Share of units whose output was never positive over the first pass's batch (ReLU family).
     dead_fraction: float | None = None
     # sqrt(E[phi'(h)^2]): the activation's factor in the mean-field gain per layer (Schoenholz et al. 2017).
     derivative_rms: float | None = None

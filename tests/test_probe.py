@@ -240,7 +240,8 @@ def test_one_host_transfer_per_pass(monkeypatch):
     monkeypatch.setattr(torch.Tensor, "item", counting_item)
     probe_model(model, fixed_batch(x), lambda o, b: o.sum(), passes=3)
     assert calls["item"] == 0
-    assert calls["tolist"] == 3 + 1  # one per pass, plus one for the weight norms measured once
+    # one per pass, plus one for the weight figures and one for the activation sites, each measured once
+    assert calls["tolist"] == 3 + 1 + 1
 
 
 def test_median_and_spread_across_passes():
