@@ -3,6 +3,7 @@ and pipes read the same. Rich itself honours NO_COLOR, FORCE_COLOR, COLUMNS and 
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,8 +17,9 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.choices import LayerStatus, Severity, Verdict
-from gradcheck_cli.diagnosis import Diagnosis, Finding, TimeProfile
+from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, Verdict
+from gradcheck_cli.diagnosis import Diagnosis, Finding, TimeProfile, signal_of
+from gradcheck_cli.render.chart import Bar, chart_layout, draw_bar_chart, group_bars, group_size, log_scale
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.report import Report, summarize
 from gradcheck_cli.stats import LayerStats, RecurrentStats
@@ -52,6 +54,23 @@ FULL_WIDTH = 100
 MEDIUM_WIDTH = 80
 STATUS_WIDTH = max(len(status.value) for status in LayerStatus)
 TIME_STEP_ROWS = 8
+# The gradient-flow charts: at most this many rows (consecutive layers or steps grouped beyond it), so
+# the whole depth shows at a glance even when the layer table is condensed. --all-layers: one per layer.
+CHART_ROWS = 20
+# A chart row that groups several layers takes the mark of its most severe member.
+CHART_SEVERITY = {
+    LayerStatus.OK: 0,
+    LayerStatus.IGNORED: 1,
+    LayerStatus.FROZEN: 1,
+    LayerStatus.NOT_RUN: 1,
+    LayerStatus.NO_GRAD: 2,
+    LayerStatus.WEAK: 3,
+    LayerStatus.HIGH: 3,
+    LayerStatus.VANISHING: 4,
+    LayerStatus.EXPLODING: 4,
+    LayerStatus.ZERO: 5,  # as the group's value: one exact zero makes its geometric mean zero
+    LayerStatus.NONFINITE: 6,
+}
 
 
 class TextRenderer:
@@ -62,7 +81,9 @@ class TextRenderer:
             for number, finding in enumerate(report.diagnosis.findings, 1):
                 _print_finding(console, number, finding)
             return
-        _render_report(console, report, options, heading=None)
+        # one fix tried (the demo): the before and after charts share their axes, so their bars compare directly
+        companion = report.fix_trials[0].report if len(report.fix_trials) == 1 else None
+        _render_report(console, report, options, heading=None, companion=companion)
         if report.baseline is not None:
             console.print()
             console.print(_baseline(report.baseline))
@@ -81,7 +102,7 @@ class TextRenderer:
             console.print()
             console.print(_comparison(report, trial.report))
             console.print()
-            _render_report(console, trial.report, options, heading="after")
+            _render_report(console, trial.report, options, heading="after", companion=report)
 
     def render_many(self, reports: list[Report], stream: TextIO, options: RenderOptions) -> None:
         for index, report in enumerate(reports):
@@ -106,13 +127,36 @@ def _verdict_text(verdict: Verdict) -> Text:
     return Text(verdict.value.upper(), style=VERDICT_STYLE[verdict])
 
 
-def _render_report(console: Console, report: Report, options: RenderOptions, heading: str | None) -> None:
+def _render_report(
+    console: Console, report: Report, options: RenderOptions, heading: str | None, companion: Report | None = None
+) -> None:
+    """One report; ``companion`` (the other side of a before/after) only widens the charts' axes."""
     console.print(_header(report, heading))
     console.print()
+    _print_chart(
+        console,
+        _layer_bars(report),
+        _layer_bars(companion) if companion else [],
+        "Gradient flow, input end first",
+        _layer_legend(report),
+        "layers",
+        None if options.all_layers else CHART_ROWS,
+    )
     console.print(_layer_table(report, options, console.width))
     profiles = {profile.name: profile for profile in report.diagnosis.time_profiles}
     for series in report.result.recurrent:
         console.print()
+        other = [s for s in (companion.result.recurrent if companion else []) if s.name == series.name]
+        other_profiles = {p.name: p for p in companion.diagnosis.time_profiles} if companion else {}
+        _print_chart(
+            console,
+            _step_bars(series, profiles.get(series.name), report.diagnosis),
+            [bar for s in other for bar in _step_bars(s, other_profiles.get(s.name), companion.diagnosis)],
+            f"Gradient through time in {series.name} ({series.type}), first step first",
+            "Bar: per-sample RMS of dL/dx_t, the gradient reaching each step's input; log scale.",
+            "steps",
+            CHART_ROWS,
+        )
         console.print(_time_table(series, profiles.get(series.name)))
     console.print()
     findings = report.diagnosis.findings
@@ -204,6 +248,83 @@ def _layer_table(report: Report, options: RenderOptions, width: int) -> Table:
     if previous < len(statuses) - 1:
         add_skipped(statuses[previous + 1 :])
     return table
+
+
+def _print_chart(
+    console: Console,
+    bars: list[Bar],
+    companion: list[Bar],
+    title: str,
+    legend: str,
+    items: str,
+    max_rows: int | None,
+) -> None:
+    """A gradient-flow chart (render/chart.py) under its title, its legend below; nothing when no bar
+    has a positive finite value, and one line saying so when the terminal is too narrow for it.
+    ``companion``: the bars of the other side of a before/after, drawn on the same axis and columns."""
+    ascii_only = console.options.ascii_only
+    ellipsis = "..." if ascii_only else "…"
+    rows, other = group_bars(bars, max_rows, ellipsis), group_bars(companion, max_rows, ellipsis)
+    scale = log_scale(bar.value for bar in (*rows, *other))
+    if scale is None:
+        return
+    fit = chart_layout([*rows, *other], console.width)
+    lines = draw_bar_chart(rows, console.width, scale, ascii_only, fit) if fit else None
+    if lines is None:
+        console.print(Text(f"({title}: no room for the chart in {console.width} columns.)", style="dim"))
+        console.print()
+        return
+    console.print(Text(title, style="italic"))
+    console.print(Group(*lines))
+    console.print(Text(legend, style="dim"))
+    per_row = group_size(len(bars), max_rows)
+    if per_row > 1:
+        console.print(Text(f"{per_row} {items} per row: their geometric mean and most severe status.", style="dim"))
+    console.print()
+
+
+def _layer_bars(report: Report) -> list[Bar]:
+    result, statuses = report.result, report.diagnosis.statuses
+    return [_bar(layer.name, signal_of(layer, result.hooked), statuses[layer.name]) for layer in result.layers]
+
+
+def _layer_legend(report: Report) -> str:
+    if report.result.hooked:
+        return "Bar: per-sample RMS of dL/dout, the gradient at each layer's output (backward signal); log scale."
+    return "Bar: each layer's weight-gradient norm (the model takes no hooks: no output gradients); log scale."
+
+
+def _bar(label: str, value: float | None, status: LayerStatus) -> Bar:
+    mark = "" if status is LayerStatus.OK else status.value
+    return Bar(label, value, mark, STATUS_STYLE[status], CHART_SEVERITY[status])
+
+
+def _step_bars(series: RecurrentStats, profile: TimeProfile | None, diagnosis: Diagnosis) -> list[Bar]:
+    """One bar per time step, marked only when the module has a through-time finding, by the rule the
+    diagnosis applies to a layer's ratio (diagnosis._finding_status): a step whose gradient is past the
+    error line of decades below (above) the last step's is vanishing (exploding); past the warning line,
+    weak (high)."""
+    kinds = (FindingKind.VANISHING_THROUGH_TIME, FindingKind.EXPLODING_THROUGH_TIME)
+    finding = next((f for f in diagnosis.findings if f.kind in kinds and series.name in f.layers), None)
+    thresholds = diagnosis.thresholds
+    bars = []
+    for t, value in enumerate(series.time_steps):
+        status = LayerStatus.OK
+        if not math.isfinite(value):
+            status = LayerStatus.NONFINITE
+        elif value == 0:
+            status = LayerStatus.ZERO
+        elif finding is not None and profile is not None:
+            # decades above the last step: negative where the gradient reaching step t is smaller
+            decades = math.log10(profile.ratio_to_last[t])
+            vanishing = finding.kind is FindingKind.VANISHING_THROUGH_TIME
+            past = -decades if vanishing else decades
+            if past >= thresholds.decades_error:
+                status = LayerStatus.VANISHING if vanishing else LayerStatus.EXPLODING
+            elif past >= thresholds.decades_warning:
+                status = LayerStatus.WEAK if vanishing else LayerStatus.HIGH
+        bars.append(_bar(f"step {t + 1}", value, status))
+    return bars
 
 
 def _weight_grad(layer: LayerStats) -> float | None:
