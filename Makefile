@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 $(BIN)/gradcheck: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,plot,docs]"
 	touch $@
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench docs
 # The default preset vanishes on purpose, so its exit code is 1 (a finding); only 2 is a failure here.
 demo: $(BIN)/gradcheck
 	$(BIN)/gradcheck demo --depth 50 || [ $$? -eq 1 ]
@@ -25,3 +25,7 @@ test: lint
 # Overhead, start-up, scale and memory, as ratios measured side by side (see benchmarks/README.md).
 bench: $(BIN)/gradcheck
 	$(BIN)/python benchmarks/run.py --write-results
+
+# The documentation site from docs/ into site/ (mkdocs.yml); --strict fails on a broken link, image or anchor.
+docs: $(BIN)/gradcheck
+	$(BIN)/python -m mkdocs build --strict

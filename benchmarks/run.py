@@ -32,7 +32,7 @@ from torch import nn  # noqa: TID253
 
 from gradcheck_cli.probe import Batch, LossFn, describe_structure, probe_model
 
-SECTIONS = ("overhead", "startup", "scale", "memory")
+SECTIONS = ("overhead", "startup", "scale", "memory", "monitor")
 PASSES = 3
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BIN = Path(sys.executable).parent  # the venv's executables, without resolving the python symlink
@@ -549,6 +549,15 @@ def memory_section(repeats: int) -> str:
 # ------------------------------------------------------------------------------------------------- main
 
 
+def monitor_section(quick: bool) -> str:
+    """The training monitor (issue 8): a training step with Monitor(model, every=100) against the plain
+    step; benchmarks/monitor_overhead.py says how the rounds are timed."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from monitor_overhead import markdown, run
+
+    return "## Monitor\n\n" + markdown(run(quick=quick))
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -605,6 +614,7 @@ def main(argv: list[str] | None = None) -> int:
         "startup": lambda: startup_section(3 if args.quick else 5),
         "scale": lambda: scale_section(repeats, memory_repeats, args.quick),
         "memory": lambda: memory_section(memory_repeats),
+        "monitor": lambda: monitor_section(args.quick),
     }
     for section in SECTIONS:
         if section in sections:

@@ -17,6 +17,8 @@ _LAZY = {
     "assert_gradients_healthy": "gradcheck_cli.checks",
     "Report": "gradcheck_cli.report",
     "GradcheckError": "gradcheck_cli.errors",
+    "Monitor": "gradcheck_cli.monitor",
+    "GradientProblemError": "gradcheck_cli.monitor",
 }
 
 __all__ = ["__version__", *_LAZY]

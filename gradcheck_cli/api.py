@@ -6,7 +6,7 @@ from torch import nn
 
 from gradcheck_cli.diagnosis import Thresholds, diagnose, settle_zero_init
 from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.probe import BatchFn, LossFn, ProgressFn, probe_model
+from gradcheck_cli.probe import BatchFn, LossFn, ProgressFn, Reducer, probe_model
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import ModelStructure
 
@@ -24,24 +24,28 @@ def check_model(
     progress: ProgressFn | None = None,
     clip_grad_norm: float | None = None,
     ignore: tuple[str, ...] = (),
+    reducer: Reducer | None = None,
 ) -> Report:
     """Measure ``model`` over ``passes`` forward/backward passes and diagnose its gradient health.
 
     The model is left as found (weights, ``.grad``, buffers, hooks, train/eval mode, RNG state). Exact
     zeros that zero-initialized layers may explain are settled by one SGD step on a copy. Layers whose
-    names match a glob in ``ignore`` are measured but not judged.
+    names match a glob in ``ignore`` are measured but not judged. ``reducer``: a distributed scan's
+    figures are summed over its processes (gradcheck_cli.distributed).
     """
     result = probe_model(
         model, make_batch, loss_fn, passes=passes, seed=seed, name=title, structure=structure, progress=progress,
-        clip_grad_norm=clip_grad_norm,
+        clip_grad_norm=clip_grad_norm, reducer=reducer,
     )  # fmt: skip
     diagnosis = diagnose(result, thresholds, ignore)
     if diagnosis.needs_step_check:
-        diagnosis = _check_zero_init(model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure, ignore)
+        diagnosis = _check_zero_init(
+            model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure, ignore, reducer
+        )
     return Report(title=title or result.model_name, result=result, diagnosis=diagnosis)
 
 
-def _check_zero_init(model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure, ignore):
+def _check_zero_init(model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure, ignore, reducer):
     from gradcheck_cli.training import ZERO_INIT_CHECK_LR, train_copy
 
     step = f"one SGD step (lr {ZERO_INIT_CHECK_LR:g})"
@@ -50,7 +54,10 @@ def _check_zero_init(model, make_batch, loss_fn, diagnosis, passes, seed, thresh
             model, make_batch, loss_fn, steps=1, lr=ZERO_INIT_CHECK_LR, seed=seed, purpose="the zero-init check"
         ):
             after = diagnose(
-                probe_model(stepped, make_batch, loss_fn, passes=passes, seed=seed, structure=structure), thresholds
+                probe_model(
+                    stepped, make_batch, loss_fn, passes=passes, seed=seed, structure=structure, reducer=reducer
+                ),
+                thresholds,
             )
     except GradcheckError:
         return diagnosis  # a model that cannot be copied or stepped keeps its findings as measured

@@ -110,6 +110,7 @@ class FindingKind(str, Enum):
     NONFINITE = "nonfinite"
     ZERO_INIT = "zero_init"  # exact-zero gradients from zero-initialized layers, by design (info)
     BASELINE_REGRESSION = "baseline_regression"  # worse than the saved baseline (--baseline)
+    FP16_RANGE = "fp16_range"  # --amp: gradients outside fp16's range without loss scaling
 
     @property
     def verdict(self) -> Verdict:
@@ -119,7 +120,7 @@ class FindingKind(str, Enum):
             return Verdict.HEALTHY
         if self is FindingKind.NONFINITE:
             return Verdict.NONFINITE
-        if self.value.startswith("vanishing") or self is FindingKind.ZERO_GRADIENT:
+        if self.value.startswith("vanishing") or self in (FindingKind.ZERO_GRADIENT, FindingKind.FP16_RANGE):
             return Verdict.VANISHING
         return Verdict.EXPLODING
 
@@ -134,6 +135,7 @@ class FixId(str, Enum):
     LSTM = "lstm"
     INIT = "init"
     LEARNING_RATE = "learning_rate"
+    LOSS_SCALING = "loss_scaling"
 
 
 class CauseId(str, Enum):
@@ -151,6 +153,19 @@ class CauseId(str, Enum):
     MEMORY_GATE_BIAS = "memory_gate_bias"
     ZERO_INIT = "zero_init"
     LEARNING_RATE = "learning_rate"
+
+
+class Device(str, Enum):
+    AUTO = "auto"  # CUDA when torch can use it, else the CPU
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Amp(str, Enum):
+    """--amp: the passes run under torch.autocast in this dtype."""
+
+    BF16 = "bf16"
+    FP16 = "fp16"
 
 
 class Optimizer(str, Enum):
@@ -182,3 +197,10 @@ class LayerStatus(str, Enum):
             LayerStatus.NONFINITE,
             LayerStatus.NO_GRAD,
         )
+
+
+class HistoryFormat(str, Enum):
+    """Output formats of ``gradcheck report`` (a training run's history, written by the Monitor)."""
+
+    TEXT = "text"
+    JSON = "json"

@@ -15,9 +15,23 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gradcheck_cli import __version__
-from gradcheck_cli.choices import Activation, Arch, Color, FailOn, Init, LossKind, Norm, Optimizer, OutputFormat
+from gradcheck_cli.choices import (
+    Activation,
+    Amp,
+    Arch,
+    Color,
+    Device,
+    FailOn,
+    HistoryFormat,
+    Init,
+    LossKind,
+    Norm,
+    Optimizer,
+    OutputFormat,
+)
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -89,6 +103,22 @@ StepsOption = Annotated[
     int, typer.Option(min=0, help="Also train a copy for N optimizer steps and measure it after each.")
 ]
 OptimizerOption = Annotated[Optimizer, typer.Option(help="Optimizer for --steps.")]
+DeviceOption = Annotated[Device, typer.Option(help="Where the passes run: cuda when torch can use it (auto), or cpu.")]
+AmpOption = Annotated[
+    Amp | None,
+    typer.Option(
+        help="Run the passes under autocast in this dtype and report, per layer, the gradient elements fp16 "
+        "cannot hold (fp16: with a loss scale, as torch.amp.GradScaler would)."
+    ),
+]
+PlotOption = Annotated[
+    str | None,
+    typer.Option(
+        "--plot",
+        help="Also draw the gradient-flow figure to this .png, .svg or .html file (needs matplotlib: "
+        "pip install 'gradcheck-cli\\[plot]'). Several scan targets: one file each, FILE-<target>.png.",
+    ),
+]
 LrOption = Annotated[
     float,
     typer.Option(help="Learning rate you train with: for --steps and the learning-rate risk."),
@@ -106,7 +136,8 @@ def _report_error(error: GradcheckError, prefix: str = "") -> None:
         import traceback
 
         traceback.print_exception(error, file=sys.stderr)
-    stderr.print(f"[bold red]error:[/] {prefix}{error}", soft_wrap=True, markup=True, highlight=False)
+    # The message is plain text: escaped, so Rich does not take "[plot]" or "[tool.gradcheck]" for markup.
+    stderr.print(f"[bold red]error:[/] {escape(f'{prefix}{error}')}", soft_wrap=True, markup=True, highlight=False)
 
 
 def _quiet_torch_import() -> None:
@@ -159,6 +190,9 @@ def demo(
     ignore: IgnoreOption = None,
     output_format: FormatOption = OutputFormat.TEXT,
     output: OutputOption = None,
+    plot: PlotOption = None,
+    device: DeviceOption = Device.AUTO,
+    amp: AmpOption = None,
     all_layers: AllLayersOption = False,
     quiet: QuietOption = False,
     silent: SilentOption = False,
@@ -179,11 +213,12 @@ def demo(
         from gradcheck_cli.presets import DemoSpec
 
         settings = _Settings(ctx, _load_config(config, isolated, verbose))
+        plot_as = _check_plot(plot)
         spec = DemoSpec(
             arch=arch, depth=depth, width=width, activation=activation, init=init, gain=gain, norm=norm,
             residual=residual, seq_len=seq_len, batch_size=batch_size,
         ).resolved()  # fmt: skip
-        with _progress(f"Probing {spec.describe()}", silent):
+        with _progress(f"Probing {spec.describe()}", silent), _placement(settings, device, amp):
             report = run_demo(
                 spec, seed=settings.get("seed", seed), passes=settings.get("passes", passes),
                 thresholds=settings.thresholds(lr), try_fix=fix, verify=settings.get("verify", verify),
@@ -192,6 +227,8 @@ def demo(
             )  # fmt: skip
         output_settings = settings.output(output_format, fail_on)
         _emit([report], False, output_settings, output, all_layers, quiet, silent, color)
+        if plot is not None:
+            _write_plot(report, Path(plot), plot_as, silent)
     except GradcheckError as error:
         _fail(error)
     failing = report.fails(output_settings.fail_on)
@@ -248,6 +285,24 @@ def scan(
     ] = 10.0,
     output_format: FormatOption = OutputFormat.TEXT,
     output: OutputOption = None,
+    plot: PlotOption = None,
+    device: DeviceOption = Device.AUTO,
+    amp: AmpOption = None,
+    distributed: Annotated[
+        bool,
+        typer.Option(
+            "--distributed",
+            help="Run in a torchrun job (on by itself under torchrun): each process measures its slice of the "
+            "batch, the figures are summed over processes, the first prints the report.",
+        ),
+    ] = False,
+    fsdp: Annotated[
+        bool,
+        typer.Option(
+            "--fsdp",
+            help="With --distributed: shard the model with FSDP2, one top-level block at a time, then the root.",
+        ),
+    ] = False,
     all_layers: AllLayersOption = False,
     quiet: QuietOption = False,
     silent: SilentOption = False,
@@ -267,6 +322,7 @@ def scan(
     from gradcheck_cli.scan import ScanOptions, scan_target
 
     try:
+        rank = _torchrun_rank(ctx, distributed, fsdp)
         file_config = _load_config(config, isolated, verbose)
         # A target named on the command line that the file also lists keeps the file's settings for it.
         listed = {_same_target(item.target): item for item in file_config.targets}
@@ -283,8 +339,14 @@ def scan(
             )
         output_settings = _Settings(ctx, file_config).output(output_format, fail_on)
         compare_with = _load_baseline(baseline)
+        plot_as = _check_plot(plot)
+        ranks = None
+        if rank is not None:
+            ranks = _join_torchrun(ctx, rank, fsdp, _Settings(ctx, file_config).get("device", device))
     except GradcheckError as error:
         _fail(error)
+    if ranks is not None and not ranks.primary:  # the first process writes the report, baseline and plot
+        silent, output, save_baseline, plot = True, None, None, None
     reports, exit_code = [], EXIT_OK
     for target, target_config in jobs:
         settings = _Settings(ctx, target_config)
@@ -303,8 +365,8 @@ def scan(
                     batch_size=settings.get("batch_size", batch_size),
                 ),
             )  # fmt: skip
-            with _progress(f"Scanning {target}", silent):
-                report = scan_target(target, options, settings.thresholds(lr))
+            with _progress(f"Scanning {target}", silent), _placement(settings, device, amp):
+                report = scan_target(target, options, settings.thresholds(lr), ranks=ranks)
             if compare_with is not None:
                 tolerance = settings.get("baseline_tolerance", baseline_tolerance)
                 _compare(report, compare_with, tolerance, silent, Path(baseline).parent)
@@ -322,9 +384,16 @@ def scan(
 
             save(reports, Path(save_baseline))
         _emit(reports, len(jobs) > 1, output_settings, output, all_layers, quiet, silent, color)
+        if plot is not None:
+            from gradcheck_cli.plot import plot_paths
+
+            paths = plot_paths(plot, [target for target, _ in jobs])
+            for report in reports:
+                _write_plot(report, paths[report.target], plot_as, silent)
     except GradcheckError as error:
-        _fail(error)
-    raise typer.Exit(exit_code)
+        _report_error(error)
+        exit_code = EXIT_USAGE
+    raise typer.Exit(exit_code if ranks is None else ranks.agree_exit_code(exit_code))
 
 
 @app.command(name="config")
@@ -346,6 +415,35 @@ def config_command(
         text = loaded.to_yaml().strip()
         typer.echo(text if text not in ("", "{}") else "# (every setting at its default)")
     raise typer.Exit(EXIT_OK)
+
+
+@app.command()
+def report(
+    history: Annotated[
+        str, typer.Argument(help="A history written by gradcheck_cli.Monitor (JSON lines).", show_default=False)
+    ],
+    step: Annotated[
+        int | None,
+        typer.Option(help="Show the layers at this recorded step (default: the first with a problem, else the last)."),
+    ] = None,
+    output_format: Annotated[HistoryFormat, typer.Option("--format", help="Report format.")] = HistoryFormat.TEXT,
+    all_layers: AllLayersOption = False,
+    color: ColorOption = Color.AUTO,
+) -> None:
+    """Report on a training run's gradient history: its problems, where each began, and a chart over steps.
+
+    [dim]Example: gradcheck report history.jsonl[/]
+    """
+    try:
+        from gradcheck_cli.history import read_history, summarize_history
+        from gradcheck_cli.render.history import get_history_renderer
+
+        summary = summarize_history(read_history(Path(history)), history, step)
+        colour = {Color.ALWAYS: True, Color.NEVER: False}.get(color)
+        get_history_renderer(output_format).render(summary, sys.stdout, color=colour, all_layers=all_layers)
+    except GradcheckError as error:
+        _fail(error)
+    raise typer.Exit(EXIT_FINDINGS if summary.problems else EXIT_OK)
 
 
 class _Settings:
@@ -451,6 +549,67 @@ def _emit(reports, many, settings, output, all_layers, quiet, silent, color) -> 
             write_whole(Path(output), stream.getvalue())
         except OSError as error:
             raise GradcheckError(f"cannot write the report to {output}: {error.strerror or error}.") from error
+
+
+def _placement(settings: _Settings, device: Device, amp: Amp | None) -> contextlib.AbstractContextManager:
+    """--device and --amp (or the config file's) for the passes of one command."""
+    from gradcheck_cli.probe import placement, resolve_placement
+
+    chosen = settings.get("amp", amp)
+    where, dtype = resolve_placement(settings.get("device", device).value, chosen.value if chosen else None)
+    return placement(where, dtype)
+
+
+def _torchrun_rank(ctx: typer.Context, distributed: bool, fsdp: bool) -> int | None:
+    """--distributed, or torchrun's environment: this process's rank, else None. Every process after the
+    first prints nothing for the rest of the command (no warnings either): the first prints for all."""
+    from gradcheck_cli.distributed import torchrun_rank
+
+    rank = torchrun_rank(distributed, fsdp)
+    if rank:
+        ctx.with_resource(warnings.catch_warnings())
+        warnings.simplefilter("ignore")
+        ctx.with_resource(_muted(stderr))
+    return rank
+
+
+def _join_torchrun(ctx: typer.Context, rank: int, fsdp: bool, device: Any) -> Any:
+    """The process group, held until the command ends (its exit code included)."""
+    from gradcheck_cli.distributed import distributed_run
+
+    return ctx.with_resource(distributed_run(rank, fsdp=fsdp, device=getattr(device, "value", str(device))))
+
+
+@contextlib.contextmanager
+def _muted(console: Console) -> Any:
+    quiet, console.quiet = console.quiet, True
+    try:
+        yield
+    finally:
+        console.quiet = quiet
+
+
+def _check_plot(path: str | None) -> Any:
+    """--plot: its file type and matplotlib are checked before anything is measured."""
+    if path is None:
+        return None
+    from gradcheck_cli.plot import plot_format, require_matplotlib
+
+    chosen = plot_format(path)
+    require_matplotlib()
+    return chosen
+
+
+def _write_plot(report: Any, path: Path, plot_as: Any, silent: bool) -> None:
+    from gradcheck_cli.files import write_whole
+    from gradcheck_cli.plot import render_plot
+
+    try:
+        write_whole(path, render_plot(report, plot_as))
+    except OSError as error:
+        raise GradcheckError(f"cannot write the plot to {path}: {error.strerror or error}.") from error
+    if not silent:
+        stderr.print(f"plot: {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _progress(message: str, silent: bool = False) -> contextlib.AbstractContextManager:

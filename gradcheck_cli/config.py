@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 
 import yaml
 
-from gradcheck_cli.choices import FailOn, LossKind, Optimizer, OutputFormat
+from gradcheck_cli.choices import Amp, Device, FailOn, LossKind, Optimizer, OutputFormat
 from gradcheck_cli.errors import GradcheckError
 
 if sys.version_info >= (3, 11):
@@ -70,6 +70,8 @@ KEYS = (
     "steps",
     "verify",
     "baseline-tolerance",
+    "device",
+    "amp",
     "thresholds",
     "targets",
 )
@@ -114,6 +116,8 @@ class Settings:
     steps: int | None = None
     verify: bool | None = None
     baseline_tolerance: float | None = None
+    device: Device | None = None
+    amp: Amp | None = None
     # Thresholds kwargs (snake_case) set in the file, in THRESHOLD_KEYS order; a tuple keeps this hashable.
     threshold_values: tuple[tuple[str, float], ...] = ()
 
@@ -653,6 +657,8 @@ _SETTING_CHECKS: dict[str, _Check] = {
     "steps": _integer(0),
     "verify": _boolean,
     "baseline-tolerance": _number(1),
+    "device": _choice(Device),
+    "amp": _choice(Amp),
 }
 
 

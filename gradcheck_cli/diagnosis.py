@@ -187,6 +187,7 @@ def diagnose(result: ProbeResult, thresholds: Thresholds | None = None, ignore: 
     findings += _relative_grad_findings(result.layers, thresholds)
     findings += _time_findings(time_profiles, thresholds)
     findings += _zero_gradient_findings(result.layers, profile)
+    findings += _fp16_findings(result)
     context = FixContext(result, profile, thresholds.lr, thresholds.lr_step_fraction)
     zero_init = [layer.name for layer in result.layers if layer.trainable and layer.weight_norm == 0.0]
     for finding in findings:
@@ -391,6 +392,43 @@ def _ratios(layers: list[LayerStats], profile: DepthProfile) -> dict[str, float]
             reference = profile.references.get(role_of(layer)) or profile.references.get(layer.type)
             ratios[layer.name] = value / (reference or profile.reference)
     return ratios
+
+
+# --amp: a layer where more than this share of the output gradient's elements falls below fp16's smallest
+# normal number before loss scaling needs a loss scale in fp16 (Micikevicius et al. 2018, figure 3).
+FP16_UNDERFLOW_SHARE = 0.01
+
+
+def _fp16_findings(result: ProbeResult) -> list[Finding]:
+    """Under --amp: gradients fp16 cannot hold. A warning for fp16 passes (they need a loss scale, or
+    bf16), a note for bf16 passes (whose range is float32's: what fp16 would lose)."""
+    measured = [layer for layer in result.layers if layer.fp16_underflow is not None]
+    if result.amp is None or not measured:
+        return []
+    under = [layer for layer in measured if layer.fp16_underflow > FP16_UNDERFLOW_SHARE]
+    over = [layer for layer in measured if layer.fp16_overflow]
+    if not under and not over:
+        return []
+    fp16 = result.amp == "float16"
+    severity = Severity.WARNING if fp16 else Severity.INFO
+    evidence: dict[str, Any] = {"amp": result.amp, "loss_scale": result.loss_scale, "layers_over": len(under)}
+    parts = []
+    if under:
+        worst = max(under, key=lambda layer: layer.fp16_underflow)
+        evidence.update(layer=worst.name, underflow_share=_round(worst.fp16_underflow))
+        parts.append(
+            f"{len(under)} layer(s) have more than {FP16_UNDERFLOW_SHARE:.0%} of their output-gradient elements "
+            f"below fp16's smallest normal number before loss scaling (worst: {worst.name}, "
+            f"{worst.fp16_underflow:.1%})"
+        )
+    if over:
+        worst_over = max(over, key=lambda layer: layer.fp16_overflow)
+        evidence.update(overflow_layer=worst_over.name, overflow_share=_round(worst_over.fp16_overflow))
+        parts.append(f"{len(over)} layer(s) have gradient elements above fp16's largest value, 65504")
+    where = "fp16 needs a loss scale" if fp16 else "bf16 holds them; fp16 would not without a loss scale"
+    message = f"Mixed precision: {'; '.join(parts)}: {where}."
+    layers = [layer.name for layer in under] or [layer.name for layer in over]
+    return [Finding(FindingKind.FP16_RANGE, severity, layers, message, evidence)]
 
 
 def _nonfinite_findings(result: ProbeResult) -> list[Finding]:

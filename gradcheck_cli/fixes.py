@@ -121,6 +121,8 @@ def fixes_for(kind: FindingKind, evidence: dict[str, Any], context: FixContext) 
         candidates = [_lstm, _forget_bias]
     elif kind is FindingKind.EXPLODING_THROUGH_TIME:
         candidates = [_clipping, _recurrent_orthogonal]
+    elif kind is FindingKind.FP16_RANGE:
+        candidates = [_loss_scaling]
     else:
         candidates = []
     fixes = [fix for build in candidates if (fix := build(context, evidence)) is not None]
@@ -375,3 +377,41 @@ def _recurrent_orthogonal(context: FixContext, evidence: dict[str, Any]) -> Fix 
         "for name, p in rnn.named_parameters():\n    if name.startswith('weight_hh'):\n        nn.init.orthogonal_(p)",
         {"scheme": "orthogonal"},
     )
+
+
+def _loss_scaling(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    fp16 = context.result.amp == "float16"
+    # fp16 passes found a scale that kept every gradient finite: GradScaler can start there. Otherwise
+    # (bf16 passes) its default start, 2^16, halved on overflow as it goes.
+    exponent = max(0, round(math.log2(evidence.get("loss_scale") or 1.0))) if fp16 else 16
+    if evidence.get("overflow_share"):
+        detail = (
+            f"{_percent(evidence['overflow_share'])} of the gradient elements at {evidence['overflow_layer']} exceed "
+            "fp16's largest value, 65504: no loss scale helps there; bfloat16 has float32's range."
+        )
+    else:
+        ran = (
+            f"these fp16 passes ran with a loss scale of 2^{exponent} and no overflow"
+            if fp16
+            else "bfloat16, as measured here, keeps them; in fp16 they need a loss scale"
+        )
+        detail = (
+            f"{_percent(evidence['underflow_share'])} of the gradient elements at {evidence['layer']} are below "
+            f"fp16's smallest normal number (6.1e-5) before scaling; {ran}. GradScaler scales the loss up and the "
+            "gradients back down, adjusting the scale as training goes; bfloat16 needs no scaling."
+        )
+    code = (
+        f"scaler = torch.amp.GradScaler(init_scale=2.0**{exponent})\n"
+        "with torch.autocast(device_type='cuda', dtype=torch.float16):\n"
+        "    loss = loss_fn(model(x), y)\n"
+        "scaler.scale(loss).backward()\n"
+        "scaler.step(optimizer)\n"
+        "scaler.update()\n"
+        "# or, on hardware with bfloat16 (Ampere and later), no scaler at all:\n"
+        "# with torch.autocast(device_type='cuda', dtype=torch.bfloat16): ..."
+    )
+    return Fix(FixId.LOSS_SCALING.value, "Loss scaling (torch.amp.GradScaler), or bfloat16 autocast", detail, code)
+
+
+def _percent(share: float) -> str:
+    return f"{100 * share:.3g}%"

@@ -12,7 +12,7 @@ from torch import nn
 from gradcheck_cli.choices import Activation, Arch, FixId, Init, Norm
 from gradcheck_cli.errors import InvalidOptionError
 from gradcheck_cli.fixes import chrono_forget_bias
-from gradcheck_cli.probe import Batch, describe_structure
+from gradcheck_cli.probe import Batch, describe_structure, move_to_placement
 from gradcheck_cli.stats import ModelStructure
 from gradcheck_cli.transforms import set_memory_gate_bias
 
@@ -122,6 +122,7 @@ def build_preset(spec: DemoSpec, seed: int = 0) -> Preset:
         else:
             model = DeepNet(spec)
     residual = spec.residual if not spec.arch.recurrent else False
+    move_to_placement(model)  # the preset is gradcheck's own: built on the CPU, moved where the passes run
     return Preset(spec, model, describe_structure(model, residual=residual))
 
 

@@ -9,12 +9,12 @@ running statistics) and the global RNG state restored, even when the model raise
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -59,6 +59,65 @@ _VIEW_NODES = frozenset(
 ) | {"SqueezeBackward1", "SqueezeBackward2", "UnsqueezeBackward1"}  # fmt: skip
 
 
+# fp16's range (IEEE half): gradients below its smallest normal number flush towards zero, above its largest
+# they become inf. Mixed-precision training scales the loss to keep them in between (Micikevicius et al.
+# 2018); bf16 has float32's exponent range and needs no scaling.
+FP16_SMALLEST_NORMAL = 6.103515625e-05
+FP16_LARGEST = 65504.0
+# The loss scale fp16 passes start from, halved while gradients overflow: torch.amp.GradScaler's default.
+FP16_INITIAL_LOSS_SCALE = 2.0**16
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and in what precision a command's passes run: set once per command with ``placement()``."""
+
+    device: torch.device | None = None  # None: wherever the model's parameters are
+    amp: torch.dtype | None = None  # torch.bfloat16 or torch.float16: the passes run under autocast
+
+
+_PLACEMENT: ContextVar[Placement] = ContextVar("gradcheck_placement", default=Placement())  # noqa: B039 (frozen)
+
+
+@contextmanager
+def placement(device: torch.device | None = None, amp: torch.dtype | None = None) -> Iterator[Placement]:
+    """Run every probe inside on ``device`` (models built or loaded by gradcheck move there; batches follow
+    the model) and, with ``amp``, under autocast. The user's own models are never moved."""
+    token = _PLACEMENT.set(Placement(device, amp))
+    try:
+        yield _PLACEMENT.get()
+    finally:
+        _PLACEMENT.reset(token)
+
+
+def current_placement() -> Placement:
+    return _PLACEMENT.get()
+
+
+def move_to_placement(model: nn.Module) -> None:
+    """Move a model gradcheck built or loaded (never a user's object) to the command's --device."""
+    device = current_placement().device
+    params = list(model.parameters())
+    # A model on the meta device holds no data to move: inputs.py says what to do about it.
+    if device is not None and not any(p.device.type == "meta" for p in params):
+        model.to(device)
+
+
+def resolve_placement(device: str = "auto", amp: str | None = None) -> tuple[torch.device, torch.dtype | None]:
+    """--device and --amp as torch values, or one sentence saying why this machine cannot run them."""
+    cuda = torch.cuda.is_available()
+    if device == "cuda" and not cuda:
+        raise InvalidOptionError(
+            "--device cuda: torch sees no CUDA device on this machine (torch.cuda.is_available() is False); "
+            "use --device cpu, or auto."
+        )
+    chosen = torch.device("cuda" if device == "cuda" or (device == "auto" and cuda) else "cpu")
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[amp]
+    if dtype is torch.bfloat16 and chosen.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise InvalidOptionError("--amp bf16: this GPU has no bfloat16 support; use --amp fp16.")
+    return chosen, dtype
+
+
 @dataclass
 class Batch:
     """One batch for one pass: positional and keyword inputs of the model, and what the loss needs."""
@@ -72,6 +131,21 @@ class Batch:
 LossFn = Callable[[Any, Batch], torch.Tensor]
 BatchFn = Callable[[int], Batch]
 ProgressFn = Callable[[int, int], None]
+
+
+class Reducer(Protocol):
+    """Sums a probe's figures over the processes of a distributed scan (gradcheck_cli.distributed), each of
+    which measured an equal slice of the batch on its part of the model."""
+
+    world_size: int
+
+    def local(self, tensor: torch.Tensor) -> torch.Tensor:
+        """What this process counts of a parameter or gradient: its shard, or nothing for a replica."""
+        ...
+
+    def sum(self, values: torch.Tensor) -> torch.Tensor:
+        """Elementwise sum over the processes (one collective)."""
+        ...
 
 
 def describe_structure(model: nn.Module, residual: bool | None = None) -> ModelStructure:
@@ -104,6 +178,7 @@ def probe_model(
     structure: ModelStructure | None = None,
     progress: ProgressFn | None = None,
     clip_grad_norm: float | None = None,
+    reducer: Reducer | None = None,
 ) -> ProbeResult:
     """Run ``passes`` forward/backward passes and measure every layer.
 
@@ -111,15 +186,19 @@ def probe_model(
     RNG, seeded with ``seed`` here and restored afterwards. ``loss_fn(output, batch)`` gives a scalar.
     With ``clip_grad_norm`` the parameter gradients are clipped to that total norm before they are read,
     as a training step with clipping would see them (the backward signal is measured before clipping).
+    With ``reducer`` each process measures its slice of the batch and the figures are summed over processes.
     """
     if passes < 1:
         raise InvalidOptionError(f"passes must be at least 1 (got {passes}); try --passes 3.")
-    layers = [(n, m) for n, m in model.named_modules() if _owns_parameters(m)]
-    recorder = _Recorder(layers)
+    all_modules = list(model.named_modules())
+    layers = [(n, m) for n, m in all_modules if _owns_parameters(m)]
+    recorder = _Recorder(layers, reducer)
     per_pass: list[_PassFigures] = []
     started = time.perf_counter()
-    devices = _cuda_devices(model)
-    params = list(model.parameters())
+    params = list(model.parameters())  # walked once: model.parameters() visits every module each time
+    devices = _cuda_devices(params)
+    amp = current_placement().amp
+    loss_scale = FP16_INITIAL_LOSS_SCALE if amp == torch.float16 else 1.0
     with ExitStack() as stack:
         stack.enter_context(torch.random.fork_rng(devices=devices))
         stack.callback(_snapshot(model, params))
@@ -131,7 +210,7 @@ def probe_model(
         # Activations are watched in the first pass only: its batch gives thousands of values per site,
         # and a hook on every activation of every pass would cost more than the passes themselves.
         activation_hooks: list[Any] = []
-        for module_name, module in model.named_modules():
+        for module_name, module in all_modules:
             if isinstance(module, nn.RNNBase):
                 handle = module.register_forward_pre_hook(recorder.time_probe_hook(module_name, module))
                 stack.callback(handle.remove)
@@ -141,23 +220,27 @@ def probe_model(
         # Skips are read off the autograd graph once. A recurrent cell adds its input and state paths at
         # every step, which would read as skips, and TorchScript hides its ops: for those it stays unknown.
         recorder.read_skips = (
-            structure is None and recorder.hooked and not any(isinstance(m, nn.RNNBase) for m in model.modules())
+            structure is None and recorder.hooked and not any(isinstance(m, nn.RNNBase) for _, m in all_modules)
         )
-        model.train(train_mode)
+        if any(module.training != train_mode for _, module in all_modules):  # train() walks every module
+            model.train(train_mode)
         torch.manual_seed(seed)
         nonfinite_batch = None
         for index in range(passes):
             rng = _rng_state(devices)
-            batch = make_batch(index)
-            recorder.start_pass(wide=index == 0)
-            loss = _forward_backward(model, params, batch, loss_fn, recorder, clip_grad_norm)
-            figures = recorder.finish_pass(loss, _batch_size(batch))
-            if not figures.exact:  # a float32 norm left its exact range: the same batch again, all in float64
-                rng()
+            wide = False
+            while True:
                 batch = make_batch(index)
-                recorder.start_pass(wide=True)
-                loss = _forward_backward(model, params, batch, loss_fn, recorder, clip_grad_norm)
+                recorder.start_pass(index == 0, wide, amp, loss_scale)
+                loss = _forward_backward(model, params, batch, loss_fn, recorder, clip_grad_norm, amp, loss_scale)
                 figures = recorder.finish_pass(loss, _batch_size(batch))
+                if figures.finite or not math.isfinite(figures.loss) or loss_scale <= 1.0:
+                    if figures.exact or wide:
+                        break
+                    wide = True  # a float32 norm left its exact range: the same batch again, all in float64
+                else:
+                    loss_scale /= 2  # the scaled gradients overflowed fp16, as GradScaler would see: halve, redo
+                rng()
             per_pass.append(figures)
             for handle in activation_hooks:
                 handle.remove()
@@ -171,17 +254,26 @@ def probe_model(
     seconds = time.perf_counter() - started
     if structure is None:
         structure = describe_structure(model, recorder.residual)
-    result = _assemble(model, name, recorder, per_pass, passes, seed, seconds, structure)
+    result = _assemble(model, params, name, recorder, per_pass, passes, seed, seconds, structure)
     result.nonfinite_origin = origin
+    if amp is not None:
+        result.amp = str(amp).replace("torch.", "")
+        result.loss_scale = loss_scale
     return result
 
 
 def _owns_parameters(module: nn.Module) -> bool:
-    return next(module.parameters(recurse=False), None) is not None
+    return any(p is not None for p in module._parameters.values())
 
 
-def _cuda_devices(model: nn.Module) -> list[int]:
-    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+def _local_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """A module's own parameters, read off its registry: named_parameters(recurse=False) walks a generator
+    with a memo of hashed tensors, which costs more than it should on a 1000-layer model."""
+    return [(name, p) for name, p in module._parameters.items() if p is not None]
+
+
+def _cuda_devices(params: list[nn.Parameter]) -> list[int]:
+    return sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
 
 
 def _rng_state(devices: list[int]) -> Callable[[], None]:
@@ -225,14 +317,18 @@ def _forward_backward(
     loss_fn: LossFn,
     recorder: _Recorder,
     clip_grad_norm: float | None = None,
+    amp: torch.dtype | None = None,
+    loss_scale: float = 1.0,
 ) -> torch.Tensor:
     for p in params:
         p.grad = None
+    batch = _on_device(batch, params)
     stage = "forward pass"
     try:
-        output = model(*batch.args, **batch.kwargs)
-        stage = "loss"
-        loss = loss_fn(output, batch)
+        with torch.autocast(params[0].device.type, dtype=amp) if amp is not None and params else nullcontext():
+            output = model(*batch.args, **batch.kwargs)
+            stage = "loss"
+            loss = loss_fn(output, batch)
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ModelRunError("The loss must be a single-element tensor; check the loss function.", stage)
         if not loss.requires_grad:
@@ -245,9 +341,9 @@ def _forward_backward(
             recorder.residual = has_skip_connections(loss)  # before backward frees the graph
             recorder.read_skips = False
         stage = "backward pass"
-        loss.backward()
-        if clip_grad_norm is not None:  # what training with clipping would step with
-            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip_grad_norm)
+        (loss * loss_scale if loss_scale != 1.0 else loss).backward()
+        if clip_grad_norm is not None:  # what training with clipping would step with (on the scaled gradients)
+            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip_grad_norm * loss_scale)
     except GradcheckError:
         raise
     except Exception as error:  # the user's code: say where it failed, keep the original as the cause
@@ -265,6 +361,29 @@ def _forward_backward(
     return loss.detach()
 
 
+def _on_device(batch: Batch, params: list[nn.Parameter]) -> Batch:
+    """The batch on the model's device: presets and inferred inputs are drawn on the CPU."""
+    device = params[0].device if params else None
+    if device is None or not _any_tensor(batch, lambda t: t.device != device):
+        return batch
+    return Batch(_moved(batch.args, device), _moved(batch.kwargs, device), _moved(batch.target, device), batch.size)
+
+
+def _any_tensor(batch: Batch, test: Callable[[torch.Tensor], bool]) -> bool:
+    return any(test(t) for t in _tensors((batch.args, batch.kwargs, batch.target)))
+
+
+def _moved(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (tuple, list)):
+        moved = [_moved(v, device) for v in value]
+        return tuple(moved) if isinstance(value, tuple) else moved
+    if isinstance(value, dict):
+        return {k: _moved(v, device) for k, v in value.items()}
+    return value
+
+
 def _failing_layer(model: nn.Module, error: BaseException) -> str | None:
     """The innermost module whose forward was on the stack when ``error`` was raised, as
     "name (Type)"; read off the traceback, so no hook is needed on the hot path."""
@@ -278,7 +397,7 @@ def _failing_layer(model: nn.Module, error: BaseException) -> str | None:
         tb = tb.tb_next
     if innermost is None:
         return None
-    return f"{names[id(innermost)] or '(model)'} ({type(innermost).__name__})"
+    return f"{names[id(innermost)] or '(model)'} ({_layer_type(innermost)})"
 
 
 def _batch_size(batch: Batch) -> int:
@@ -317,6 +436,8 @@ class _PassFigures:
     batch_size: int
     # False when a norm taken in float32 left the range where float32 is exact: the pass is measured again
     exact: bool = True
+    # --amp: per layer, (output-gradient elements below fp16's normal range, above its largest, all of them)
+    fp16_counts: dict[int, tuple[float, float, float]] = field(default_factory=dict)
 
     @property
     def finite(self) -> bool:
@@ -349,15 +470,22 @@ class _Recorder:
     """Hook bodies kept minimal: each appends one reduction; the host sees a pass's reductions at once.
 
     Norms of outputs and output gradients are taken in float32 where that is exact and in float64 where it
-    would not be: the first pass takes them all in float64, and each later pass takes in float32 the ones
-    whose previous value lay well inside EXACT_FLOAT32_NORM. A pass where a float32 norm still falls outside
-    it (a layer's scale moved a thousandfold between batches) is measured again in float64.
+    would not be. A pass where a float32 norm falls outside EXACT_FLOAT32_NORM (a vanishing model's first
+    pass) is measured again with every norm in float64, and the next passes take in float64 the norms whose
+    last value lay outside SAFE_FLOAT32_NORM: a healthy model pays no float64 at all, a sick one one pass.
+
+    Float32 norms are batched: a hook only keeps the tensor, and one fused ``_foreach_norm`` reduces those
+    kept when they reach DEFER_BYTES or the pass ends, so a deep narrow net pays one call, not one per layer.
+    A kept tensor must not change before it is reduced: the first pass notes the outputs an in-place op
+    overwrites (BatchNorm then ReLU(inplace=True)), which are reduced at once from then on, and every kept
+    tensor's version counter is checked when it is reduced; a pass where one changed is measured again.
     """
 
     _FORWARD, _BACKWARD = 0, 1
 
-    def __init__(self, layers: list[tuple[str, nn.Module]]):
+    def __init__(self, layers: list[tuple[str, nn.Module]], reducer: Reducer | None = None):
         self.layers = layers
+        self.reducer = reducer
         self.order: list[int] = []  # layer indices in first-execution order
         self._seen: set[int] = set()
         self.calls = [0] * len(layers)
@@ -366,8 +494,18 @@ class _Recorder:
         self._narrow_slots: list[tuple[int, int]] = []
         self._wide: list[torch.Tensor] = []  # float64 norms
         self._wide_slots: list[tuple[int, int]] = []
-        self._all_wide = True
+        self._first, self._all_wide = True, False
         self._wide_keys: set[tuple[int, int]] = set()  # slots whose last value was too small or large for float32
+        self._immediate_keys: set[tuple[int, int]] = set()  # outputs an in-place op overwrites: reduced at once
+        self._kept: list[tuple[tuple[int, int], torch.Tensor, int]] = []  # (slot, tensor, its version) to reduce
+        self._kept_bytes = 0
+        self._overwritten = False  # a kept tensor changed before it was reduced: the pass is measured again
+        self._last_output: tuple[tuple[int, int], torch.Tensor, int] | None = None
+        self._backward_hooks = [self._make_backward_hook(index) for index in range(len(layers))]
+        self._amp: torch.dtype | None = None
+        self._loss_scale = 1.0
+        self._range_counts: list[tuple[int, torch.Tensor]] = []  # --amp: (layer, counts per fp16 range bucket)
+        self._range_bounds: torch.Tensor | None = None
         self._time_probes: list[tuple[str, torch.Tensor, int]] = []
         self.recurrent_types: dict[str, str] = {}
         self.hooked = True
@@ -383,10 +521,17 @@ class _Recorder:
         self._site_index: dict[tuple[str, int], int] = {}
         self._activation_calls: dict[str, int] = {}
 
-    def start_pass(self, wide: bool) -> None:
-        """``wide``: take every norm of this pass in float64 (the first pass, or one measured again)."""
+    def start_pass(
+        self, first: bool, wide: bool = False, amp: torch.dtype | None = None, loss_scale: float = 1.0
+    ) -> None:
+        """``first``: the first pass, whose norms are all taken in their hooks while it notes which outputs
+        in-place ops overwrite; ``wide``: take every norm in float64 (a pass measured again).
+        ``amp``: the passes run under autocast, so output gradients are also sorted into fp16's ranges;
+        ``loss_scale``: what the loss was multiplied by, divided out of every gradient figure."""
         self._narrow, self._narrow_slots, self._wide, self._wide_slots = [], [], [], []
-        self._all_wide = wide
+        self._first, self._all_wide = first, wide
+        self._kept, self._kept_bytes, self._overwritten, self._last_output = [], 0, False, None
+        self._amp, self._loss_scale, self._range_counts, self._range_bounds = amp, loss_scale, [], None
         self._numel = [0] * len(self.layers)
         self._time_probes = []
         self.calls = [0] * len(self.layers)
@@ -408,29 +553,70 @@ class _Recorder:
                 self.order.append(index)
             self.calls[index] += 1
             self._last_layer = index
+            self._note_overwrite()
             for tensor in _tensors(output):
                 if not tensor.is_floating_point():
                     continue
                 self._record(self._FORWARD, index, tensor.detach())
                 self._numel[index] += tensor.numel()
                 if tensor.requires_grad:
-                    tensor.register_hook(self._backward_hook(index))
+                    tensor.register_hook(self._backward_hooks[index])
 
         return hook
 
-    def _backward_hook(self, index: int) -> Callable:
+    def _make_backward_hook(self, index: int) -> Callable:
         def hook(grad: torch.Tensor) -> None:
             self._record(self._BACKWARD, index, grad)
+            if self._amp is not None:
+                self._count_fp16_range(index, grad)
 
         return hook
 
+    def _note_overwrite(self) -> None:
+        """First pass: whether an in-place op overwrote the last output seen since its hook (the next hook
+        to run is the first chance to tell); such outputs are reduced in their hook from then on."""
+        if self._last_output is not None:
+            key, tensor, version = self._last_output
+            if tensor._version != version:
+                self._immediate_keys.add(key)
+            self._last_output = None
+
+    def _count_fp16_range(self, index: int, grad: torch.Tensor) -> None:
+        """Sort the unscaled gradient's elements into: zero, below fp16's smallest normal (lost without loss
+        scaling), in range, above its largest (inf): two kernels, exact integer counts."""
+        if self._range_bounds is None or self._range_bounds.device != grad.device:
+            bounds = [0.0, FP16_SMALLEST_NORMAL * self._loss_scale, FP16_LARGEST * self._loss_scale]
+            self._range_bounds = torch.tensor(bounds, device=grad.device)
+        buckets = torch.bucketize(grad.detach().abs().flatten().float(), self._range_bounds)
+        self._range_counts.append((index, torch.bincount(buckets, minlength=4)))
+
     def _record(self, slot: int, index: int, tensor: torch.Tensor) -> None:
-        if self._all_wide or (slot, index) in self._wide_keys:
+        key = (slot, index)
+        if self._all_wide or key in self._wide_keys:
             self._wide.append(torch.linalg.vector_norm(tensor, dtype=torch.float64))
-            self._wide_slots.append((slot, index))
-        else:
+            self._wide_slots.append(key)
+        elif self._first or key in self._immediate_keys:
             self._narrow.append(torch.linalg.vector_norm(tensor, dtype=_narrow_dtype(tensor)))
-            self._narrow_slots.append((slot, index))
+            self._narrow_slots.append(key)
+        else:
+            self._kept.append((key, tensor, tensor._version))
+            self._kept_bytes += tensor.numel() * tensor.element_size()
+            if self._kept_bytes > DEFER_BYTES:
+                self._reduce_kept()
+        if self._first and slot == self._FORWARD:
+            self._last_output = (key, tensor, tensor._version)
+
+    def _reduce_kept(self) -> None:
+        """The kept tensors' float32 norms, in one fused call per dtype."""
+        if not self._kept:
+            return
+        for key, tensor, version in self._kept:
+            if tensor._version != version:
+                self._overwritten = True
+                self._immediate_keys.add(key)
+        self._narrow.extend(_norms([tensor for _, tensor, _ in self._kept]))
+        self._narrow_slots.extend(key for key, _, _ in self._kept)
+        self._kept, self._kept_bytes = [], 0
 
     def time_probe_hook(self, name: str, module: nn.RNNBase) -> Callable:
         """Add a zero tensor that requires grad to the sequence input: its gradient is dL/dx_t for
@@ -470,6 +656,7 @@ class _Recorder:
         return module.register_forward_pre_hook(from_input)
 
     def _record_activation(self, name: str, module: nn.Module, values: torch.Tensor, squared: torch.Tensor) -> None:
+        self._note_overwrite()  # an in-place activation has just overwritten the output before it
         call = self._activation_calls.get(name, 0)
         self._activation_calls[name] = call + 1
         site = self._site(name, module, call, values)
@@ -514,11 +701,15 @@ class _Recorder:
         return self.activation_sites[self._site_index[key]]
 
     def finish_pass(self, loss: torch.Tensor, batch_size: int) -> _PassFigures:
+        self._note_overwrite()
+        self._reduce_kept()
         if self._owned is None:  # the layers' order is known after the first pass; ownership does not change
             self._owned = _owned_parameters(self)
         params = self._owned
         grads = [p.grad for _, _, p in params]
         present = [g for g in grads if g is not None]
+        if self.reducer is not None:  # this process's shard of each gradient
+            present = [self.reducer.local(g) for g in present]
         # Parameter gradients hold most of the elements: one fused float32 norm each, taken again in float64
         # only where the result says float32 was not exact (see _exact_norms).
         norms = _norms(present)
@@ -531,11 +722,18 @@ class _Recorder:
         wide = [*self._wide, loss.detach().reshape(()).to(_NORM_DTYPE)]
         device = wide[-1].device
         parts = [_stack(narrow, device).to(_NORM_DTYPE)] if narrow else []
-        flat = torch.cat([*parts, _stack(wide, device), *[s.to(device) for s in steps]])
+        if self._range_counts:
+            parts_after = [_stack([c for _, c in self._range_counts], device).to(_NORM_DTYPE).flatten()]
+        else:
+            parts_after = []
+        flat = torch.cat([*parts, _stack(wide, device), *[s.to(device) for s in steps], *parts_after])
+        if self.reducer is not None:
+            flat = _sum_over_processes(flat, len(narrow) + len(wide) - 1, self.reducer)
         host = flat.tolist()  # the one host transfer of this pass
         n_narrow, n_grads = len(self._narrow), len(present)
-        grad_norms = _exact_norms(present, host[n_narrow : n_narrow + n_grads])
+        grad_norms = _exact_norms(present, host[n_narrow : n_narrow + n_grads], self.reducer)
         figures = self._unpack(host, params, grads, grad_norms, batch_size, len(narrow) + len(wide))
+        figures.exact = figures.exact and not self._overwritten
         if figures.exact:
             self.activation_passes.append(self._activation_pass)
             self._plan_precision(figures)
@@ -545,9 +743,13 @@ class _Recorder:
         """Which slots the next pass must take in float64: those whose value here left SAFE_FLOAT32_NORM."""
         self._wide_keys = set()
         low, high = SAFE_FLOAT32_NORM
-        for slot, sums in ((self._FORWARD, figures.forward_sq), (self._BACKWARD, figures.backward_sq)):
+        raw = self._loss_scale**2  # the hooks see the scaled gradients
+        for slot, sums, factor in (
+            (self._FORWARD, figures.forward_sq, 1.0),
+            (self._BACKWARD, figures.backward_sq, raw),
+        ):
             for index, sq in enumerate(sums):
-                if not low * low <= sq <= high * high:
+                if not low * low <= sq * factor <= high * high:
                     self._wide_keys.add((slot, index))
 
     def _unpack(self, host, params, grads, grad_norms, batch_size, n_scalars) -> _PassFigures:
@@ -591,9 +793,28 @@ class _Recorder:
             for t in range(length):
                 previous[t] += host[offset + t]
             offset += length
+        fp16_counts: dict[int, tuple[float, float, float]] = {}
+        for k, (index, _) in enumerate(self._range_counts):
+            zero, below, inside, above = host[offset + 4 * k : offset + 4 * k + 4]
+            under, over, total = fp16_counts.get(index, (0.0, 0.0, 0.0))
+            fp16_counts[index] = (under + below, over + above, total + zero + below + inside + above)
+        # Gradients carry the loss scale: divide it out (a power of two, so exactly).
+        scale = self._loss_scale
+        if scale != 1.0:
+            backward_sq = [sq / (scale * scale) for sq in backward_sq]
+            weight_sq = [None if sq is None else sq / (scale * scale) for sq in weight_sq]
+            other_sq = [None if sq is None else sq / (scale * scale) for sq in other_sq]
+            total_sq /= scale * scale
+            time_steps = {name: [v / (scale * scale) for v in values] for name, values in time_steps.items()}
+        numel = list(self._numel)
+        if self.reducer is not None:  # sums over N processes of equal slices: see _sum_over_processes
+            n = self.reducer.world_size
+            backward_sq = [sq / (n * n) for sq in backward_sq]
+            time_steps = {name: [v / (n * n) for v in values] for name, values in time_steps.items()}
+            loss_value, numel, batch_size = loss_value / n, [count * n for count in numel], batch_size * n
         return _PassFigures(
-            forward_sq, list(self._numel), backward_sq, backward_seen, weight_sq, other_sq, grad_nonfinite,
-            time_steps, loss_value, math.sqrt(total_sq), batch_size, exact,
+            forward_sq, numel, backward_sq, backward_seen, weight_sq, other_sq, grad_nonfinite,
+            time_steps, loss_value, math.sqrt(total_sq), batch_size, exact, fp16_counts,
         )  # fmt: skip
 
 
@@ -657,22 +878,51 @@ def _derivative_by_autograd(module: nn.Module, args: tuple) -> torch.Tensor | No
 # underflow (|x| < 1e-19) could have mattered: they add at most n * 1e-38 to the sum of squares, which
 # is below 1e-9 of it for any n < 1e11 here. Above it a square could overflow (|x| > 1.8e19).
 EXACT_FLOAT32_NORM = (1e-10, 1e15)
+# Kept tensors are reduced together once they hold this much: a bound on the memory batching may add.
+DEFER_BYTES = 8 * 2**20
 # A slot whose previous pass lay inside this range, a thousandfold inside the exact one, is taken in
 # float32: the scale of a layer's signal does not move that far between two batches.
 SAFE_FLOAT32_NORM = (1e-7, 1e12)
 
 
-def _exact_norms(grads: list[torch.Tensor], norms: list[float]) -> list[float]:
+def _exact_norms(grads: list[torch.Tensor], norms: list[float], reducer: Reducer | None = None) -> list[float]:
     """The float32 norms where they are exact; the others (and exact zeros, which an underflow also
-    gives) taken again in float64: a second transfer, only for extreme models."""
+    gives) taken again in float64: a second transfer, only for extreme models. With ``reducer`` the norms
+    given are global and ``grads`` this process's shards: every process takes the same ones again."""
     low, high = EXACT_FLOAT32_NORM
     values = list(norms)
     again = [k for k, norm in enumerate(norms) if not low <= norm <= high]
     if again:
         exact = torch._foreach_norm([grads[k] for k in again], 2, dtype=_NORM_DTYPE)
-        for k, value in zip(again, torch.stack([e.to(exact[0].device) for e in exact]).tolist()):
+        stacked = torch.stack([e.to(exact[0].device) for e in exact])
+        if reducer is not None:
+            stacked = reducer.sum(stacked.square()).sqrt()
+        for k, value in zip(again, stacked.tolist()):
             values[k] = value
     return values
+
+
+def _sum_over_processes(flat: torch.Tensor, n_norms: int, reducer: Reducer) -> torch.Tensor:
+    """A pass's figures summed over the processes of a distributed scan, in one collective before the one
+    host transfer: the first ``n_norms`` values are norms, summed as squares and returned as norms; the rest
+    (the loss, time steps' sums of squares, counts) are summed as they are.
+
+    Each of the N processes measured an equal slice of b = B/N samples of a global batch of B, with the loss
+    the mean over its slice, L_r = (1/b) sum_i l_i, whose mean over processes is the whole batch's loss L.
+    - forward: sums of squares and element counts add up over the slices; the RMS is their ratio.
+    - backward: a sample's output gradient on its process is dL_r/dy_i = (1/b) dl_i/dy_i, so the per-sample
+      RMS the probe reports, sqrt((1/B) sum_i |dl_i/dy_i|^2), is sqrt((1/B) b^2 S) with S the sum over
+      processes of their |dL_r/dy|^2; that is sqrt(B * S/N^2), the one-process formula sqrt(B * |dL/dy|^2)
+      with S/N^2 in place of |dL/dy|^2 (_unpack divides by N^2 and multiplies the batch size by N).
+      Exact for every output that carries the batch dimension; an output the whole batch shares (a position
+      table) has the gradient of a sum over processes, whose norm this does not give.
+    - parameter gradients: DDP and FSDP average them over processes, which for equal slices is the gradient
+      of L; Reducer.local counts each element once (a DTensor's shards, a replica on one process only).
+    - the loss: the mean of the processes' losses.
+    """
+    squares = torch.cat([flat[:n_norms].square(), flat[n_norms:]])
+    total = reducer.sum(squares)
+    return torch.cat([total[:n_norms].sqrt(), total[n_norms:]])
 
 
 def _owned_parameters(recorder: _Recorder) -> list[tuple[int, bool, nn.Parameter]]:
@@ -683,7 +933,7 @@ def _owned_parameters(recorder: _Recorder) -> list[tuple[int, bool, nn.Parameter
     owned: list[tuple[int, bool, nn.Parameter]] = []
     seen: set[int] = set()
     for index in recorder.ranked():
-        for local_name, param in recorder.layers[index][1].named_parameters(recurse=False):
+        for local_name, param in _local_parameters(recorder.layers[index][1]):
             if id(param) in seen:
                 continue
             seen.add(id(param))
@@ -692,16 +942,26 @@ def _owned_parameters(recorder: _Recorder) -> list[tuple[int, bool, nn.Parameter
     return owned
 
 
+def _layer_type(module: nn.Module) -> str:
+    """The module's class as the user wrote it: FSDP2's fully_shard and DDP's replicate give a sharded
+    module a subclass of their own (FSDPLinear), which the report does not show."""
+    wrappers = ("torch.distributed.", "torch.nn.parallel.")
+    return next(c for c in type(module).__mro__ if not c.__module__.startswith(wrappers)).__name__
+
+
 def _is_weight(local_name: str) -> bool:
     return "weight" in local_name
 
 
 def _median(values: list[float]) -> float:
-    return float(statistics.median(values))
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return float(ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2)
 
 
 def _assemble(
     model: nn.Module,
+    params: list[nn.Parameter],
     name: str | None,
     recorder: _Recorder,
     per_pass: list[_PassFigures],
@@ -712,10 +972,10 @@ def _assemble(
 ) -> ProbeResult:
     owners: dict[int, str] = {}
     layer_stats: list[LayerStats] = []
-    weight_figures = _weight_figures(recorder.layers)
+    weight_figures = _weight_figures(recorder.layers, recorder.reducer)
     for index in recorder.ranked():
         layer_name, module = recorder.layers[index]
-        own = list(module.parameters(recurse=False))
+        own = [p for _, p in _local_parameters(module)]
         shared_with = None
         for p in own:
             if id(p) in owners and owners[id(p)] != layer_name:
@@ -723,7 +983,7 @@ def _assemble(
             owners.setdefault(id(p), layer_name)
         stats = LayerStats(
             name=layer_name or "(model)",
-            type=type(module).__name__,
+            type=_layer_type(module),
             calls=recorder.calls[index],
             param_count=sum(p.numel() for p in own),
             trainable=any(p.requires_grad for p in own),
@@ -732,12 +992,12 @@ def _assemble(
         )
         _fill_pass_figures(stats, index, per_pass)
         layer_stats.append(stats)
-    first_param = next(model.parameters(), None)
+    first_param = params[0] if params else None
     time_series = _median_series([p.time_steps for p in per_pass], [p.batch_size for p in per_pass])
     return ProbeResult(
         model_name=name or type(model).__name__,
-        param_count=sum(p.numel() for p in model.parameters()),
-        trainable_param_count=sum(p.numel() for p in model.parameters() if p.requires_grad),
+        param_count=sum(p.numel() for p in params),
+        trainable_param_count=sum(p.numel() for p in params if p.requires_grad),
         batch_size=per_pass[0].batch_size,
         passes=passes,
         seed=seed,
@@ -890,13 +1150,17 @@ def has_skip_connections(loss: torch.Tensor) -> bool:
     return False
 
 
-def _weight_figures(layers: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]:
-    """Norm, std and fan-in of each layer's weights: computed once, parameters do not change while probing."""
-    weights = [[p for n, p in m.named_parameters(recurse=False) if _is_weight(n)] for _, m in layers]
+def _weight_figures(layers: list[tuple[str, nn.Module]], reducer: Reducer | None = None) -> list[dict[str, Any]]:
+    """Norm, std and fan-in of each layer's weights: computed once, parameters do not change while probing.
+    With ``reducer``, from this process's shards, summed over processes."""
+    weights = [[p for n, p in _local_parameters(m) if _is_weight(n)] for _, m in layers]
     main = [next((p for p in ws if p.dim() >= 2), None) for ws in weights]
     flat = [p.detach() for ws in weights for p in ws]
     if not flat:
         return [{} for _ in layers]
+    numel = [p.numel() for p in flat]  # a DTensor's numel is the whole tensor's
+    if reducer is not None:
+        flat = [reducer.local(p) for p in flat]
     # In float32, taken again in float64 only where that would not be exact (float64 copies of a large
     # model's weights cost more than the passes). The std comes from the norm and the sum: one read each.
     norms = _norms(flat)
@@ -904,10 +1168,13 @@ def _weight_figures(layers: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]
     spread = [position[id(p)] for p in main if p is not None and p.numel() > 1]
     sums = [torch.sum(flat[k], dtype=_narrow_dtype(flat[k])) for k in spread]
     device = norms[0].device
-    host = torch.cat([_stack(list(norms), device).to(_NORM_DTYPE), *([_stack(sums, device)] if sums else [])]).tolist()
+    values = torch.cat([_stack(list(norms), device).to(_NORM_DTYPE), *([_stack(sums, device)] if sums else [])])
     count = len(flat)
-    norm_values = _exact_norms(flat, host[:count])
-    stds = iter(_std(flat[k], norm_values[k], total) for k, total in zip(spread, host[count:]))
+    if reducer is not None:
+        values = _sum_over_processes(values, count, reducer)
+    host = values.tolist()
+    norm_values = _exact_norms(flat, host[:count], reducer)
+    stds = iter(_std(flat[k], numel[k], norm_values[k], total, reducer) for k, total in zip(spread, host[count:]))
     norm_iter = iter(norm_values)
     figures: list[dict[str, Any]] = []
     for ws, p in zip(weights, main):
@@ -916,48 +1183,60 @@ def _weight_figures(layers: list[tuple[str, nn.Module]]) -> list[dict[str, Any]]
             figure["weight_norm"] = math.sqrt(sum(next(norm_iter) ** 2 for _ in ws))
         if p is not None and p.numel() > 1:
             figure["weight_std"] = next(stds)
-            figure["fan_in"] = int(p[0].numel())
+            figure["fan_in"] = math.prod(p.shape[1:])
         figures.append(figure)
     return figures
 
 
-def _std(weight: torch.Tensor, norm: float, total: float) -> float:
-    """The sample std of a weight from its norm and sum. Where the mean dominates (a weight filled with
-    one value), the difference of the two would lose the spread to rounding: taken directly there."""
-    n = weight.numel()
+def _std(weight: torch.Tensor, n: int, norm: float, total: float, reducer: Reducer | None = None) -> float:
+    """The sample std of a weight of ``n`` elements from its norm and sum. Where the mean dominates (a weight
+    filled with one value), the difference of the two would lose the spread to rounding: taken directly
+    there (from the shards' squared deviations from the global mean, with ``reducer``)."""
     squares, mean_squares = norm * norm, total * total / n
     if not math.isfinite(squares) or mean_squares > 0.999 * squares:
-        return float(weight.to(_NORM_DTYPE).std())
+        if reducer is None:
+            return float(weight.to(_NORM_DTYPE).std())
+        deviations = (weight.to(_NORM_DTYPE) - total / n).square().sum().reshape(1)
+        return math.sqrt(float(reducer.sum(deviations)) / (n - 1))
     return math.sqrt((squares - mean_squares) / (n - 1))
 
 
 def _fill_pass_figures(stats: LayerStats, index: int, per_pass: list[_PassFigures]) -> None:
-    series: dict[str, list[float]] = {}
+    forward, backward, weight, other, relative, total = [], [], [], [], [], []
     for figures in per_pass:
         numel = figures.forward_numel[index]
         if numel:
-            forward = math.sqrt(figures.forward_sq[index] / numel)
-            stats.forward_nonfinite |= not math.isfinite(forward)
-            series.setdefault("forward_rms", []).append(forward)
+            forward.append(math.sqrt(figures.forward_sq[index] / numel))
         if figures.backward_seen[index]:
             # per-sample RMS of the output gradient: the loss is a batch mean, so each sample's own
             # gradient is B times its share; sqrt(B * sum of squares) = B * RMS over samples.
-            backward = math.sqrt(figures.batch_size * figures.backward_sq[index])
-            stats.backward_nonfinite |= not math.isfinite(backward)
-            series.setdefault("backward", []).append(backward)
+            backward.append(math.sqrt(figures.batch_size * figures.backward_sq[index]))
         stats.grad_nonfinite |= figures.grad_nonfinite[index]
         weight_sq, other_sq = figures.weight_grad_sq[index], figures.other_grad_sq[index]
         if weight_sq is not None:
-            series.setdefault("weight_grad_norm", []).append(math.sqrt(weight_sq))
+            weight.append(math.sqrt(weight_sq))
             if stats.weight_norm:
-                series.setdefault("relative_grad", []).append(math.sqrt(weight_sq) / stats.weight_norm)
+                relative.append(weight[-1] / stats.weight_norm)
         if other_sq is not None:
-            series.setdefault("other_grad_norm", []).append(math.sqrt(other_sq))
+            other.append(math.sqrt(other_sq))
         if weight_sq is not None or other_sq is not None:
-            series.setdefault("grad_norm", []).append(math.sqrt((weight_sq or 0.0) + (other_sq or 0.0)))
-    for key, values in series.items():
-        setattr(stats, key, _median(values))
-        stats.spread[key] = (min(values), max(values))
+            total.append(math.sqrt((weight_sq or 0.0) + (other_sq or 0.0)))
+    stats.forward_nonfinite = not all(map(math.isfinite, forward))
+    stats.backward_nonfinite = not all(map(math.isfinite, backward))
+    named = (
+        ("forward_rms", forward), ("backward", backward), ("weight_grad_norm", weight), ("relative_grad", relative),
+        ("other_grad_norm", other), ("grad_norm", total),
+    )  # fmt: skip
+    for key, values in named:
+        if values:
+            setattr(stats, key, _median(values))
+            stats.spread[key] = (min(values), max(values))
+    counts = [figures.fp16_counts[index] for figures in per_pass if index in figures.fp16_counts]
+    if counts:
+        seen = sum(c[2] for c in counts)
+        if seen:
+            stats.fp16_underflow = sum(c[0] for c in counts) / seen
+            stats.fp16_overflow = sum(c[1] for c in counts) / seen
 
 
 def _median_series(per_pass: list[dict[str, list[float]]], batch_sizes: list[int]) -> dict[str, list[float]]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -15,10 +16,13 @@ from gradcheck_cli.errors import GradcheckError, ModelRunError
 from gradcheck_cli.inputs import INPUT_OPTIONS_HINT, InputOptions, plan_inputs
 from gradcheck_cli.loading import load_target
 from gradcheck_cli.objective import Objective
-from gradcheck_cli.probe import ProgressFn
+from gradcheck_cli.probe import ProgressFn, move_to_placement
 from gradcheck_cli.report import Report
 from gradcheck_cli.training import track_training
 from gradcheck_cli.verify import try_on_copy, verify_fixes
+
+if TYPE_CHECKING:
+    from gradcheck_cli.distributed import DistributedRun
 
 
 @dataclass(frozen=True)
@@ -37,17 +41,40 @@ class ScanOptions:
 
 
 def scan_target(
-    target: str, options: ScanOptions, thresholds: Thresholds | None = None, progress: ProgressFn | None = None
+    target: str,
+    options: ScanOptions,
+    thresholds: Thresholds | None = None,
+    progress: ProgressFn | None = None,
+    ranks: DistributedRun | None = None,
 ) -> Report:
-    """One target to one report. Raises GradcheckError with a message for the user on bad input."""
-    # The model's weights are drawn with the scan's seed too: the same seed gives the same report.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(options.seed)
-        loaded = load_target(target, entry=options.entry, paths=list(options.paths), trust_pickle=options.trust_pickle)
-    report = scan_model(
-        loaded.model, options, thresholds, progress, namespace=loaded.namespace, saved_inputs=loaded.saved_inputs,
-        title=f"{target} ({type(loaded.model).__name__})", description=loaded.description,
-    )  # fmt: skip
+    """One target to one report. Raises GradcheckError with a message for the user on bad input.
+
+    ``ranks``: this process's place in a torchrun job. Every process loads the model, which is then sharded
+    or replicated over them, and scans its slice of the batch; after each step the processes agree on
+    whether one failed, so an error on one reaches all of them instead of leaving the others waiting.
+    """
+    step = ranks.sync_point if ranks is not None else contextlib.nullcontext
+    with step():
+        if ranks is not None:
+            ranks.check_options(options.verify, options.steps)
+        # The model's weights are drawn with the scan's seed too: the same seed gives the same report.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(options.seed)
+            loaded = load_target(
+                target, entry=options.entry, paths=list(options.paths), trust_pickle=options.trust_pickle
+            )
+        move_to_placement(loaded.model)  # loaded from the file by gradcheck: ours to move (--device)
+    model, title = loaded.model, f"{target} ({type(loaded.model).__name__})"
+    if ranks is not None:
+        with step():
+            model, spread_how = ranks.spread(loaded.model, loaded.namespace, target)
+    with step():
+        report = scan_model(
+            model, options, thresholds, progress, namespace=loaded.namespace, saved_inputs=loaded.saved_inputs,
+            title=title, description=loaded.description, ranks=ranks,
+        )  # fmt: skip
+    if ranks is not None:
+        report.context.append(("processes", ranks.describe(spread_how, report.result.batch_size)))
     report.target, report.source_path, report.source_line = target, loaded.source_path, loaded.source_line
     return report
 
@@ -63,10 +90,12 @@ def scan_model(
     title: str | None = None,
     description: str | None = None,
     inputs: Any = None,
+    ranks: DistributedRun | None = None,
 ) -> Report:
     """Plan the inputs and the loss of a model in hand, measure and diagnose it. ``namespace`` holds
     what a model file may define: ``example_inputs``, ``loss_fn``; ``inputs`` (a value, or a function
-    returning one per pass) comes first."""
+    returning one per pass) comes first. With ``ranks`` (a model already spread over a torchrun job's
+    processes) each process measures its slice of every batch and the figures are summed over them."""
     namespace = namespace or {}
     title = title or type(model).__name__
     description = description or f"the {type(model).__name__} given"
@@ -78,10 +107,13 @@ def scan_model(
     given = None if inputs is None else inputs if callable(inputs) else (lambda: inputs)
     plan = plan_inputs(model, namespace, options.inputs, saved_inputs, given)
     objective = Objective(model, options.loss, namespace)
+    make_batch, loss_fn = plan.make_batch, objective
+    if ranks is not None:
+        make_batch, loss_fn = ranks.split(plan.make_batch), ranks.split_loss(objective)
     try:
         report = check_model(
-            model, plan.make_batch, objective, passes=options.passes, seed=options.seed, thresholds=thresholds,
-            title=title, progress=progress, ignore=options.ignore,
+            model, make_batch, loss_fn, passes=options.passes, seed=options.seed, thresholds=thresholds,
+            title=title, progress=progress, ignore=options.ignore, reducer=ranks,
         )  # fmt: skip
     except ModelRunError as error:
         if error.stage != "forward pass":

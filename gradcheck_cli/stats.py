@@ -31,6 +31,10 @@ class LayerStats:
     forward_nonfinite: bool = False
     backward_nonfinite: bool = False
     grad_nonfinite: bool = False
+    # --amp: share of the output gradient's elements (unscaled, all passes) below fp16's smallest normal
+    # number, 6.1e-5 (lost in fp16 without loss scaling; exact zeros excluded), and above its largest, 65504
+    fp16_underflow: float | None = None
+    fp16_overflow: float | None = None
     spread: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
@@ -125,6 +129,8 @@ class ProbeResult:
     total_grad_norms: list[float] = field(default_factory=list)  # global norm of all gradients, per pass
     structure: ModelStructure = field(default_factory=ModelStructure)
     hooked: bool = True  # False when the model takes no hooks (TorchScript): no per-layer output figures
+    amp: str | None = None  # --amp: the autocast dtype of the passes ("bfloat16", "float16")
+    loss_scale: float | None = None  # --amp: the loss scale the fp16 passes ended with (1 for bf16)
 
     @property
     def loss_nonfinite(self) -> bool:

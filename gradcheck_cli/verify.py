@@ -22,6 +22,10 @@ from gradcheck_cli.probe import BatchFn, LossFn
 from gradcheck_cli.report import FixTrial, Report
 from gradcheck_cli.transforms import FixNotApplicable, apply_fix_to_copy
 
+LOSS_SCALING_NOTE = (
+    "it changes the training step (a GradScaler around backward and optimizer.step, or bf16 autocast), "
+    "not the model: nothing to measure on a copy"
+)
 LEARNING_RATE_NOTE = (
     "the learning rate changes the optimizer's steps, not the gradients at initialization; "
     "see it with --steps N --lr {lr}"
@@ -71,6 +75,8 @@ def try_on_copy(
     if fix.id == FixId.LEARNING_RATE.value:
         lr = (fix.params or {}).get("lr")
         return FixTrial(fix.id, LEARNING_RATE_NOTE.format(lr=f"{lr:g}"), None, fix.title)
+    if fix.id == FixId.LOSS_SCALING.value:
+        return FixTrial(fix.id, LOSS_SCALING_NOTE, None, fix.title)
     # BatchNorm1d after a Linear fails on (batch, sequence, features) inputs, where LayerNorm fits.
     variants = (
         [fix.params, {**(fix.params or {}), "norm": "layer"}] if fix.id == FixId.BATCHNORM.value else [fix.params]

@@ -192,7 +192,9 @@ def test_junit_counts_and_required_fields(fail_on):
         assert suite.get("errors") == "0" and float(suite.get("time")) == pytest.approx(report.result.seconds)
         for failure in suite.iter("failure"):
             assert failure.get("message") and failure.get("type") and failure.text
-    assert int(root.get("tests")) == sum(int(suite.get("tests")) for suite in suites) == 11 * len(reports)
+    assert (
+        int(root.get("tests")) == sum(int(suite.get("tests")) for suite in suites) == (len(CHECKS) + 1) * len(reports)
+    )
     for what in ("failures", "skipped"):
         assert int(root.get(what)) == sum(int(suite.get(what)) for suite in suites)
 
@@ -238,6 +240,7 @@ def test_junit_lists_the_same_checks_on_every_run():
         "vanishing_through_time",
         "exploding_through_time",
         "baseline_regression",
+        "fp16_range",
     ]
 
 

@@ -283,7 +283,7 @@ def test_keys_and_thresholds_match_the_rest_of_the_package():
         f.name for f in dataclasses.fields(Thresholds) if f.name != "lr"
     ]
     assert {LossKind("ce"), Optimizer("sgd")}  # the enums the keys use
-    assert len(KEYS) == len(set(KEYS)) == 21
+    assert len(KEYS) == len(set(KEYS)) == 23
 
 
 def test_a_single_pattern_and_a_single_shape_need_no_list(project: Path):

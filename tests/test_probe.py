@@ -268,3 +268,42 @@ def test_gru_time_steps_are_measured():
     (series,) = result.recurrent
     assert series.type == "GRU" and len(series.time_steps) == 6
     assert series.time_steps[-1] > series.time_steps[0] > 0
+
+
+class _InPlaceAfterLater(nn.Module):
+    """fc1's output is overwritten in place only after fc2 has run: the first pass cannot see it, so the
+    version check on the kept tensor must (and the pass is measured again)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 1)
+        self.forwards = 0
+
+    def forward(self, x):
+        self.forwards += 1
+        a = self.fc1(x)
+        b = self.fc2(x)
+        a += b
+        return self.head(torch.relu(a))
+
+
+def test_batched_norms_see_outputs_before_an_in_place_op_overwrites_them():
+    passes = 3
+    torch.manual_seed(0)
+    x = torch.randn(8, 4)
+    # BatchNorm then ReLU(inplace=True): the first pass notes the overwrite, later passes reduce at once.
+    net = nn.Sequential(nn.Linear(4, 16), nn.BatchNorm1d(16), nn.ReLU(inplace=True), nn.Linear(16, 1))
+    with torch.no_grad():
+        before_relu = net[1](net[0](x))
+    result = probe_model(net, fixed_batch(x), lambda o, b: o.sum(), passes=passes)
+    bn = result.layer("1")
+    assert bn.forward_rms == pytest.approx(before_relu.pow(2).mean().sqrt().item(), rel=1e-5)
+    assert bn.spread["forward_rms"][0] == pytest.approx(bn.spread["forward_rms"][1], rel=1e-5)
+    # An overwrite the first pass cannot see: caught by the version check, the pass measured again, right.
+    model = _InPlaceAfterLater()
+    with torch.no_grad():
+        fc1_out = model.fc1(x)
+    result = probe_model(model, fixed_batch(x), lambda o, b: o.sum(), passes=passes)
+    assert result.layer("fc1").forward_rms == pytest.approx(fc1_out.pow(2).mean().sqrt().item(), rel=1e-5)
+    assert result.layer("fc1").spread["forward_rms"][1] == pytest.approx(fc1_out.pow(2).mean().sqrt().item(), rel=1e-5)
+    assert model.forwards == passes + 1  # the second pass, measured again; the third knows fc1 by then

@@ -53,6 +53,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             "seconds": round(result.seconds, 4),
             "dtype": result.dtype,
             "device": result.device,
+            "amp": result.amp,
+            "loss_scale": result.loss_scale,
             "structure": asdict(result.structure),
         },
         "profile": {
@@ -88,6 +90,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
                 "trainable": layer.trainable,
                 "shared_with": layer.shared_with,
                 "nonfinite": layer.nonfinite,
+                "fp16_underflow": layer.fp16_underflow,
+                "fp16_overflow": layer.fp16_overflow,
                 "spread": {key: list(value) for key, value in layer.spread.items()},
             }
             for layer in result.layers

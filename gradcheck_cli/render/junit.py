@@ -31,6 +31,7 @@ CHECKS = [
     FindingKind.VANISHING_THROUGH_TIME,
     FindingKind.EXPLODING_THROUGH_TIME,
     FindingKind.BASELINE_REGRESSION,  # skipped when no baseline was compared (--baseline)
+    FindingKind.FP16_RANGE,  # skipped without --amp
 ]
 VERDICT_CASE = "verdict"
 # XML 1.0 forbids most control characters even when escaped; a message must never make the file unreadable.
@@ -70,6 +71,9 @@ def _check(suite: ET.Element, classname: str, kind: FindingKind, report: Report,
     case = ET.SubElement(suite, "testcase", classname=classname, name=kind.value, time="0")
     if kind is FindingKind.BASELINE_REGRESSION and report.baseline is None:
         ET.SubElement(case, "skipped", message="no baseline compared (--baseline)")
+        return case
+    if kind is FindingKind.FP16_RANGE and report.result.amp is None:
+        ET.SubElement(case, "skipped", message="not measured under mixed precision (--amp)")
         return case
     of_kind = [finding for finding in report.diagnosis.findings if finding.kind is kind]
     failing = [finding for finding in of_kind if _fails(finding, fail_on)]

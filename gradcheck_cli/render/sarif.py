@@ -86,6 +86,12 @@ RULES: dict[FindingKind, tuple[str, str, str]] = {
         "and let it through after a training step: not a vanishing gradient.",
         "note",
     ),
+    FindingKind.FP16_RANGE: (
+        "Gradients outside fp16's range",
+        "Under mixed precision (--amp), many gradient elements fall below fp16's smallest normal number "
+        "(6.1e-5) before loss scaling, or above its largest (65504): fp16 training needs a loss scale, or bf16.",
+        "warning",
+    ),
     FindingKind.BASELINE_REGRESSION: (
         "Worse than the saved baseline",
         "The gradient health is worse than in the baseline saved earlier (--baseline): a change to the model "

@@ -1,0 +1,706 @@
+"""The monitor: gradient health inside a real training loop, for the cost of one fused norm per step.
+
+    monitor = Monitor(model, every=100)
+    for inputs, targets in loader:
+        loss = loss_fn(model(inputs), targets)
+        loss.backward()
+        monitor.step(loss)  # after backward; before clipping, optimizer.step() and zero_grad()
+        optimizer.step()
+        optimizer.zero_grad()
+    monitor.detach()
+
+Every step, the norm of each trainable parameter's gradient (``torch._foreach_norm``: one fused kernel on
+CUDA) is written into one row of a ring buffer on the device, and the loss tensor is copied beside it.
+Nothing reaches the host, so the step never waits for the device. Every ``every`` steps (the sampled steps:
+the first, then every ``every``-th) the rows since the previous sample, this step's weight norms and, with
+``signals``, each layer's output-gradient and activation norms reach the host in one transfer. Then:
+
+- the rules over time (history.TrainingJudge) read every step since the previous sample, so a NaN or a
+  jump is named at the step it happened, not at the sample that saw it, and at the layer nearest the loss;
+- the scan's own diagnosis judges the sampled step, with the same thresholds as ``gradcheck scan``.
+
+The output-gradient and activation figures need module hooks; they are registered after the step before
+a sampled one and removed when it is read, so the other steps run no hook at all. The model is never
+changed: no mode, weight, gradient or buffer is written, and ``detach()`` (or leaving the ``with`` block)
+removes any hook left.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from gradcheck_cli.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.files import write_whole
+from gradcheck_cli.history import (
+    DEFAULT_GROW_FACTOR,
+    DEFAULT_REFERENCE_STEPS,
+    DEFAULT_SHRINK_FACTOR,
+    HistoryHeader,
+    LayerInfo,
+    Problem,
+    Rules,
+    StepRecord,
+    TrainingJudge,
+    diagnose_record,
+    header_document,
+    history_text,
+    json_line,
+    record_document,
+)
+from gradcheck_cli.probe import describe_structure, has_skip_connections
+from gradcheck_cli.stats import LayerStats
+
+# A float32 norm is exact to float32 precision when it lies in this range: below it the squares of the
+# elements may have underflowed, above it they may overflow. Outside it, the sampled step's norms are taken
+# again in float64 (one more transfer, only for such extreme gradients).
+EXACT_FLOAT32_NORM = (1e-15, 1e15)
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+# Device memory for the ring of per-step norms: 16 MB holds 100 steps of 20,000 parameter tensors.
+RING_BUDGET_BYTES = 16 * 2**20
+
+
+class OnProblem(str, Enum):
+    """What the monitor does when it finds a problem (it is always kept in ``monitor.problems``)."""
+
+    WARN = "warn"  # warnings.warn(GradientProblemWarning) with the problem's one-line message
+    RAISE = "raise"  # raise GradientProblemError from the step() that found it
+    RECORD = "record"  # nothing more: read monitor.problems or the history
+
+
+class GradientProblemWarning(UserWarning):
+    """A gradient problem found by the monitor (``on_problem="warn"``)."""
+
+
+class GradientProblemError(Exception):
+    """A gradient problem found by the monitor (``on_problem="raise"``): ``problem`` is the earliest of
+    ``problems``, those found at the same read-out."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = list(problems)
+        self.problem = self.problems[0]
+        more = f" (and {len(problems) - 1} more: see .problems)" if len(problems) > 1 else ""
+        super().__init__(f"gradcheck: {self.problem.message}{more}")
+
+    @property
+    def step(self) -> int:
+        return self.problem.step
+
+    @property
+    def layer(self) -> str | None:
+        return self.problem.layer
+
+    @property
+    def kind(self) -> str:
+        return self.problem.kind
+
+    @property
+    def figures(self) -> dict[str, Any]:
+        return self.problem.figures
+
+
+ProblemHandler = Callable[[Problem], None]
+
+
+class Monitor:
+    """Watch a model's gradients while it trains: call ``step()`` after every ``loss.backward()``.
+
+    ``every``: steps between sampled steps (the first step is sampled too). ``norms_every``: take the
+    per-step gradient norms every this many steps (1: every step, so a problem is named at its own step;
+    n: a 1/n of the per-step cost, and a problem is named at the first of those steps to show it). ``on_problem``: "warn",
+    "raise", "record", or a function called with each ``Problem``. ``history``: sampled records kept in
+    ``monitor.history``. ``log``: a JSON-lines file written as the run goes (``gradcheck report`` reads it).
+    ``thresholds``: the scan's ``Thresholds``. ``grow_factor`` / ``shrink_factor`` / ``reference_steps``:
+    the rule over time (a layer's gradient norm against its median over its first steps). ``signals``:
+    also measure each layer's output gradient and activations on sampled steps (module hooks on those
+    steps only; turn off for models that must not see a hook, e.g. under torch.compile). ``start_step``:
+    the number of the first step (a resumed run passes its own). ``note``: a line saved in the history.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        every: int = 100,
+        *,
+        norms_every: int = 1,
+        on_problem: OnProblem | str | ProblemHandler = OnProblem.WARN,
+        history: int = 100,
+        log: str | os.PathLike | None = None,
+        thresholds: Any = None,
+        grow_factor: float = DEFAULT_GROW_FACTOR,
+        shrink_factor: float = DEFAULT_SHRINK_FACTOR,
+        reference_steps: int = DEFAULT_REFERENCE_STEPS,
+        signals: bool = True,
+        start_step: int = 1,
+        name: str | None = None,
+        note: str = "",
+    ):
+        from gradcheck_cli.diagnosis import Thresholds
+
+        if thresholds is not None and not isinstance(thresholds, Thresholds):
+            raise InvalidOptionError(
+                f"thresholds must be a gradcheck_cli.Thresholds (got {type(thresholds).__name__}); "
+                "e.g. Thresholds(decades_error=3)."
+            )
+        if not isinstance(model, nn.Module):
+            raise InvalidOptionError(f"Monitor watches an nn.Module (got {type(model).__name__}); pass the model.")
+        self.every = _whole(every, "every", 1)
+        self.norms_every = _whole(norms_every, "norms_every", 1)
+        keep = _whole(history, "history", 1)
+        self._on_problem = _on_problem(on_problem)
+        self._model = model
+        self._layers = [(n or "(model)", m) for n, m in model.named_modules() if _owns_parameters(m)]
+        self._tracked, infos = _ownership(self._layers)
+        if not self._tracked:
+            raise InvalidOptionError("The model has no trainable parameters, so there is no gradient to monitor.")
+        self._weights = [[p for n, p in m.named_parameters(recurse=False) if "weight" in n] for _, m in self._layers]
+        self._main_weights = [next((p for p in ws if p.dim() >= 2), None) for ws in self._weights]
+        self._signals = bool(signals) and not isinstance(model, torch.jit.ScriptModule)  # TorchScript: no hooks
+        first = next(model.parameters())
+        dtypes = {p.dtype for _, _, p in self._tracked}
+        # Half-precision norms overflow at 65504: low-precision gradients are normed in float32.
+        self._norm_dtype = torch.float64 if torch.float64 in dtypes else torch.float32
+        self._norm_dtype_arg = None if dtypes == {self._norm_dtype} else self._norm_dtype
+        self.header = HistoryHeader(
+            model=name or type(model).__name__,
+            layers=infos,
+            every=self.every,
+            start_step=_whole(start_step, "start_step", 0),
+            signals=self._signals,
+            thresholds=thresholds if thresholds is not None else Thresholds(),
+            rules=Rules(grow_factor, shrink_factor, reference_steps),
+            structure=describe_structure(model),
+            param_count=sum(p.numel() for p in model.parameters()),
+            trainable_param_count=sum(p.numel() for p in model.parameters() if p.requires_grad),
+            dtype=str(first.dtype).replace("torch.", ""),
+            device=str(first.device),
+            note=note,
+        )
+        self._judge = TrainingJudge(self.header.layers, self.header.rules)
+        self._params = [param for _, _, param in self._tracked]
+        self._spread = len({param.device for param in self._params}) > 1
+        self._owner = [owner for owner, _, _ in self._tracked]
+        self._is_weight = [is_weight for _, is_weight, _ in self._tracked]
+        self._history: deque[StepRecord] = deque(maxlen=keep)
+        self.problems: list[Problem] = []
+        self._next_step = self.header.start_step
+        self._skips_read = False
+        # The ring buffer: one row of per-parameter gradient norms per step read since the last read-out.
+        self._norms: torch.Tensor | None = None
+        self._losses: torch.Tensor | None = None
+        self._unread = 0
+        # Rows of the ring: a step each until the next sample, within a memory budget; past it (a very large
+        # ``every``), the full ring is read out and judged between samples.
+        rows = -(-self.every // self.norms_every)
+        self._capacity = max(1, min(rows, RING_BUDGET_BYTES // (8 * len(self._tracked))))
+        self._missing: list[list[int] | None] = [None] * self._capacity  # per row: parameters without a gradient
+        self._loss_given: list[Any] = [None] * self._capacity  # per row: None, "tensor", or the loss as a float
+        self._carried_max, self._carried_problems = None, []
+        self._row_steps: list[int] = [0] * self._capacity  # per row: its step
+        self._last_record_step = self.header.start_step - 1
+        self._hooks: _SignalHooks | None = None
+        self._log = Path(log) if log is not None else None
+        self._log_started = False
+        if self._log is not None:
+            self._write_log("")  # fail now, not a hundred steps into the run, if the file cannot be written
+        self._attached = True
+        if self._signals and self._sampled(self._next_step):
+            self._arm()
+
+    # ------------------------------------------------------------------------------ public
+
+    @property
+    def history(self) -> list[StepRecord]:
+        """The last ``history`` records, oldest first."""
+        return list(self._history)
+
+    @property
+    def last_step(self) -> int | None:
+        """The number of the last step seen; None before the first."""
+        return self._next_step - 1 if self._next_step > self.header.start_step else None
+
+    @property
+    def attached(self) -> bool:
+        return self._attached
+
+    def step(self, loss: torch.Tensor | float | None = None) -> list[Problem]:
+        """Record this step's gradients (call it after ``loss.backward()``, before the optimizer step and
+        before clipping). On a sampled step, read and judge every step since the previous sample; returns
+        the problems found (and warns or raises as ``on_problem`` says)."""
+        self._check_attached()
+        step = self._next_step
+        self._next_step += 1
+        sampled = self._sampled(step)
+        found: list[Problem] = []
+        if sampled or (step - self.header.start_step) % self.norms_every == 0:
+            if self._unread == self._capacity:
+                found = self._drain()
+            slot = self._unread
+            self._row_steps[slot] = step
+            self._record_norms(slot)
+            self._record_loss(slot, loss)
+            self._unread += 1
+        if sampled:
+            found += self._read(step, sampled=True)
+        if self._signals and self._sampled(step + 1) and not (found and self._on_problem is OnProblem.RAISE):
+            self._arm()
+        self._emit(found, stacklevel=3)
+        return found
+
+    def check(self) -> list[Problem]:
+        """Read and judge the steps since the last read-out now, without waiting for a sampled step (one
+        host transfer). The record has no output-gradient or activation figures."""
+        self._check_attached()
+        found = self._read(self._row_steps[self._unread - 1], sampled=False) if self._unread else []
+        self._emit(found, stacklevel=3)
+        return found
+
+    def detach(self) -> list[Problem]:
+        """Stop watching: judge the steps not yet read (one last record) and remove every hook. Idempotent.
+        (The log is appended to line by line; no file stays open.)"""
+        return self._finish(raise_allowed=True, stacklevel=4)
+
+    def write_history(self, path: str | os.PathLike) -> None:
+        """Write the header and the records kept in ``monitor.history`` as JSON lines (whole, or not at all)."""
+        try:
+            write_whole(Path(path), history_text(self.header, self.history))
+        except OSError as error:
+            raise GradcheckError(f"Cannot write the history to {path}: {error.strerror or error}.") from error
+
+    def __enter__(self) -> Monitor:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        # With an exception already on its way out, a problem found here is kept, never raised over it.
+        self._finish(raise_allowed=exc_type is None, stacklevel=4)
+
+    # ------------------------------------------------------------------------------ every step
+
+    def _record_norms(self, slot: int) -> None:
+        grads = [p.grad for p in self._params]
+        missing = None
+        if any(g is None for g in grads):
+            missing = [i for i, g in enumerate(grads) if g is None]
+            if len(missing) == len(grads):
+                self._missing[slot] = missing
+                if self._norms is not None:
+                    self._norms[slot].zero_()
+                return
+            empty = next(g for g in grads if g is not None).new_empty(0)
+            grads = [empty if g is None else g for g in grads]
+        self._missing[slot] = missing
+        if self._norms is None:
+            self._norms = torch.empty(self._capacity, len(grads), dtype=self._norm_dtype, device=grads[0].device)
+        if self._norm_dtype_arg is None:
+            norms = torch._foreach_norm(grads, 2)
+        else:
+            norms = torch._foreach_norm(grads, 2, dtype=self._norm_dtype_arg)
+        if self._spread:  # parameters on several devices: gathered device to device
+            norms = [n.to(self._norms.device) for n in norms]
+        torch.stack(norms, out=self._norms[slot])
+
+    def _record_loss(self, slot: int, loss: Any) -> None:
+        if loss is None:
+            self._loss_given[slot] = None
+            return
+        if not isinstance(loss, torch.Tensor):
+            try:
+                self._loss_given[slot] = float(loss)
+            except (TypeError, ValueError):
+                raise InvalidOptionError(
+                    f"monitor.step(loss) takes the loss as a tensor or a number (got {type(loss).__name__})."
+                ) from None
+            return
+        if loss.numel() != 1:
+            raise InvalidOptionError(
+                f"monitor.step(loss) takes the scalar loss (got a tensor of shape {tuple(loss.shape)}); pass "
+                "the loss that backward() was called on."
+            )
+        if self._losses is None or self._losses.device != loss.device:
+            self._losses = torch.zeros(self._capacity, dtype=torch.float64, device=loss.device)
+            self._loss_given = [None if kind == "tensor" else kind for kind in self._loss_given]
+        self._losses[slot].copy_(loss.detach().reshape(()))
+        self._loss_given[slot] = "tensor"
+        if not self._skips_read and loss.grad_fn is not None:
+            # Skip connections are read off the autograd graph once, as a scan does: the diagnosis holds
+            # slow growth over residual blocks to a warning.
+            self._skips_read = True
+            if self.header.structure.residual is None and not isinstance(self._model, torch.jit.ScriptModule):
+                self.header.structure.residual = has_skip_connections(loss)
+
+    def _sampled(self, step: int) -> bool:
+        return (step - self.header.start_step) % self.every == 0
+
+    def _arm(self) -> None:
+        if self._hooks is None:
+            self._hooks = _SignalHooks(self._layers, self._model)
+
+    # ------------------------------------------------------------------------------ read-outs
+
+    def _drain(self) -> list[Problem]:
+        """The ring is full before a sampled step (``every`` above its rows): judge its steps now and keep
+        their largest total norm for the next record. The one case of a read-out between samples."""
+        steps = self._row_steps[: self._unread]
+        rows, losses, _ = self._transfer([])
+        problems = self._judge.judge_steps(steps, [self._layer_norms(row) for row in rows], losses, steps[-1])
+        self._carried_max = _largest([self._carried_max, *map(_total, rows)])
+        self._carried_problems += problems
+        self.problems += problems
+        return problems
+
+    def _transfer(
+        self, scalars: list[torch.Tensor]
+    ) -> tuple[list[list[float | None]], list[float | None], list[float]]:
+        """The one host transfer: every unread step's norms and losses, and ``scalars`` (0-d tensors).
+        Empties the ring."""
+        count, width = self._unread, len(self._tracked)
+        device = self._norms.device if self._norms is not None else next(self._model.parameters()).device
+        parts = []
+        if self._norms is not None:
+            parts.append(self._norms[:count].reshape(-1))
+        if self._losses is not None:
+            parts.append(self._losses[:count])
+        if scalars:
+            parts.append(torch.stack([s.to(device, torch.float64) for s in scalars]))
+        host = torch.cat([part.to(device, torch.float64) for part in parts]).tolist() if parts else []
+        rows: list[list[float | None]] = []
+        for slot in range(count):
+            row: list[float | None] = (
+                host[slot * width : (slot + 1) * width] if self._norms is not None else [None] * width
+            )
+            for i in self._missing[slot] or ():
+                row[i] = None
+            rows.append(row)
+        offset = count * width if self._norms is not None else 0
+        losses = [
+            host[offset + slot] if self._loss_given[slot] == "tensor" else self._loss_given[slot]
+            for slot in range(count)
+        ]
+        offset += count if self._losses is not None else 0
+        self._unread = 0
+        self._loss_given = [None] * self._capacity
+        return rows, losses, host[offset:]
+
+    def _read(self, step: int, sampled: bool) -> list[Problem]:
+        """Read out the steps since the previous record with this step's figures, judge them, keep a record."""
+        steps = self._row_steps[: self._unread]
+        hooks = self._hooks if sampled else None
+        weights = [p.detach() for ws in self._weights for p in ws]
+        scalars = list(_norms(weights)) if weights else []
+        scalars += [p.detach().float().std() for p in self._main_weights if p is not None and p.numel() > 1]
+        scalars += [value for _, _, value in hooks.values] if hooks is not None else []
+        rows, losses, figures = self._transfer(scalars)
+        if sampled:  # (the gradients are this step's only when step() reads them)
+            rows[-1] = self._exact(rows[-1])
+        record = self._record(step, rows, losses, figures, hooks)
+        record.steps = step - self._last_record_step
+        record.max_total_grad_norm = _largest([self._carried_max, record.max_total_grad_norm])
+        self._last_record_step = step
+        problems = self._judge.judge_steps(steps, [self._layer_norms(row) for row in rows], losses, step)
+        problems += self._judge.judge_findings(diagnose_record(self.header, record).findings, step)
+        problems.sort(key=lambda problem: problem.step)
+        record.problems = self._carried_problems + problems
+        self._carried_max, self._carried_problems = None, []
+        self._history.append(record)
+        self.problems += problems
+        if hooks is not None:
+            hooks.remove()
+            self._hooks = None
+        if self._log is not None:
+            self._write_log(json_line(record_document(record)))
+        return problems
+
+    def _exact(self, row: list[float | None]) -> list[float | None]:
+        """The sampled step's norms, taken again in float64 where float32 may have under- or overflowed."""
+        low, high = EXACT_FLOAT32_NORM
+        again = [
+            i
+            for i, value in enumerate(row)
+            if value is not None and not (low <= value <= high) and self._params[i].grad is not None
+        ]
+        if not again:
+            return row
+        grads = [self._params[i].grad for i in again]
+        exact = torch._foreach_norm(grads, 2, dtype=torch.float64)
+        row = list(row)
+        for i, value in zip(again, torch.stack([e.to(exact[0].device) for e in exact]).tolist()):
+            row[i] = value
+        return row
+
+    def _layer_norms(self, row: list[float | None]) -> list[float | None]:
+        """Per layer: the norm over its own tracked parameters' gradients (None when none had one)."""
+        squares: list[float | None] = [None] * len(self._layers)
+        for owner, value in zip(self._owner, row):
+            if value is not None:
+                squares[owner] = (squares[owner] or 0.0) + value * value
+        return [None if sq is None else math.sqrt(sq) for sq in squares]
+
+    def _record(self, step, rows, losses, scalars, hooks) -> StepRecord:
+        row = rows[-1]
+        weight_sq: list[float | None] = [None] * len(self._layers)
+        other_sq: list[float | None] = [None] * len(self._layers)
+        nonfinite = [False] * len(self._layers)
+        for owner, is_weight, value in zip(self._owner, self._is_weight, row):
+            if value is None:
+                continue
+            nonfinite[owner] |= not math.isfinite(value)
+            bucket = weight_sq if is_weight else other_sq
+            bucket[owner] = (bucket[owner] or 0.0) + value * value
+        values = iter(scalars)
+        weight_norms = [math.sqrt(sum(next(values) ** 2 for _ in ws)) if ws else None for ws in self._weights]
+        stds = [next(values) if p is not None and p.numel() > 1 else None for p in self._main_weights]
+        forward_sq, backward_sq = [0.0] * len(self._layers), [0.0] * len(self._layers)
+        backward_seen = [False] * len(self._layers)
+        if hooks is not None:
+            for (kind, index, _), value in zip(hooks.values, values):
+                if kind == _SignalHooks.FORWARD:
+                    forward_sq[index] += value * value
+                else:
+                    backward_sq[index] += value * value
+                    backward_seen[index] = True
+        # (a trainer may call a submodule rather than the model itself: then the first layer's input tells)
+        batch = (hooks.batch or hooks.first_layer_batch or None) if hooks is not None else None
+        layers = []
+        for i, info in enumerate(self.header.layers):
+            stats = LayerStats(
+                name=info.name, type=info.type, param_count=info.param_count, trainable=info.trainable,
+                shared_with=info.shared_with, fan_in=info.fan_in, weight_norm=weight_norms[i], weight_std=stds[i],
+                calls=hooks.calls[i] if hooks is not None else 0, grad_nonfinite=nonfinite[i],
+            )  # fmt: skip
+            if weight_sq[i] is not None:
+                stats.weight_grad_norm = math.sqrt(weight_sq[i])
+                if stats.weight_norm:
+                    stats.relative_grad = stats.weight_grad_norm / stats.weight_norm
+            if other_sq[i] is not None:
+                stats.other_grad_norm = math.sqrt(other_sq[i])
+            if weight_sq[i] is not None or other_sq[i] is not None:
+                stats.grad_norm = math.sqrt((weight_sq[i] or 0.0) + (other_sq[i] or 0.0))
+            if hooks is not None and hooks.numel[i]:
+                stats.forward_rms = math.sqrt(forward_sq[i] / hooks.numel[i])
+                stats.forward_nonfinite = not math.isfinite(stats.forward_rms)
+            if backward_seen[i]:
+                # per-sample RMS of the output gradient, as the scan reads it (the loss is a batch mean)
+                stats.backward = math.sqrt((batch or 1) * backward_sq[i])
+                stats.backward_nonfinite = not math.isfinite(stats.backward)
+            layers.append(stats)
+        totals = [_total(r) for r in rows]
+        return StepRecord(
+            step=step,
+            steps=len(rows),
+            loss=losses[-1],
+            total_grad_norm=totals[-1],
+            max_total_grad_norm=_largest(totals),
+            batch_size=batch,
+            signals=hooks is not None,
+            layers=layers,
+        )
+
+    # ------------------------------------------------------------------------------ endings and output
+
+    def _finish(self, raise_allowed: bool, stacklevel: int) -> list[Problem]:
+        if not self._attached:
+            return []
+        try:
+            found = self._read(self._row_steps[self._unread - 1], sampled=False) if self._unread else []
+        finally:
+            if self._hooks is not None:
+                self._hooks.remove()
+                self._hooks = None
+            self._attached = False
+            self._norms = self._losses = None
+        if raise_allowed or self._on_problem is not OnProblem.RAISE:
+            self._emit(found, stacklevel)
+        return found
+
+    def _emit(self, problems: list[Problem], stacklevel: int) -> None:
+        if not problems:
+            return
+        handler = self._on_problem
+        if handler is OnProblem.RAISE:
+            raise GradientProblemError(problems)
+        if handler is OnProblem.WARN:
+            for problem in problems:
+                warnings.warn(f"gradcheck: {problem.message}", GradientProblemWarning, stacklevel=stacklevel)
+        elif callable(handler):
+            for problem in problems:
+                handler(problem)
+
+    def _write_log(self, line: str) -> None:
+        assert self._log is not None
+        try:
+            if not self._log_started:
+                if line:
+                    text = json_line(header_document(self.header)) + line
+                    self._log.parent.mkdir(parents=True, exist_ok=True)
+                    self._log.write_text(text, encoding="utf-8")
+                    self._log_started = True
+                else:  # at construction: create (empty) the file the header and records will go to
+                    self._log.parent.mkdir(parents=True, exist_ok=True)
+                    self._log.write_text("", encoding="utf-8")
+                return
+            with self._log.open("a", encoding="utf-8") as stream:
+                stream.write(line)
+        except OSError as error:
+            raise GradcheckError(f"Cannot write the history to {self._log}: {error.strerror or error}.") from error
+
+    def _check_attached(self) -> None:
+        if not self._attached:
+            raise InvalidOptionError("This Monitor was detached; create a new Monitor to watch the model again.")
+
+
+class _SignalHooks:
+    """Module hooks for one sampled step: each layer's output norm, and through a tensor hook on that output,
+    the norm of the gradient arriving at it (the backward signal). Kept as 0-d tensors on the device until
+    the read-out; the root's input gives the batch size."""
+
+    FORWARD, BACKWARD = 0, 1
+
+    def __init__(self, layers: list[tuple[str, nn.Module]], root: nn.Module):
+        self.values: list[tuple[int, int, torch.Tensor]] = []
+        self.numel = [0] * len(layers)
+        self.calls = [0] * len(layers)
+        self.batch = 0  # samples seen by the root's forward
+        self.first_layer_batch = 0  # samples seen by the first layer to run, where the root is not called
+        self._first: int | None = None
+        self.active = True
+        self._handles = [root.register_forward_pre_hook(self._count_batch, with_kwargs=True)]
+        for index, (_, module) in enumerate(layers):
+            self._handles.append(module.register_forward_hook(self._forward(index, module)))
+
+    def remove(self) -> None:
+        self.active = False
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _count_batch(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        if self.active and torch.is_grad_enabled():
+            first = next((t for t in _tensors((args, kwargs)) if t.dim() > 0), None)
+            if first is not None:
+                self.batch += int(first.shape[0])
+
+    def _forward(self, index: int, expected: nn.Module) -> Callable:
+        def hook(module: nn.Module, args: Any, output: Any) -> None:
+            # (a deep copy of the model, an EMA copy say, carries this hook too: only the watched module counts)
+            if not self.active or module is not expected or not torch.is_grad_enabled():
+                return
+            self.calls[index] += 1
+            if self._first is None:
+                self._first = index
+            if index == self._first:
+                first = next((t for t in _tensors(args) if t.dim() > 0), None)
+                self.first_layer_batch += int(first.shape[0]) if first is not None else 0
+            for tensor in _tensors(output):
+                if not tensor.is_floating_point():
+                    continue
+                self.values.append(
+                    (self.FORWARD, index, torch.linalg.vector_norm(tensor.detach(), dtype=torch.float64))
+                )
+                self.numel[index] += tensor.numel()
+                if tensor.requires_grad:
+                    tensor.register_hook(self._backward(index))
+
+        return hook
+
+    def _backward(self, index: int) -> Callable:
+        def hook(grad: torch.Tensor) -> None:
+            if self.active:
+                self.values.append((self.BACKWARD, index, torch.linalg.vector_norm(grad, dtype=torch.float64)))
+
+        return hook
+
+
+def _tensors(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor inside nested tuples, lists and dicts (module outputs are often tuples or dicts)."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for item in value:
+            yield from _tensors(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+
+
+def _owns_parameters(module: nn.Module) -> bool:
+    return next(module.parameters(recurse=False), None) is not None
+
+
+def _ownership(layers: list[tuple[str, nn.Module]]) -> tuple[list[tuple[int, bool, nn.Parameter]], list[LayerInfo]]:
+    """(owning layer, is-a-weight, parameter) for every trainable parameter, each once (tied weights belong
+    to the first layer that registers them), and what each layer is."""
+    tracked: list[tuple[int, bool, nn.Parameter]] = []
+    owner_of: dict[int, str] = {}
+    infos = []
+    for index, (name, module) in enumerate(layers):
+        own = list(module.named_parameters(recurse=False))
+        shared_with = next((owner_of[id(p)] for _, p in own if id(p) in owner_of), None)
+        for local, param in own:
+            if id(param) in owner_of:
+                continue
+            owner_of[id(param)] = name
+            if param.requires_grad:
+                tracked.append((index, "weight" in local, param))
+        main = next((p for n, p in own if "weight" in n and p.dim() >= 2), None)
+        infos.append(
+            LayerInfo(
+                name=name,
+                type=type(module).__name__,
+                param_count=sum(p.numel() for _, p in own),
+                trainable=any(p.requires_grad for _, p in own),
+                fan_in=int(main[0].numel()) if main is not None else None,
+                shared_with=shared_with,
+            )
+        )
+    return tracked, infos
+
+
+def _norms(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """2-norms in the tensors' own dtype, half precision in float32 (its norms overflow at 65504)."""
+    if any(t.dtype in _LOW_PRECISION for t in tensors):
+        return torch._foreach_norm(tensors, 2, dtype=torch.float32)
+    return torch._foreach_norm(tensors, 2)
+
+
+def _total(row: list[float | None]) -> float | None:
+    present = [value for value in row if value is not None]
+    return math.sqrt(math.fsum(value * value for value in present)) if present else None
+
+
+def _largest(values: list[float | None]) -> float | None:
+    """The largest of the values given; NaN counts as the largest (it is the news), then infinity."""
+    present = [value for value in values if value is not None]
+    if any(value != value for value in present):
+        return math.nan
+    return max(present, default=None)
+
+
+def _whole(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidOptionError(f"{name} must be a whole number of at least {minimum} (got {value!r}).")
+    return value
+
+
+def _on_problem(value: Any) -> OnProblem | ProblemHandler:
+    if isinstance(value, OnProblem):
+        return value
+    if isinstance(value, str):
+        try:
+            return OnProblem(value)
+        except ValueError:
+            choices = ", ".join(repr(choice.value) for choice in OnProblem)
+            raise InvalidOptionError(
+                f"on_problem must be one of {choices}, or a function of the problem (got {value!r})."
+            ) from None
+    if callable(value):
+        return value
+    raise InvalidOptionError(f"on_problem must be 'warn', 'raise', 'record' or a function (got {value!r}).")

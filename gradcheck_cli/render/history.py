@@ -1,0 +1,303 @@
+"""``gradcheck report history.jsonl``: a training run's history as a Rich report or one JSON document.
+
+The summary (history.summarize_history) holds every number shown; these functions only lay it out: the
+run, the problems with the step and layer where each began, a chart of the total gradient norm over the
+records, and the layer table of one record with the scan's verdict and findings for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any, TextIO
+
+from rich import box
+from rich.console import Console
+from rich.padding import Padding
+from rich.table import Table
+from rich.text import Text
+
+from gradcheck_cli import __version__
+from gradcheck_cli.choices import HistoryFormat, LayerStatus
+from gradcheck_cli.history import HistorySummary, Problem, StepRecord
+from gradcheck_cli.render.chart import Bar, draw_bar_chart, group_bars
+from gradcheck_cli.render.json import json_safe
+from gradcheck_cli.render.text import SEVERITY_STYLE, STATUS_STYLE, VERDICT_STYLE
+from gradcheck_cli.stats import LayerStats
+
+# Bump the major part on any change to an existing key's meaning or removal (new keys are a minor change).
+REPORT_SCHEMA_VERSION = "1.0"
+CHART_ROWS = 24  # records beyond this are grouped, a problem's mark kept
+# Layer table: every layer up to MAX_ROWS; past it, END_ROWS at each end and every flagged layer.
+MAX_ROWS = 24
+END_ROWS = 3
+# Terminal widths from which the optional layer-table columns show.
+FULL_WIDTH = 100
+MEDIUM_WIDTH = 80
+STATUS_WIDTH = max(len(status.value) for status in LayerStatus)
+PROBLEM_STYLE = "bold red"
+
+
+class HistoryTextRenderer:
+    def render(self, summary: HistorySummary, stream: TextIO, *, color: bool | None = None, all_layers: bool = False):
+        console = _console(stream, color)
+        header, records = summary.header, summary.history.records
+        console.print(Text.assemble(("gradcheck report", "bold"), f"  {summary.path}"))
+        facts = (
+            f"{header.model} · {header.param_count:,} parameters · {len(header.layers)} layers · {header.dtype} on "
+            f"{header.device} · sampled every {header.every} step{'s' if header.every != 1 else ''} · "
+            f"{len(records)} record{'s' if len(records) != 1 else ''}, steps {records[0].step}-{records[-1].step}"
+        )
+        console.print(Text(facts, style="dim"))
+        for line in ([header.note] if header.note else []) + summary.history.notes:
+            console.print(Text(f"note: {line}", style="dim"))
+        console.print()
+        problems = summary.problems
+        if problems:
+            console.print(Text(f"Problems: {len(problems)}", style=PROBLEM_STYLE))
+            types = {layer.name: layer.type for layer in header.layers}
+            for number, problem in enumerate(problems, 1):
+                _print_problem(console, number, problem, types)
+        else:
+            last = records[-1].step
+            console.print(Text(f"No problems from step {header.start_step} to step {last}.", style="green"))
+        console.print()
+        _print_chart(console, records)
+        console.print()
+        _print_shown(console, summary, all_layers)
+
+
+class HistoryJsonRenderer:
+    def render(self, summary: HistorySummary, stream: TextIO, *, color: bool | None = None, all_layers: bool = False):
+        stream.write(json.dumps(json_safe(history_report_document(summary)), indent=2, allow_nan=False))
+        stream.write("\n")
+
+
+RENDERERS = {HistoryFormat.TEXT: HistoryTextRenderer, HistoryFormat.JSON: HistoryJsonRenderer}
+
+
+def get_history_renderer(output_format: HistoryFormat):
+    return RENDERERS[output_format]()
+
+
+def history_report_document(summary: HistorySummary) -> dict[str, Any]:
+    header, records, shown, diagnosis = summary.header, summary.history.records, summary.shown, summary.diagnosis
+    return {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "tool": {"name": "gradcheck", "version": __version__},
+        "history": summary.path,
+        "model": {
+            "name": header.model,
+            "parameters": header.param_count,
+            "trainable_parameters": header.trainable_param_count,
+            "layers": len(header.layers),
+            "dtype": header.dtype,
+            "device": header.device,
+            "structure": asdict(header.structure),
+        },
+        "every": header.every,
+        "start_step": header.start_step,
+        "signals": header.signals,
+        "note": header.note or None,
+        "notes": summary.history.notes,
+        "records": len(records),
+        "thresholds": asdict(header.thresholds),
+        "rules": asdict(header.rules),
+        "problems": [asdict(problem) for problem in summary.problems],
+        "series": [
+            {
+                "step": record.step,
+                "steps": record.steps,
+                "loss": record.loss,
+                "total_grad_norm": record.total_grad_norm,
+                "max_total_grad_norm": record.max_total_grad_norm,
+                "problems": [problem.kind for problem in record.problems],
+            }
+            for record in records
+        ],
+        "shown": {
+            "step": shown.step,
+            "because": summary.shown_because,
+            "verdict": diagnosis.verdict.value,
+            "loss": shown.loss,
+            "total_grad_norm": shown.total_grad_norm,
+            "batch_size": shown.batch_size,
+            "signals": shown.signals,
+            "profile": {
+                "decades": diagnosis.profile.decades,
+                "gain_per_layer": diagnosis.profile.gain_per_layer,
+                "forward_decades": diagnosis.profile.forward_decades,
+            },
+            "layers": [
+                {
+                    "name": layer.name,
+                    "type": layer.type,
+                    "status": diagnosis.statuses[layer.name].value,
+                    "grad_norm": layer.grad_norm,
+                    "weight_grad_norm": layer.weight_grad_norm,
+                    "other_grad_norm": layer.other_grad_norm,
+                    "weight_norm": layer.weight_norm,
+                    "relative_grad": layer.relative_grad,
+                    "backward": layer.backward,
+                    "ratio_to_output": diagnosis.ratios.get(layer.name),
+                    "forward_rms": layer.forward_rms,
+                    "nonfinite": layer.nonfinite,
+                }
+                for layer in shown.layers
+            ],
+            "findings": [
+                {
+                    "kind": finding.kind.value,
+                    "severity": finding.severity.value,
+                    "layers": finding.layers,
+                    "message": finding.message,
+                    "fixes": [fix.id for fix in finding.fixes],
+                }
+                for finding in diagnosis.findings
+            ],
+        },
+    }
+
+
+def _console(stream: TextIO, color: bool | None) -> Console:
+    colour: dict = {}
+    if color is True:
+        colour = {"force_terminal": True}
+    elif color is False:
+        colour = {"no_color": True, "color_system": None}
+    return Console(file=stream, highlight=False, soft_wrap=False, **colour)
+
+
+def _print_problem(console: Console, number: int, problem: Problem, types: dict[str, str]) -> None:
+    where = f"layer {problem.layer} ({types.get(problem.layer, '?')})" if problem.layer is not None else "the loss"
+    head = Text(f"{number}. ")
+    head.append(problem.kind, style=PROBLEM_STYLE)
+    head.append(f" at step {problem.step}, {where}", style="bold")
+    if problem.found_at != problem.step:
+        head.append(f" (found at the read-out of step {problem.found_at})", style="dim")
+    console.print(head)
+    console.print(Padding(Text(problem.message), (0, 0, 0, 3), expand=False))
+    if len(problem.layers) > 1:
+        more = f" and {len(problem.layers) - 6} more" if len(problem.layers) > 6 else ""
+        console.print(
+            Padding(Text(f"layers: {', '.join(problem.layers[:6])}{more}", style="dim"), (0, 0, 0, 3), expand=False)
+        )
+
+
+def _print_chart(console: Console, records: list[StepRecord]) -> None:
+    console.print(Text("Total gradient norm, the largest since the previous record (log scale)", style="italic"))
+    bars = [
+        Bar(
+            label=f"step {record.step}",
+            value=record.max_total_grad_norm,
+            mark=", ".join(dict.fromkeys(problem.kind for problem in record.problems)),
+            style=PROBLEM_STYLE if record.problems else "cyan",
+            severity=1 if record.problems else 0,
+        )
+        for record in records
+    ]
+    lines = draw_bar_chart(group_bars(bars, CHART_ROWS), console.width)
+    if lines is None:
+        console.print(Text("(no finite total norm to draw, or the terminal is too narrow)", style="dim"))
+        return
+    for line in lines:
+        console.print(line)
+
+
+def _print_shown(console: Console, summary: HistorySummary, all_layers: bool) -> None:
+    shown, diagnosis = summary.shown, summary.diagnosis
+    title = Text(f"Step {shown.step}", style="bold")
+    title.append(f" ({summary.shown_because})")
+    facts = [f"loss {_num(shown.loss)}", f"total |g| {_num(shown.total_grad_norm)}"]
+    if shown.batch_size:
+        facts.append(f"batch {shown.batch_size}")
+    if not shown.signals:
+        facts.append("weight gradients only (no output-gradient figures at this step)")
+    title.append("  " + " · ".join(facts), style="dim")
+    console.print(title)
+    verdict = Text("The scan's verdict on this step: ")
+    verdict.append(diagnosis.verdict.value.upper(), style=VERDICT_STYLE[diagnosis.verdict])
+    if diagnosis.profile.decades is not None:
+        verdict.append(f"   input/output backward signal 10^{diagnosis.profile.decades:+.1f}")
+    if diagnosis.profile.gain_per_layer is not None:
+        verdict.append(f" · gain x{diagnosis.profile.gain_per_layer:.3g}/layer")
+    console.print(verdict)
+    console.print(_layer_table(shown, diagnosis, all_layers, console.width))
+    for number, finding in enumerate(diagnosis.findings, 1):
+        line = Text(f"{number}. ")
+        line.append(finding.severity.value.upper(), style=SEVERITY_STYLE[finding.severity])
+        line.append(f" {finding.kind.value}: ", style="bold")
+        line.append(finding.message)
+        if finding.fixes:
+            line.append(f"  fixes: {', '.join(fix.id for fix in finding.fixes)}", style="cyan")
+        console.print(line)
+
+
+# (header, cell, the narrowest terminal that shows it): the optional columns go first on narrow terminals.
+_COLUMNS: list[tuple[str, Callable[[int, LayerStats, Any], str], int]] = [
+    ("#", lambda i, layer, d: str(i), FULL_WIDTH),
+    ("layer", lambda i, layer, d: layer.name, 0),
+    ("type", lambda i, layer, d: layer.type, MEDIUM_WIDTH),
+    (
+        "grad W",
+        lambda i, layer, d: _num(layer.weight_grad_norm if layer.weight_grad_norm is not None else layer.grad_norm),
+        0,
+    ),
+    ("|g|/|w|", lambda i, layer, d: _num(layer.relative_grad), MEDIUM_WIDTH),
+    ("|w|", lambda i, layer, d: _num(layer.weight_norm), FULL_WIDTH),
+    ("dL/dout", lambda i, layer, d: _num(layer.backward), 0),
+    ("ratio", lambda i, layer, d: _num(d.ratios.get(layer.name)), 0),
+    ("fwd RMS", lambda i, layer, d: _num(layer.forward_rms), FULL_WIDTH),
+]
+
+
+def _layer_table(record: StepRecord, diagnosis: Any, all_layers: bool, width: int) -> Table:
+    columns = [column for column in _COLUMNS if width >= column[2]]
+    table = Table(header_style="bold", box=box.SIMPLE_HEAD)
+    for header, _, _ in columns:
+        if header in ("layer", "type"):
+            table.add_column(header, overflow="ellipsis", no_wrap=True, max_width=40, ratio=1)
+        else:
+            table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
+    table.add_column("status", no_wrap=True, min_width=STATUS_WIDTH)
+    statuses = [diagnosis.statuses[layer.name] for layer in record.layers]
+    name_column = [header for header, _, _ in columns].index("layer")
+
+    def add_skipped(count: int) -> None:
+        cells: list = [""] * (len(columns) + 1)
+        cells[name_column] = Text(f"... {count} more", style="dim italic")
+        table.add_row(*cells)
+
+    previous = -1
+    for index in _rows_to_show(statuses, all_layers):
+        if index - previous > 1:
+            add_skipped(index - previous - 1)
+        layer, status = record.layers[index], statuses[index]
+        cells = [cell(index, layer, diagnosis) for _, cell, _ in columns]
+        table.add_row(*cells, Text(status.value, style=STATUS_STYLE[status]))
+        previous = index
+    if previous < len(statuses) - 1:
+        add_skipped(len(statuses) - 1 - previous)
+    return table
+
+
+def _rows_to_show(statuses: list[LayerStatus], all_layers: bool) -> list[int]:
+    count = len(statuses)
+    if all_layers or count <= MAX_ROWS:
+        return list(range(count))
+    ends = set(range(END_ROWS)) | set(range(count - END_ROWS, count))
+    flagged = [i for i, status in enumerate(statuses) if status.flagged and i not in ends]
+    return sorted(ends | set(flagged[: MAX_ROWS - len(ends)]))
+
+
+def _num(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value != value:
+        return "nan"
+    if value in (float("inf"), float("-inf")):
+        return "inf" if value > 0 else "-inf"
+    if value == 0:
+        return "0"
+    return f"{value:.2e}" if (abs(value) < 1e-2 or abs(value) >= 1e4) else f"{value:.3g}"

@@ -1,0 +1,132 @@
+"""--device and --amp: passes under autocast, fp16's range per layer, the loss scale, the CUDA refusal."""
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from gradcheck_cli.choices import FindingKind, FixId, Severity
+from gradcheck_cli.cli import app
+from gradcheck_cli.diagnosis import diagnose
+from gradcheck_cli.errors import InvalidOptionError
+from gradcheck_cli.probe import FP16_INITIAL_LOSS_SCALE, Batch, placement, probe_model, resolve_placement
+
+runner = CliRunner()
+
+
+def sigmoid_mlp(depth: int = 8, width: int = 32) -> nn.Sequential:
+    torch.manual_seed(0)
+    layers = [m for _ in range(depth) for m in (nn.Linear(width, width), nn.Sigmoid())]
+    return nn.Sequential(*layers, nn.Linear(width, 4))
+
+
+def batches(width: int = 32):
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(16, width, generator=g), torch.randint(4, (16,), generator=g)
+    return lambda index: Batch(args=(x,), target=y)
+
+
+def cross_entropy(output, batch):
+    return nn.functional.cross_entropy(output.float(), batch.target)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_passes_measure_what_full_precision_measures(dtype):
+    model = sigmoid_mlp()
+    full = probe_model(model, batches(), cross_entropy)
+    with placement(amp=dtype):
+        mixed = probe_model(model, batches(), cross_entropy)
+    assert mixed.amp == str(dtype).removeprefix("torch.")
+    # The loss scale is divided out: figures agree with full precision to the dtype's few digits.
+    for a, b in zip(full.layers, mixed.layers):
+        assert b.backward == pytest.approx(a.backward, rel=0.05)
+        assert b.weight_grad_norm == pytest.approx(a.weight_grad_norm, rel=0.05)
+        assert 0.0 <= b.fp16_underflow <= 1.0 and b.fp16_overflow == 0.0
+    assert all(layer.fp16_underflow is None for layer in full.layers)
+    if dtype is torch.float16:
+        assert mixed.loss_scale == FP16_INITIAL_LOSS_SCALE  # nothing overflowed at GradScaler's start
+    else:
+        assert mixed.loss_scale == 1.0
+
+
+def test_fp16_range_counts_are_exact_on_a_known_gradient():
+    # loss = sum(out * C): the gradient at the layer's output is C itself, whatever the weights.
+    values = torch.tensor([0.0, 1e-7, -3e-5, 1e-3, 0.5, 2.0, -7e4, 1e5])
+    weights = values.repeat(4, 1)
+
+    def loss(output, batch):
+        return (output.float() * weights).sum()
+
+    model = nn.Linear(8, 8)
+    with placement(amp=torch.bfloat16):
+        result = probe_model(model, lambda i: Batch(args=(torch.randn(4, 8),)), loss, passes=2)
+    (layer,) = result.layers
+    assert layer.fp16_underflow == pytest.approx(2 / 8)  # 1e-7 and 3e-5; the exact zero is not underflow
+    assert layer.fp16_overflow == pytest.approx(2 / 8)  # 7e4 and 1e5
+
+
+def test_fp16_passes_halve_the_loss_scale_until_the_gradients_fit():
+    # Every gradient element is 1.5 (at the output; the weight's too, with inputs of 1/4 over a batch of 4):
+    # 1.5 * 2^16 overflows fp16 (65504), 1.5 * 2^15 does not.
+    model = nn.Linear(8, 8, bias=False)  # a bias would sum the batch's gradients: 6
+
+    def loss(output, batch):
+        return output.float().sum() * 1.5
+
+    with placement(amp=torch.float16):
+        result = probe_model(model, lambda i: Batch(args=(torch.full((4, 8), 0.25),)), loss)
+    assert result.loss_scale == FP16_INITIAL_LOSS_SCALE / 2
+    (layer,) = result.layers
+    # per-sample RMS of the output gradient: sqrt(B * sum of squares) = sqrt(4 * 32 * 1.5^2), unscaled
+    assert layer.backward == pytest.approx(math.sqrt(4 * 32) * 1.5, rel=1e-3)
+    assert layer.weight_grad_norm == pytest.approx(math.sqrt(64) * 1.5, rel=1e-3)
+    assert not layer.nonfinite
+
+
+def test_fp16_findings_suggest_a_loss_scale_or_bf16():
+    model = sigmoid_mlp(depth=12)
+    with placement(amp=torch.float16):
+        result = probe_model(model, batches(), cross_entropy)
+    findings = [f for f in diagnose(result).findings if f.kind is FindingKind.FP16_RANGE]
+    assert len(findings) == 1 and findings[0].severity is Severity.WARNING
+    (fix,) = findings[0].fixes
+    assert fix.id == FixId.LOSS_SCALING.value and "GradScaler(init_scale=2.0**16)" in fix.code
+    with placement(amp=torch.bfloat16):
+        result = probe_model(model, batches(), cross_entropy)
+    (finding,) = [f for f in diagnose(result).findings if f.kind is FindingKind.FP16_RANGE]
+    assert finding.severity is Severity.INFO and "bf16 holds them" in finding.message
+
+
+def test_one_host_transfer_per_pass_with_amp(monkeypatch):
+    calls = {"tolist": 0, "item": 0}
+    tolist, item = torch.Tensor.tolist, torch.Tensor.item
+    monkeypatch.setattr(
+        torch.Tensor, "tolist", lambda self: calls.__setitem__("tolist", calls["tolist"] + 1) or tolist(self)
+    )
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: calls.__setitem__("item", calls["item"] + 1) or item(self))
+    with placement(amp=torch.bfloat16):
+        probe_model(sigmoid_mlp(), batches(), cross_entropy, passes=3)
+    assert calls["item"] == 0
+    assert calls["tolist"] == 3 + 1 + 1  # one per pass, the weight figures and the activation sites
+
+
+def test_device_cuda_without_cuda_is_one_sentence(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InvalidOptionError, match="torch sees no CUDA device"):
+        resolve_placement("cuda")
+    assert resolve_placement("auto") == (torch.device("cpu"), None)
+    result = runner.invoke(app, ["demo", "--depth", "3", "--device", "cuda"])
+    assert result.exit_code == 2
+    assert "use --device cpu" in result.output and "Traceback" not in result.output
+
+
+def test_cli_amp_reaches_the_json_report():
+    result = runner.invoke(app, ["demo", "--depth", "6", "--width", "32", "--amp", "bf16", "--device", "cpu",
+                                 "--format", "json", "--no-fix"])  # fmt: skip
+    assert result.exit_code in (0, 1), result.output
+    report = json.loads(result.stdout)
+    assert report["model"]["amp"] == "bfloat16" and report["model"]["loss_scale"] == 1.0
+    assert all(0.0 <= layer["fp16_underflow"] <= 1.0 for layer in report["layers"])
