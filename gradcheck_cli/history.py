@@ -239,9 +239,10 @@ class TrainingJudge:
         else:
             first = layers[0]
             figures["grad_norm"] = row[bad[-1]]
-            message = (
-                f"step {step}: non-finite gradient: the gradient norm of {self._labels[first]} is {_text(row[bad[-1]])}"
-            )
+            value = row[bad[-1]]
+            # (the per-step norms are float32: an Inf there may also be a finite norm past its range)
+            overflow = " (an Inf in it, or a norm past float32's 1.8e19)" if value == math.inf else ""
+            message = f"step {step}: non-finite gradient: the gradient norm of {self._labels[first]} is {_text(value)}{overflow}"
             if len(bad) > 1:
                 message += f", the layer nearest the loss of {len(bad)} with non-finite gradients ({_listed(layers)})"
             message += f"; the loss is {loss_text}"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.probe import Batch
+from gradcheck_cli.probe import Batch, owns_parameters
 
 EXAMPLE_INPUT_NAMES = ("example_inputs", "sample_input", "get_inputs")
 DEFAULT_BATCH_SIZE = 8  # more than one sample: BatchNorm in training mode needs it
@@ -227,7 +227,7 @@ def _infer(model: nn.Module, options: InputOptions, device: torch.device, float_
         label = f"{name or '(model)'} ({_type_name(module)})"
         inferred = _input_for(module, batch, seq_len)
         if inferred is None:
-            if _owns_parameters(module):
+            if owns_parameters(module):
                 # The first layer with weights is one we cannot read: guessing from a later one would
                 # describe the wrong layer, so say which one stopped the inference.
                 raise GradcheckError(
@@ -243,10 +243,6 @@ def _infer(model: nn.Module, options: InputOptions, device: torch.device, float_
         description = f"assumed from the first layer {label}: {detail}, randn{shape}"
         return _from_shapes((shape,), float_dtype, None, device, "inferred", description, batch)
     raise GradcheckError(f"cannot infer the model's input: it has no layer with weights to read; {INPUT_OPTIONS_HINT}.")
-
-
-def _owns_parameters(module: nn.Module) -> bool:
-    return next(module.parameters(recurse=False), None) is not None
 
 
 def _type_name(module: nn.Module) -> str:

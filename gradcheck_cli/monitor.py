@@ -31,7 +31,7 @@ import math
 import os
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from gradcheck_cli.history import (
     json_line,
     record_document,
 )
-from gradcheck_cli.probe import describe_structure, has_skip_connections
+from gradcheck_cli.probe import describe_structure, has_skip_connections, owns_parameters, tensors_in
 from gradcheck_cli.stats import LayerStats
 
 # A float32 norm is exact to float32 precision when it lies in this range: below it the squares of the
@@ -158,7 +158,7 @@ class Monitor:
         keep = _whole(history, "history", 1)
         self._on_problem = _on_problem(on_problem)
         self._model = model
-        self._layers = [(n or "(model)", m) for n, m in model.named_modules() if _owns_parameters(m)]
+        self._layers = [(n or "(model)", m) for n, m in model.named_modules() if owns_parameters(m)]
         self._tracked, infos = _ownership(self._layers)
         if not self._tracked:
             raise InvalidOptionError("The model has no trainable parameters, so there is no gradient to monitor.")
@@ -584,7 +584,7 @@ class _SignalHooks:
 
     def _count_batch(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.active and torch.is_grad_enabled():
-            first = next((t for t in _tensors((args, kwargs)) if t.dim() > 0), None)
+            first = next((t for t in tensors_in((args, kwargs)) if t.dim() > 0), None)
             if first is not None:
                 self.batch += int(first.shape[0])
 
@@ -597,9 +597,9 @@ class _SignalHooks:
             if self._first is None:
                 self._first = index
             if index == self._first:
-                first = next((t for t in _tensors(args) if t.dim() > 0), None)
+                first = next((t for t in tensors_in(args) if t.dim() > 0), None)
                 self.first_layer_batch += int(first.shape[0]) if first is not None else 0
-            for tensor in _tensors(output):
+            for tensor in tensors_in(output):
                 if not tensor.is_floating_point():
                     continue
                 self.values.append(
@@ -617,22 +617,6 @@ class _SignalHooks:
                 self.values.append((self.BACKWARD, index, torch.linalg.vector_norm(grad, dtype=torch.float64)))
 
         return hook
-
-
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
-    """Every tensor inside nested tuples, lists and dicts (module outputs are often tuples or dicts)."""
-    if isinstance(value, torch.Tensor):
-        yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from _tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _tensors(item)
-
-
-def _owns_parameters(module: nn.Module) -> bool:
-    return next(module.parameters(recurse=False), None) is not None
 
 
 def _ownership(layers: list[tuple[str, nn.Module]]) -> tuple[list[tuple[int, bool, nn.Parameter]], list[LayerInfo]]:

@@ -191,7 +191,7 @@ def probe_model(
     if passes < 1:
         raise InvalidOptionError(f"passes must be at least 1 (got {passes}); try --passes 3.")
     all_modules = list(model.named_modules())
-    layers = [(n, m) for n, m in all_modules if _owns_parameters(m)]
+    layers = [(n, m) for n, m in all_modules if owns_parameters(m)]
     recorder = _Recorder(layers, reducer)
     per_pass: list[_PassFigures] = []
     started = time.perf_counter()
@@ -262,7 +262,7 @@ def probe_model(
     return result
 
 
-def _owns_parameters(module: nn.Module) -> bool:
+def owns_parameters(module: nn.Module) -> bool:
     return any(p is not None for p in module._parameters.values())
 
 
@@ -370,7 +370,7 @@ def _on_device(batch: Batch, params: list[nn.Parameter]) -> Batch:
 
 
 def _any_tensor(batch: Batch, test: Callable[[torch.Tensor], bool]) -> bool:
-    return any(test(t) for t in _tensors((batch.args, batch.kwargs, batch.target)))
+    return any(test(t) for t in tensors_in((batch.args, batch.kwargs, batch.target)))
 
 
 def _moved(value: Any, device: torch.device) -> Any:
@@ -403,22 +403,22 @@ def _failing_layer(model: nn.Module, error: BaseException) -> str | None:
 def _batch_size(batch: Batch) -> int:
     if batch.size is not None:
         return batch.size
-    for value in _tensors((batch.args, batch.kwargs)):
+    for value in tensors_in((batch.args, batch.kwargs)):
         if value.dim() > 0:
             return int(value.shape[0])
     return 1
 
 
-def _tensors(value: Any) -> Iterator[torch.Tensor]:
+def tensors_in(value: Any) -> Iterator[torch.Tensor]:
     """Every tensor inside nested tuples, lists and dicts (module outputs are often tuples)."""
     if isinstance(value, torch.Tensor):
         yield value
     elif isinstance(value, (tuple, list)):
         for item in value:
-            yield from _tensors(item)
+            yield from tensors_in(item)
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _tensors(item)
+            yield from tensors_in(item)
 
 
 @dataclass
@@ -554,7 +554,7 @@ class _Recorder:
             self.calls[index] += 1
             self._last_layer = index
             self._note_overwrite()
-            for tensor in _tensors(output):
+            for tensor in tensors_in(output):
                 if not tensor.is_floating_point():
                     continue
                 self._record(self._FORWARD, index, tensor.detach())

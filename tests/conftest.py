@@ -5,6 +5,14 @@ import pytest
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
 
 
+def pytest_configure(config):
+    # The tests use small models, for which one intra-op thread is as fast as two; on a busy 2-core CI
+    # machine a second thread spin-waits for a core and a tiny backward pass took 300 ms instead of 0.5.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def torch_seed():
     import torch
