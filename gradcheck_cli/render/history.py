@@ -23,7 +23,7 @@ from gradcheck_cli.choices import HistoryFormat, LayerStatus
 from gradcheck_cli.history import HistorySummary, Problem, StepRecord
 from gradcheck_cli.render.chart import Bar, draw_bar_chart, group_bars
 from gradcheck_cli.render.json import json_safe
-from gradcheck_cli.render.text import SEVERITY_STYLE, STATUS_STYLE, VERDICT_STYLE
+from gradcheck_cli.render.text import SEVERITY_STYLE, STATUS_STYLE, VERDICT_STYLE, number_text
 from gradcheck_cli.stats import LayerStats
 
 # Bump the major part on any change to an existing key's meaning or removal (new keys are a minor change).
@@ -209,7 +209,7 @@ def _print_shown(console: Console, summary: HistorySummary, all_layers: bool) ->
     shown, diagnosis = summary.shown, summary.diagnosis
     title = Text(f"Step {shown.step}", style="bold")
     title.append(f" ({summary.shown_because})")
-    facts = [f"loss {_num(shown.loss)}", f"total |g| {_num(shown.total_grad_norm)}"]
+    facts = [f"loss {number_text(shown.loss)}", f"total |g| {number_text(shown.total_grad_norm)}"]
     if shown.batch_size:
         facts.append(f"batch {shown.batch_size}")
     if not shown.signals:
@@ -241,14 +241,16 @@ _COLUMNS: list[tuple[str, Callable[[int, LayerStats, Any], str], int]] = [
     ("type", lambda i, layer, d: layer.type, MEDIUM_WIDTH),
     (
         "grad W",
-        lambda i, layer, d: _num(layer.weight_grad_norm if layer.weight_grad_norm is not None else layer.grad_norm),
+        lambda i, layer, d: number_text(
+            layer.weight_grad_norm if layer.weight_grad_norm is not None else layer.grad_norm
+        ),
         0,
     ),
-    ("|g|/|w|", lambda i, layer, d: _num(layer.relative_grad), MEDIUM_WIDTH),
-    ("|w|", lambda i, layer, d: _num(layer.weight_norm), FULL_WIDTH),
-    ("dL/dout", lambda i, layer, d: _num(layer.backward), 0),
-    ("ratio", lambda i, layer, d: _num(d.ratios.get(layer.name)), 0),
-    ("fwd RMS", lambda i, layer, d: _num(layer.forward_rms), FULL_WIDTH),
+    ("|g|/|w|", lambda i, layer, d: number_text(layer.relative_grad), MEDIUM_WIDTH),
+    ("|w|", lambda i, layer, d: number_text(layer.weight_norm), FULL_WIDTH),
+    ("dL/dout", lambda i, layer, d: number_text(layer.backward), 0),
+    ("ratio", lambda i, layer, d: number_text(d.ratios.get(layer.name)), 0),
+    ("fwd RMS", lambda i, layer, d: number_text(layer.forward_rms), FULL_WIDTH),
 ]
 
 
@@ -289,15 +291,3 @@ def _rows_to_show(statuses: list[LayerStatus], all_layers: bool) -> list[int]:
     ends = set(range(END_ROWS)) | set(range(count - END_ROWS, count))
     flagged = [i for i, status in enumerate(statuses) if status.flagged and i not in ends]
     return sorted(ends | set(flagged[: MAX_ROWS - len(ends)]))
-
-
-def _num(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value != value:
-        return "nan"
-    if value in (float("inf"), float("-inf")):
-        return "inf" if value > 0 else "-inf"
-    if value == 0:
-        return "0"
-    return f"{value:.2e}" if (abs(value) < 1e-2 or abs(value) >= 1e4) else f"{value:.3g}"

@@ -206,11 +206,11 @@ _COLUMNS = [
     _Column("#", lambda i, layer, d: str(i), FULL_WIDTH),
     _Column("layer", lambda i, layer, d: layer.name, 0, number=False),
     _Column("type", lambda i, layer, d: layer.type, MEDIUM_WIDTH, number=False),
-    _Column("grad W", lambda i, layer, d: _num(_weight_grad(layer)), MEDIUM_WIDTH),
-    _Column("|g|/|w|", lambda i, layer, d: _num(layer.relative_grad), FULL_WIDTH),
-    _Column("dL/dout", lambda i, layer, d: _num(layer.backward), 0),
-    _Column("ratio", lambda i, layer, d: _num(d.ratios.get(layer.name)), 0),
-    _Column("fwd RMS", lambda i, layer, d: _num(layer.forward_rms), FULL_WIDTH),
+    _Column("grad W", lambda i, layer, d: number_text(_weight_grad(layer)), MEDIUM_WIDTH),
+    _Column("|g|/|w|", lambda i, layer, d: number_text(layer.relative_grad), FULL_WIDTH),
+    _Column("dL/dout", lambda i, layer, d: number_text(layer.backward), 0),
+    _Column("ratio", lambda i, layer, d: number_text(d.ratios.get(layer.name)), 0),
+    _Column("fwd RMS", lambda i, layer, d: number_text(layer.forward_rms), FULL_WIDTH),
 ]
 
 
@@ -367,7 +367,7 @@ def _time_table(series: RecurrentStats, profile: TimeProfile | None) -> Group:
     )
     for t in shown:
         ratio = profile.ratio_to_last[t] if profile is not None else None
-        table.add_row(str(t + 1), _num(steps[t]), _num(ratio))
+        table.add_row(str(t + 1), number_text(steps[t]), number_text(ratio))
     return Group(title, table)
 
 
@@ -433,18 +433,24 @@ def _comparison(before: Report, after: Report) -> Table:
         Text(a.verdict.value, style=VERDICT_STYLE[a.verdict]),
     )
     table.add_row("backward signal input/output (decades)", _decades(b.profile.decades), _decades(a.profile.decades))
-    table.add_row("gain per layer", _num(b.profile.gain_per_layer), _num(a.profile.gain_per_layer))
+    table.add_row("gain per layer", number_text(b.profile.gain_per_layer), number_text(a.profile.gain_per_layer))
     table.add_row(
         "forward signal output/input (decades)",
         _decades(b.profile.forward_decades),
         _decades(a.profile.forward_decades),
     )
-    table.add_row("first layer grad W", _num(_first_grad(before.result.layers)), _num(_first_grad(after.result.layers)))
+    table.add_row(
+        "first layer grad W",
+        number_text(_first_grad(before.result.layers)),
+        number_text(_first_grad(after.result.layers)),
+    )
     for series_b, series_a in zip(b.time_profiles, a.time_profiles):
         table.add_row(
             f"{series_b.name}: first/last time step (decades)", _decades(series_b.decades), _decades(series_a.decades)
         )
-        table.add_row(f"{series_b.name}: gain per step", _num(series_b.gain_per_step), _num(series_a.gain_per_step))
+        table.add_row(
+            f"{series_b.name}: gain per step", number_text(series_b.gain_per_step), number_text(series_a.gain_per_step)
+        )
     errors = [sum(f.severity is Severity.ERROR for f in r.findings) for r in (b, a)]
     table.add_row("error findings", str(errors[0]), str(errors[1]))
     return table
@@ -467,8 +473,8 @@ def _trials(report: Report) -> Group:
         "(as measured)",
         Text(before["verdict"], style=VERDICT_STYLE[report.verdict]),
         _decades(before["decades"]),
-        _num(before["gain_per_layer"]),
-        _num(before["max_total_grad_norm"]),
+        number_text(before["gain_per_layer"]),
+        number_text(before["max_total_grad_norm"]),
         "",
     )
     for trial in report.fix_trials:
@@ -482,8 +488,8 @@ def _trials(report: Report) -> Group:
             Text(trial.fix_id),
             Text(after["verdict"], style=VERDICT_STYLE[trial.report.verdict]),
             _decades(after["decades"]),
-            _num(after["gain_per_layer"]),
-            _num(after["max_total_grad_norm"]),
+            number_text(after["gain_per_layer"]),
+            number_text(after["max_total_grad_norm"]),
             Text(trial.description),
         )
     return Group(table)
@@ -503,7 +509,7 @@ def _baseline(comparison) -> Group:
         table.add_column(column, justify="right" if column in ("before", "after", "factor") else "left")
     for change in comparison.changes[:10]:
         table.add_row(
-            Text(change.layer), change.what, _num(change.before), _num(change.after), _num(change.factor),
+            Text(change.layer), change.what, number_text(change.before), number_text(change.after), number_text(change.factor),
             Text("regression", style="bold red") if change.regression else "",
         )  # fmt: skip
     return Group(head, table)
@@ -525,12 +531,12 @@ def _training(report: Report) -> Table:
         dead = summary["max_dead_fraction"]
         table.add_row(
             str(step),
-            _num(loss),
+            number_text(loss),
             Text(summary["verdict"], style=VERDICT_STYLE[measured.verdict]),
             _decades(summary["decades"]),
-            _num(summary["gain_per_layer"]),
-            _num(summary["max_total_grad_norm"]),
-            _num(summary["max_relative_grad"]),
+            number_text(summary["gain_per_layer"]),
+            number_text(summary["max_total_grad_norm"]),
+            number_text(summary["max_relative_grad"]),
             "-" if dead is None else f"{dead:.0%}",
         )
     return table
@@ -544,7 +550,7 @@ def _decades(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.2f}"
 
 
-def _num(value: float | None) -> str:
+def number_text(value: float | None) -> str:
     if value is None:
         return "-"
     if value != value:
@@ -558,5 +564,5 @@ def _num(value: float | None) -> str:
 
 def _evidence_value(value) -> str:
     if isinstance(value, float):
-        return _num(value)
+        return number_text(value)
     return str(value)
