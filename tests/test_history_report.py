@@ -22,15 +22,6 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "docs" / "examples" / "monitor_training.py"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one thread is fastest, and does not spin against a busy machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(path, steps=14, nan_at=None, every=5):
     """A short SGD run of a small MLP with its history logged to ``path``."""
     torch.manual_seed(0)

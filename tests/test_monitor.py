@@ -24,15 +24,6 @@ from gradcheck_cli.probe import Batch, probe_model
 LR, SPIKE_LR, SPIKE_AFTER, EVERY = 0.05, 50.0, 33, 10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models here are tiny: one thread is fastest, and does not spin against a busy machine's cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mlp() -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
