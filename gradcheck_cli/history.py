@@ -133,6 +133,7 @@ class StepRecord:
     signals: bool  # the output-gradient and activation figures were measured at this step
     layers: list[LayerStats]
     problems: list[Problem] = field(default_factory=list)  # found at this read-out
+    norm_steps: int | None = None  # of ``steps``, those whose per-layer gradient norms were read (norms_every)
 
     def layer(self, name: str) -> LayerStats:
         for layer in self.layers:
@@ -176,6 +177,8 @@ class TrainingJudge:
         self._open: set[str] = set()
         # After the first NaN/Inf nothing more is reported: what follows is its consequence.
         self.broken = False
+        self._last_read: int | None = None  # the last step judged
+        self._where = ""  # how the problems of the step being judged name it
 
     def reference_window(self, index: int) -> tuple[int, int] | None:
         early = self._early[index]
@@ -189,12 +192,22 @@ class TrainingJudge:
         """``norms[t][i]``: layer i's gradient norm at ``steps[t]`` (None: no gradient at that step)."""
         problems: list[Problem] = []
         for step, row, loss in zip(steps, norms, losses):
+            self._where = self._step_text(step)
             if not self.broken:
                 problems += self._nonfinite(step, row, loss, found_at)
             if not self.broken:
                 problems += self._over_time(step, row, found_at)
             self._learn(step, row)
+            self._last_read = step
         return problems
+
+    def _step_text(self, step: int) -> str:
+        """How a problem names its step: with the monitor's ``norms_every`` above 1, the steps between two
+        reads were not seen, so the problem began at one of them."""
+        last = self._last_read
+        if last is None or step - last <= 1:
+            return f"step {step}"
+        return f"step {step} (the first step read since step {last})"
 
     def judge_findings(self, findings: list[Any], step: int) -> list[Problem]:
         """The scan's findings at a sampled step that are problems: errors, except those that exact zeros of
@@ -233,7 +246,7 @@ class TrainingJudge:
         loss_text = _text(loss) if loss is not None else "not given"
         if loss_bad:
             first = None
-            message = f"step {step}: non-finite loss: the loss is {loss_text}"
+            message = f"{self._where}: non-finite loss: the loss is {loss_text}"
             if bad:
                 message += f" and {len(bad)} layer(s) have non-finite gradients ({_listed(layers)})"
         else:
@@ -242,7 +255,7 @@ class TrainingJudge:
             value = row[bad[-1]]
             # (the per-step norms are float32: an Inf there may also be a finite norm past its range)
             overflow = " (an Inf in it, or a norm past float32's 1.8e19)" if value == math.inf else ""
-            message = f"step {step}: non-finite gradient: the gradient norm of {self._labels[first]} is {_text(value)}{overflow}"
+            message = f"{self._where}: non-finite gradient: the gradient norm of {self._labels[first]} is {_text(value)}{overflow}"
             if len(bad) > 1:
                 message += f", the layer nearest the loss of {len(bad)} with non-finite gradients ({_listed(layers)})"
             message += f"; the loss is {loss_text}"
@@ -281,7 +294,7 @@ class TrainingJudge:
                 limit = f"x1/{self.rules.shrink_factor:g}"
             others = f"; {len(layers) - 1} more layer(s) past {limit} at that step ({_listed(layers[1:])})"
             message = (
-                f"step {step}: the gradient norm of {self._labels[layers[0]]} {change} against its median over steps "
+                f"{self._where}: the gradient norm of {self._labels[layers[0]]} {change} against its median over steps "
                 f"{low}-{high} ({value:.3g} vs {reference:.3g}){others if len(layers) > 1 else ''}."
             )
             figures = {"grad_norm": value, "reference": reference, "factor": factor, "reference_steps": [low, high]}
@@ -395,6 +408,7 @@ def record_document(record: StepRecord) -> dict[str, Any]:
     return {
         "step": record.step,
         "steps": record.steps,
+        "norm_steps": record.norm_steps,
         "loss": record.loss,
         "total_grad_norm": record.total_grad_norm,
         "max_total_grad_norm": record.max_total_grad_norm,
@@ -575,6 +589,7 @@ def _record(path: Path, number: int, document: Any, header: HistoryHeader) -> St
         return StepRecord(
             step=step,
             steps=int(document.get("steps") or 1),
+            norm_steps=document.get("norm_steps"),
             loss=_number(document.get("loss"), "loss"),
             total_grad_norm=_number(document.get("total_grad_norm"), "total_grad_norm"),
             max_total_grad_norm=_number(document.get("max_total_grad_norm"), "max_total_grad_norm"),

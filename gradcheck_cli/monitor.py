@@ -10,7 +10,8 @@
     monitor.detach()
 
 Every step, the norm of each trainable parameter's gradient (``torch._foreach_norm``: one fused kernel on
-CUDA) is written into one row of a ring buffer on the device, and the loss tensor is copied beside it.
+CUDA) is written into one row of a ring buffer on the device, and the loss tensor is copied beside it
+(every few steps instead where those norms cost more than AUTO_NORM_SHARE of the step: ``norms_every``).
 Nothing reaches the host, so the step never waits for the device. Every ``every`` steps (the sampled steps:
 the first, then every ``every``-th) the rows since the previous sample, this step's weight norms and, with
 ``signals``, each layer's output-gradient and activation norms reach the host in one transfer. Then:
@@ -34,6 +35,7 @@ from collections import deque
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 import torch
@@ -65,6 +67,13 @@ from gradcheck_cli.stats import LayerStats
 # again in float64 (one more transfer, only for such extreme gradients).
 EXACT_FLOAT32_NORM = (1e-15, 1e15)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
+# norms_every="auto": the per-step norms are taken on every step while ``step()`` costs at most this share
+# of the training step around it (timed on the host, over the last AUTO_WINDOW steps that took them), and
+# on every 2nd, 4th or 8th step where it costs more (a small model on a CPU). With the sampled steps'
+# share (a few ms every ``every`` steps) the monitor stays under about 2% of the step.
+AUTO_NORM_SHARE = 0.015
+AUTO_MAX_STRIDE = 8
+AUTO_WINDOW = 16
 # Device memory for the ring of per-step norms: 16 MB holds 100 steps of 20,000 parameter tensors.
 RING_BUDGET_BYTES = 16 * 2**20
 
@@ -116,7 +125,9 @@ class Monitor:
 
     ``every``: steps between sampled steps (the first step is sampled too). ``norms_every``: take the
     per-step gradient norms every this many steps (1: every step, so a problem is named at its own step;
-    n: a 1/n of the per-step cost, and a problem is named at the first of those steps to show it). ``on_problem``: "warn",
+    n: a 1/n of the per-step cost, and a problem is named at the first of those steps to show it; "auto":
+    every step while that costs at most 1.5% of the training step, else every 2nd, 4th or 8th, chosen from
+    the monitor's own timings and chosen again at each sampled step). ``on_problem``: "warn",
     "raise", "record", or a function called with each ``Problem``. ``history``: sampled records kept in
     ``monitor.history``. ``log``: a JSON-lines file written as the run goes (``gradcheck report`` reads it).
     ``thresholds``: the scan's ``Thresholds``. ``grow_factor`` / ``shrink_factor`` / ``reference_steps``:
@@ -131,7 +142,7 @@ class Monitor:
         model: nn.Module,
         every: int = 100,
         *,
-        norms_every: int = 1,
+        norms_every: int | str = "auto",
         on_problem: OnProblem | str | ProblemHandler = OnProblem.WARN,
         history: int = 100,
         log: str | os.PathLike | None = None,
@@ -154,7 +165,7 @@ class Monitor:
         if not isinstance(model, nn.Module):
             raise InvalidOptionError(f"Monitor watches an nn.Module (got {type(model).__name__}); pass the model.")
         self.every = _whole(every, "every", 1)
-        self.norms_every = _whole(norms_every, "norms_every", 1)
+        self.norms_every: int | str = "auto" if norms_every == "auto" else _whole(norms_every, "norms_every", 1)
         keep = _whole(history, "history", 1)
         self._on_problem = _on_problem(on_problem)
         self._model = model
@@ -193,6 +204,15 @@ class Monitor:
         self._history: deque[StepRecord] = deque(maxlen=keep)
         self.problems: list[Problem] = []
         self._next_step = self.header.start_step
+        # Steps whose norms are taken: every ``_stride``-th from the last that took them (sampled steps too).
+        self._auto = self.norms_every == "auto"
+        self._stride = 1 if self._auto else self.norms_every
+        self._next_norms_step = self.header.start_step
+        # norms_every="auto": step()'s own time on the steps that took norms, and the time between calls.
+        self._costs: deque[float] = deque(maxlen=AUTO_WINDOW)
+        self._intervals: deque[float] = deque(maxlen=AUTO_WINDOW)
+        self._left_at: float | None = None
+        self._stride_chosen = False
         self._skips_read = False
         # The ring buffer: one row of per-parameter gradient norms per step read since the last read-out.
         self._norms: torch.Tensor | None = None
@@ -200,11 +220,11 @@ class Monitor:
         self._unread = 0
         # Rows of the ring: a step each until the next sample, within a memory budget; past it (a very large
         # ``every``), the full ring is read out and judged between samples.
-        rows = -(-self.every // self.norms_every)
+        rows = self.every if self._auto else -(-self.every // self._stride)
         self._capacity = max(1, min(rows, RING_BUDGET_BYTES // (8 * len(self._tracked))))
         self._missing: list[list[int] | None] = [None] * self._capacity  # per row: parameters without a gradient
         self._loss_given: list[Any] = [None] * self._capacity  # per row: None, "tensor", or the loss as a float
-        self._carried_max, self._carried_problems = None, []
+        self._carried_max, self._carried_problems, self._carried_rows = None, [], 0
         self._row_steps: list[int] = [0] * self._capacity  # per row: its step
         self._last_record_step = self.header.start_step - 1
         self._hooks: _SignalHooks | None = None
@@ -237,11 +257,14 @@ class Monitor:
         before clipping). On a sampled step, read and judge every step since the previous sample; returns
         the problems found (and warns or raises as ``on_problem`` says)."""
         self._check_attached()
+        entered = perf_counter()
+        if self._left_at is not None:
+            self._intervals.append(entered - self._left_at)
         step = self._next_step
         self._next_step += 1
         sampled = self._sampled(step)
         found: list[Problem] = []
-        if sampled or (step - self.header.start_step) % self.norms_every == 0:
+        if sampled or step >= self._next_norms_step:
             if self._unread == self._capacity:
                 found = self._drain()
             slot = self._unread
@@ -249,12 +272,25 @@ class Monitor:
             self._record_norms(slot)
             self._record_loss(slot, loss)
             self._unread += 1
+            self._next_norms_step = step + self._stride
+            if self._auto and not sampled:
+                self._costs.append(perf_counter() - entered)
+                if not self._stride_chosen and len(self._costs) == AUTO_WINDOW:
+                    self._choose_stride()
         if sampled:
             found += self._read(step, sampled=True)
+            if self._auto and self._costs:
+                self._choose_stride()
         if self._signals and self._sampled(step + 1) and not (found and self._on_problem is OnProblem.RAISE):
             self._arm()
+        self._left_at = perf_counter()
         self._emit(found, stacklevel=3)
         return found
+
+    @property
+    def norms_stride(self) -> int:
+        """Steps between two steps whose per-layer norms are taken, now (``norms_every``, or its choice)."""
+        return self._stride
 
     def check(self) -> list[Problem]:
         """Read and judge the steps since the last read-out now, without waiting for a sampled step (one
@@ -337,6 +373,20 @@ class Monitor:
             if self.header.structure.residual is None and not isinstance(self._model, torch.jit.ScriptModule):
                 self.header.structure.residual = has_skip_connections(loss)
 
+    def _choose_stride(self) -> None:
+        """norms_every="auto": the smallest of 1, 2, 4, 8 (and at most ``every``) at which the per-step
+        norms cost at most AUTO_NORM_SHARE of the training step."""
+        if not self._intervals:
+            return
+        self._stride_chosen = True
+        cost, interval = _median(self._costs), _median(self._intervals)
+        stride = 1
+        while cost > AUTO_NORM_SHARE * interval * stride and stride < min(AUTO_MAX_STRIDE, self.every):
+            stride *= 2
+        if stride != self._stride:
+            self._next_norms_step += stride - self._stride
+            self._stride = stride
+
     def _sampled(self, step: int) -> bool:
         return (step - self.header.start_step) % self.every == 0
 
@@ -353,6 +403,7 @@ class Monitor:
         rows, losses, _ = self._transfer([])
         problems = self._judge.judge_steps(steps, [self._layer_norms(row) for row in rows], losses, steps[-1])
         self._carried_max = _largest([self._carried_max, *map(_total, rows)])
+        self._carried_rows += len(rows)
         self._carried_problems += problems
         self.problems += problems
         return problems
@@ -403,13 +454,14 @@ class Monitor:
             rows[-1] = self._exact(rows[-1])
         record = self._record(step, rows, losses, figures, hooks)
         record.steps = step - self._last_record_step
+        record.norm_steps = len(rows) + self._carried_rows
         record.max_total_grad_norm = _largest([self._carried_max, record.max_total_grad_norm])
         self._last_record_step = step
         problems = self._judge.judge_steps(steps, [self._layer_norms(row) for row in rows], losses, step)
         problems += self._judge.judge_findings(diagnose_record(self.header, record).findings, step)
         problems.sort(key=lambda problem: problem.step)
         record.problems = self._carried_problems + problems
-        self._carried_max, self._carried_problems = None, []
+        self._carried_max, self._carried_problems, self._carried_rows = None, [], 0
         self._history.append(record)
         self.problems += problems
         if hooks is not None:
@@ -653,6 +705,11 @@ def _norms(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
     if any(t.dtype in _LOW_PRECISION for t in tensors):
         return torch._foreach_norm(tensors, 2, dtype=torch.float32)
     return torch._foreach_norm(tensors, 2)
+
+
+def _median(values: deque[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2] if ordered else 0.0
 
 
 def _total(row: list[float | None]) -> float | None:

@@ -27,7 +27,7 @@ def run(path, steps=14, nan_at=None, every=5):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    with Monitor(model, every=every, on_problem="record", log=path) as monitor:
+    with Monitor(model, norms_every=1, every=every, on_problem="record", log=path) as monitor:
         for step in range(1, steps + 1):
             x = torch.randn(16, 8)
             loss = nn.functional.mse_loss(model(x), x[:, :1].sin())

@@ -92,7 +92,7 @@ def test_detach_restores_hooks_grads_modes_and_weights_bit_for_bit():
     hooks_before = hook_state(model)
     modes = [m.training for m in model.modules()]
 
-    monitor = Monitor(model, every=1, on_problem="record")  # every step sampled: hooks are armed at once
+    monitor = Monitor(model, norms_every=1, every=1, on_problem="record")  # every step sampled: hooks are armed at once
     assert hook_state(model) != hooks_before
     monitor.step()
     nn.functional.mse_loss(model(x), y)  # a forward pass with the hooks in place, as the next step would run
@@ -111,7 +111,7 @@ def test_leaving_the_with_block_on_an_exception_removes_hooks_and_keeps_the_exce
     model = mlp()
     before = hook_state(model)
     with pytest.raises(KeyError, match="the user's own"):
-        with Monitor(model, every=2, on_problem="raise") as monitor:
+        with Monitor(model, norms_every=1, every=2, on_problem="raise") as monitor:
             for step in (1, 2):  # step 1 is sampled; after step 2 the hooks wait for step 3
                 x, y = batch(step)
                 loss = nn.functional.mse_loss(model(x), y)
@@ -129,7 +129,7 @@ def test_leaving_the_with_block_on_an_exception_removes_hooks_and_keeps_the_exce
 
 
 def test_a_detached_monitor_refuses_steps():
-    monitor = Monitor(mlp(), every=5)
+    monitor = Monitor(mlp(), norms_every=1, every=5)
     monitor.detach()
     with pytest.raises(InvalidOptionError, match="detached"):
         monitor.step()
@@ -138,7 +138,7 @@ def test_a_detached_monitor_refuses_steps():
 def test_signals_off_registers_no_hook_at_all():
     model = mlp()
     before = hook_state(model)
-    monitor = Monitor(model, every=1, on_problem="record", signals=False)
+    monitor = Monitor(model, norms_every=1, every=1, on_problem="record", signals=False)
     assert hook_state(model) == before
     train(model, monitor, 3)
     assert hook_state(model) == before
@@ -153,7 +153,7 @@ def test_no_host_sync_on_steps_it_does_not_sample(monkeypatch):
     """Between samples, step() reads nothing back: no .item(), .tolist(), float(), bool() on a tensor.
     A sampled step reads everything in one .tolist()."""
     model = mlp()
-    monitor = Monitor(model, every=5, on_problem="record")
+    monitor = Monitor(model, norms_every=1, every=5, on_problem="record")
     calls = []
     counting = {"on": False}
     for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__", "numpy", "cpu"):
@@ -188,7 +188,7 @@ def test_no_host_sync_on_steps_it_does_not_sample(monkeypatch):
 
 def test_learning_rate_spike_is_named_at_the_first_step_whose_gradients_show_it():
     model = mlp()
-    monitor = Monitor(model, every=EVERY, on_problem="record")
+    monitor = Monitor(model, norms_every=1, every=EVERY, on_problem="record")
     norms: list[dict[str, float]] = []
     train(model, monitor, 45, spike_after=SPIKE_AFTER, norms=norms)
     growth = [p for p in monitor.problems if p.kind == GRADIENT_GROWTH]
@@ -212,7 +212,7 @@ def test_learning_rate_spike_is_named_at_the_first_step_whose_gradients_show_it(
 
 def test_a_healthy_run_has_no_problem_and_keeps_the_last_records():
     model = mlp()
-    monitor = Monitor(model, every=4, on_problem="raise", history=3)
+    monitor = Monitor(model, norms_every=1, every=4, on_problem="raise", history=3)
     train(model, monitor, 30)
     assert monitor.problems == []
     assert [record.step for record in monitor.history] == [21, 25, 29]
@@ -225,7 +225,7 @@ def test_what_a_scan_finds_is_a_problem_at_the_first_sample_and_once_while_it_la
     torch.manual_seed(0)
     layers = [module for _ in range(10) for module in (nn.Linear(64, 64), nn.ReLU())]
     model = nn.Sequential(*layers, nn.Linear(64, 10))  # PyTorch's default init: x0.41 per ReLU layer
-    monitor = Monitor(model, every=3, on_problem="record")
+    monitor = Monitor(model, norms_every=1, every=3, on_problem="record")
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     for step in range(1, 8):
         x = torch.randn(32, 64, generator=torch.Generator().manual_seed(step))
@@ -243,7 +243,7 @@ def test_what_a_scan_finds_is_a_problem_at_the_first_sample_and_once_while_it_la
 
 def test_nan_in_one_gradient_is_named_at_its_step_and_layer():
     model = mlp()
-    monitor = Monitor(model, every=EVERY, on_problem="record")
+    monitor = Monitor(model, norms_every=1, every=EVERY, on_problem="record")
     train(model, monitor, 25, nan_grad_at=17)
     (problem,) = monitor.problems  # one per run: what follows a NaN is its consequence
     assert (problem.kind, problem.step, problem.layer, problem.found_at) == (NONFINITE, 17, "2", 21)
@@ -253,7 +253,7 @@ def test_nan_in_one_gradient_is_named_at_its_step_and_layer():
 
 def test_nan_in_the_input_is_named_at_its_step_as_the_loss():
     model = mlp()
-    monitor = Monitor(model, every=EVERY, on_problem="record")
+    monitor = Monitor(model, norms_every=1, every=EVERY, on_problem="record")
     train(model, monitor, 12, nan_input_at=8)
     (problem,) = monitor.problems
     assert (problem.kind, problem.step, problem.layer) == (NONFINITE, 8, None)
@@ -262,7 +262,7 @@ def test_nan_in_the_input_is_named_at_its_step_as_the_loss():
 
 def test_warn_names_the_problem_in_one_line_at_the_users_call():
     model = mlp()
-    monitor = Monitor(model, every=EVERY)  # on_problem="warn" is the default
+    monitor = Monitor(model, norms_every=1, every=EVERY)  # on_problem="warn" is the default
     with pytest.warns(GradientProblemWarning) as caught:
         train(model, monitor, 12, nan_grad_at=5)
     (warning,) = caught
@@ -273,7 +273,7 @@ def test_warn_names_the_problem_in_one_line_at_the_users_call():
 
 def test_raise_stops_training_at_the_sample_that_found_it():
     model = mlp()
-    monitor = Monitor(model, every=EVERY, on_problem="raise")
+    monitor = Monitor(model, norms_every=1, every=EVERY, on_problem="raise")
     with pytest.raises(GradientProblemError) as raised:
         train(model, monitor, 60, spike_after=SPIKE_AFTER)
     error = raised.value
@@ -288,10 +288,10 @@ def test_record_and_a_function_for_on_problem():
     model = mlp()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        recorded = Monitor(model, every=EVERY, on_problem="record")
+        recorded = Monitor(model, norms_every=1, every=EVERY, on_problem="record")
         train(model, recorded, 12, nan_grad_at=3)
     model = mlp()
-    called = Monitor(model, every=EVERY, on_problem=seen.append)
+    called = Monitor(model, norms_every=1, every=EVERY, on_problem=seen.append)
     train(model, called, 12, nan_grad_at=3)
     assert [p.step for p in recorded.problems] == [p.step for p in seen] == [3]
 
@@ -299,7 +299,7 @@ def test_record_and_a_function_for_on_problem():
 def test_every_above_the_ring_reads_out_when_full_and_still_names_the_step(monkeypatch):
     monkeypatch.setattr(monitor_module, "RING_BUDGET_BYTES", 3 * 8 * 8)  # 8 parameters: 3 rows
     model = mlp()
-    monitor = Monitor(model, every=10, on_problem="record")
+    monitor = Monitor(model, norms_every=1, every=10, on_problem="record")
     assert monitor._capacity == 3
     train(model, monitor, 11, nan_grad_at=5)
     (problem,) = monitor.problems
@@ -315,7 +315,7 @@ def test_sampled_figures_match_a_scan_of_the_same_batch():
     scanned = probe_model(
         model, lambda i: Batch((x,), target=y), lambda out, b: nn.functional.mse_loss(out, y), passes=1
     )
-    monitor = Monitor(model, every=1, on_problem="record")
+    monitor = Monitor(model, norms_every=1, every=1, on_problem="record")
     loss = nn.functional.mse_loss(model(x), y)
     loss.backward()
     monitor.step(loss)
@@ -339,7 +339,7 @@ def test_skip_connections_are_read_off_the_first_loss():
             return self.out(h + self.block(torch.relu(h)))
 
     model = Residual()
-    monitor = Monitor(model, every=2, on_problem="record")
+    monitor = Monitor(model, norms_every=1, every=2, on_problem="record")
     loss = model(torch.randn(4, 8)).sum()
     loss.backward()
     monitor.step(loss)
@@ -349,7 +349,7 @@ def test_skip_connections_are_read_off_the_first_loss():
 def test_a_layer_without_a_gradient_on_some_steps_is_no_problem():
     model = mlp()
     model[6].requires_grad_(False)  # frozen head: never a gradient
-    monitor = Monitor(model, every=3, on_problem="raise")
+    monitor = Monitor(model, norms_every=1, every=3, on_problem="raise")
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=LR)
     for step in range(1, 8):
         x, y = batch(step)
@@ -376,9 +376,86 @@ def test_norms_every_takes_the_per_step_norms_on_fewer_steps_and_names_the_first
     assert [(record.step, record.steps) for record in monitor.history] == [(1, 1), (11, 10)]
 
 
+class StepClock:
+    """The monitor's clock in a test: a norm-taking step() reads it on entry and after taking the norms, so
+    each reading advances it by ``monitor_seconds``, and ``train_timed`` adds ``step_seconds`` of training
+    between two calls: the monitor measures a share of monitor_seconds / (step_seconds + monitor_seconds)."""
+
+    def __init__(self, monitor_seconds: float, step_seconds: float):
+        self.now, self.per_reading, self.step_seconds = 0.0, monitor_seconds, step_seconds
+
+    def __call__(self) -> float:
+        self.now += self.per_reading
+        return self.now
+
+
+def train_timed(model, monitor, clock, steps, *, nan_grad_at=None):
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    for step in range(1, steps + 1):
+        x, y = batch(step)
+        nn.functional.mse_loss(model(x), y).backward()
+        if step == nan_grad_at:
+            model[2].weight.grad[0, 0] = float("nan")
+        monitor.step()
+        optimizer.step()
+        optimizer.zero_grad()
+        clock.now += clock.step_seconds
+
+
+@pytest.mark.parametrize(
+    ("monitor_us", "step_us", "stride"),
+    [(5, 1000, 1), (15, 1000, 1), (20, 1000, 2), (40, 1000, 4), (500, 1000, 8)],
+)
+def test_auto_norms_every_takes_the_norms_every_step_while_they_cost_at_most_1_5_percent(
+    monkeypatch, monitor_us, step_us, stride
+):
+    clock = StepClock(monitor_us * 1e-6, step_us * 1e-6)
+    monkeypatch.setattr(monitor_module, "perf_counter", clock)
+    model = mlp()
+    monitor = Monitor(model, every=100, on_problem="record")
+    assert monitor.norms_every == "auto" and monitor.norms_stride == 1
+    train_timed(model, monitor, clock, 40)
+    # chosen after 16 timed steps (steps 2-17), then taken on every stride-th step from there
+    assert monitor.norms_stride == stride
+    assert monitor._row_steps[: monitor._unread] == list(range(2, 18)) + list(range(17 + stride, 41, stride))
+    monitor.detach()
+    assert monitor.history[-1].norm_steps == 16 + len(range(17 + stride, 41, stride))
+
+
+def test_auto_norms_every_names_the_steps_a_problem_may_have_begun_at_and_chooses_again_at_each_sample(
+    monkeypatch,
+):
+    clock = StepClock(40e-6, 1e-3)
+    monkeypatch.setattr(monitor_module, "perf_counter", clock)
+    model = mlp()
+    monitor = Monitor(model, every=30, on_problem="record")
+    train_timed(model, monitor, clock, 31, nan_grad_at=27)
+    # every 4th step from 17: 21, 25, 29; the NaN at 27 shows first in step 29's gradients (the weights);
+    # step 31 is sampled and reads them
+    (problem,) = monitor.problems
+    assert (problem.kind, problem.step) == (NONFINITE, 29)
+    assert problem.message.startswith("step 29 (the first step read since step 25): non-finite gradient")
+    # steps get slower (a larger batch, say): at the next sample the norms go back to every step
+    clock.step_seconds = 10e-3
+    train_timed(model, monitor, clock, 30)
+    assert monitor.norms_stride == 1
+    monitor.detach()
+
+
+def test_auto_norms_every_is_at_most_every():
+    clock = StepClock(1e-3, 1e-3)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(monitor_module, "perf_counter", clock)
+        model = mlp()
+        monitor = Monitor(model, every=2, on_problem="record")
+        train_timed(model, monitor, clock, 40)
+        assert monitor.norms_stride == 2
+        monitor.detach()
+
+
 def test_start_step_numbers_a_resumed_run():
     model = mlp()
-    monitor = Monitor(model, every=5, on_problem="record", start_step=1001)
+    monitor = Monitor(model, norms_every=1, every=5, on_problem="record", start_step=1001)
     train(model, monitor, 7, nan_grad_at=4)
     assert [record.step for record in monitor.history] == [1001, 1006]
     assert monitor.problems[0].step == 1004
@@ -401,7 +478,7 @@ def test_bad_options_say_what_to_pass(options, message):
 
 def test_a_loss_that_is_not_a_scalar_is_refused():
     model = mlp()
-    monitor = Monitor(model, every=5)
+    monitor = Monitor(model, norms_every=1, every=5)
     with pytest.raises(InvalidOptionError, match=r"the scalar loss \(got a tensor of shape \(3,\)\)"):
         monitor.step(torch.ones(3))
 
@@ -417,7 +494,7 @@ def test_a_model_without_trainable_parameters_is_refused():
 def test_log_and_write_history_round_trip(tmp_path):
     model = mlp()
     log = tmp_path / "run" / "history.jsonl"
-    with Monitor(model, every=EVERY, on_problem="record", log=log) as monitor:
+    with Monitor(model, norms_every=1, every=EVERY, on_problem="record", log=log) as monitor:
         train(model, monitor, 24, nan_grad_at=15)
     written = tmp_path / "kept.jsonl"
     monitor.write_history(written)

@@ -32,7 +32,9 @@ def main(log: str = "monitor_history.jsonl") -> Monitor:
     model = build_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
 
-    with Monitor(model, every=50, log=log) as monitor:  # on_problem="warn": a one-line warning each
+    # norms_every=1: the norms of every step, to name the exact step. By default ("auto") this tiny model's
+    # norms would be taken every few steps, since on a CPU they cost more than 1.5% of its 0.3 ms step.
+    with Monitor(model, every=50, norms_every=1, log=log) as monitor:  # on_problem="warn": a warning each
         for step in range(1, STEPS + 1):
             batch = torch.randint(0, len(inputs), (32,))
             loss = nn.functional.mse_loss(model(inputs[batch]), targets[batch])

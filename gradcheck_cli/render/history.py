@@ -109,6 +109,7 @@ def history_report_document(summary: HistorySummary) -> dict[str, Any]:
             {
                 "step": record.step,
                 "steps": record.steps,
+                "norm_steps": record.norm_steps,
                 "loss": record.loss,
                 "total_grad_norm": record.total_grad_norm,
                 "max_total_grad_norm": record.max_total_grad_norm,
