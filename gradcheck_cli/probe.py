@@ -222,16 +222,26 @@ def probe_model(
         recorder.read_skips = (
             structure is None and recorder.hooked and not any(isinstance(m, nn.RNNBase) for _, m in all_modules)
         )
+        # Passes after the first are signal passes: the backward signal and forward RMS vary from batch to
+        # batch and are taken on every pass, while the parameter gradients, read on the first, are left
+        # uncomputed (a quarter to a third of a pass's work, and the read of every gradient). A distributed
+        # scan runs full passes: its gradient reductions live in the parameters' backward hooks.
+        signal_passes = recorder.hooked and reducer is None
         if any(module.training != train_mode for _, module in all_modules):  # train() walks every module
             model.train(train_mode)
-        torch.manual_seed(seed)
+        # torch.manual_seed also seeds every accelerator backend, lazily, recording a stack trace for each:
+        # a millisecond per probe. A model on the CPU needs only the CPU generator seeded.
+        if all(p.device.type == "cpu" for p in params):
+            torch.default_generator.manual_seed(seed)
+        else:
+            torch.manual_seed(seed)
         nonfinite_batch = None
         for index in range(passes):
             rng = _rng_state(devices)
             wide = False
             while True:
                 batch = make_batch(index)
-                recorder.start_pass(index == 0, wide, amp, loss_scale)
+                recorder.start_pass(index == 0, wide, amp, loss_scale, signal_only=index > 0 and signal_passes)
                 loss = _forward_backward(model, params, batch, loss_fn, recorder, clip_grad_norm, amp, loss_scale)
                 figures = recorder.finish_pass(loss, _batch_size(batch))
                 if figures.finite or not math.isfinite(figures.loss) or loss_scale <= 1.0:
@@ -341,7 +351,11 @@ def _forward_backward(
             recorder.residual = has_skip_connections(loss)  # before backward frees the graph
             recorder.read_skips = False
         stage = "backward pass"
-        (loss * loss_scale if loss_scale != 1.0 else loss).backward()
+        scaled = loss * loss_scale if loss_scale != 1.0 else loss
+        if recorder.signal_only:
+            recorder.signal_gradients(scaled)
+            return loss.detach()
+        scaled.backward()
         if clip_grad_norm is not None:  # what training with clipping would step with (on the scaled gradients)
             torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip_grad_norm * loss_scale)
     except GradcheckError:
@@ -432,7 +446,7 @@ class _PassFigures:
     grad_nonfinite: list[bool]
     time_steps: dict[str, list[float]]
     loss: float
-    total_grad_norm: float
+    total_grad_norm: float | None  # None on a signal pass (no parameter gradients)
     batch_size: int
     # False when a norm taken in float32 left the range where float32 is exact: the pass is measured again
     exact: bool = True
@@ -441,7 +455,8 @@ class _PassFigures:
 
     @property
     def finite(self) -> bool:
-        sums = (self.loss, self.total_grad_norm, *self.forward_sq, *self.backward_sq)
+        total = () if self.total_grad_norm is None else (self.total_grad_norm,)
+        sums = (self.loss, *total, *self.forward_sq, *self.backward_sq)
         return all(math.isfinite(value) for value in sums)
 
 
@@ -495,6 +510,10 @@ class _Recorder:
         self._wide: list[torch.Tensor] = []  # float64 norms
         self._wide_slots: list[tuple[int, int]] = []
         self._first, self._all_wide = True, False
+        # A signal pass measures outputs and output gradients only: the forward hooks keep the outputs, and
+        # torch.autograd.grad takes their gradients without computing any parameter's (see probe_model).
+        self.signal_only = False
+        self._signal_outputs: list[tuple[int, torch.Tensor]] = []
         self._wide_keys: set[tuple[int, int]] = set()  # slots whose last value was too small or large for float32
         self._immediate_keys: set[tuple[int, int]] = set()  # outputs an in-place op overwrites: reduced at once
         self._kept: list[tuple[tuple[int, int], torch.Tensor, int]] = []  # (slot, tensor, its version) to reduce
@@ -522,14 +541,21 @@ class _Recorder:
         self._activation_calls: dict[str, int] = {}
 
     def start_pass(
-        self, first: bool, wide: bool = False, amp: torch.dtype | None = None, loss_scale: float = 1.0
+        self,
+        first: bool,
+        wide: bool = False,
+        amp: torch.dtype | None = None,
+        loss_scale: float = 1.0,
+        signal_only: bool = False,
     ) -> None:
         """``first``: the first pass, whose norms are all taken in their hooks while it notes which outputs
-        in-place ops overwrite; ``wide``: take every norm in float64 (a pass measured again).
+        in-place ops overwrite; ``wide``: take every norm in float64 (a pass measured again);
+        ``signal_only``: a signal pass (outputs and their gradients, no parameter gradient).
         ``amp``: the passes run under autocast, so output gradients are also sorted into fp16's ranges;
         ``loss_scale``: what the loss was multiplied by, divided out of every gradient figure."""
         self._narrow, self._narrow_slots, self._wide, self._wide_slots = [], [], [], []
-        self._first, self._all_wide = first, wide
+        self._first, self._all_wide, self.signal_only = first, wide, signal_only
+        self._signal_outputs = []
         self._kept, self._kept_bytes, self._overwritten, self._last_output = [], 0, False, None
         self._amp, self._loss_scale, self._range_counts, self._range_bounds = amp, loss_scale, [], None
         self._numel = [0] * len(self.layers)
@@ -559,10 +585,30 @@ class _Recorder:
                     continue
                 self._record(self._FORWARD, index, tensor.detach())
                 self._numel[index] += tensor.numel()
-                if tensor.requires_grad:
+                if not tensor.requires_grad:
+                    continue
+                if self.signal_only and (self._FORWARD, index) not in self._immediate_keys:
+                    self._signal_outputs.append((index, tensor))
+                else:  # (an output an in-place op overwrites: its hook sees the gradient of this version)
                     tensor.register_hook(self._backward_hooks[index])
 
         return hook
+
+    def signal_gradients(self, loss: torch.Tensor) -> None:
+        """A signal pass's backward: the gradients of the kept outputs (and of the recurrent time probes)
+        by torch.autograd.grad, which runs only the part of the backward graph that leads to them: no
+        parameter gradient is computed, so the pass costs less than a training step's."""
+        outputs = [tensor for _, tensor in self._signal_outputs]
+        probes = [probe for _, probe, _ in self._time_probes]
+        if not outputs and not probes:
+            return
+        grads = torch.autograd.grad(loss, [*outputs, *probes], allow_unused=True)
+        for (index, _), grad in zip(self._signal_outputs, grads):
+            if grad is not None:
+                self._backward_hooks[index](grad)
+        for probe, grad in zip(probes, grads[len(outputs) :]):
+            probe.grad = grad
+        self._signal_outputs = []
 
     def _make_backward_hook(self, index: int) -> Callable:
         def hook(grad: torch.Tensor) -> None:
@@ -705,7 +751,9 @@ class _Recorder:
         self._reduce_kept()
         if self._owned is None:  # the layers' order is known after the first pass; ownership does not change
             self._owned = _owned_parameters(self)
-        params = self._owned
+        # Parameter gradients are read on the first pass (all passes when no hook shows anything else).
+        reads_params = self._first or not self.hooked
+        params = self._owned if reads_params else []
         grads = [p.grad for _, _, p in params]
         present = [g for g in grads if g is not None]
         if self.reducer is not None:  # this process's shard of each gradient
@@ -814,7 +862,8 @@ class _Recorder:
             loss_value, numel, batch_size = loss_value / n, [count * n for count in numel], batch_size * n
         return _PassFigures(
             forward_sq, numel, backward_sq, backward_seen, weight_sq, other_sq, grad_nonfinite,
-            time_steps, loss_value, math.sqrt(total_sq), batch_size, exact, fp16_counts,
+            time_steps, loss_value, math.sqrt(total_sq) if params else None, batch_size, exact,
+            fp16_counts,
         )  # fmt: skip
 
 
@@ -1010,7 +1059,7 @@ def _assemble(
             for name, steps in time_series.items()
         ],
         losses=[p.loss for p in per_pass],
-        total_grad_norms=[p.total_grad_norm for p in per_pass],
+        total_grad_norms=[p.total_grad_norm for p in per_pass if p.total_grad_norm is not None],
         structure=structure,
         hooked=recorder.hooked,
         activations=_activation_stats(recorder.activation_sites, recorder.activation_passes),

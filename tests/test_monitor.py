@@ -574,7 +574,7 @@ def test_lightning_callback_steps_once_per_optimizer_step(tmp_path):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=LR)
 
-    callback = MonitorCallback(every=5, on_problem="record", log=tmp_path / "history.jsonl")
+    callback = MonitorCallback(every=5, norms_every=1, on_problem="record", log=tmp_path / "history.jsonl")
     trainer = pl.Trainer(
         max_steps=8, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[callback], accumulate_grad_batches=2,
@@ -613,7 +613,7 @@ def test_hugging_face_callback_reads_gradients_before_the_optimizer_step(tmp_pat
             return {"loss": nn.functional.mse_loss(out, labels), "logits": out}
 
     data = [{"x": x, "labels": y} for x, y in zip(DATA_X[:64], DATA_Y[:64])]
-    callback = MonitorCallback(every=5, on_problem="record")
+    callback = MonitorCallback(every=5, norms_every=1, on_problem="record")
     arguments = TrainingArguments(
         output_dir=str(tmp_path), max_steps=6, per_device_train_batch_size=4, gradient_accumulation_steps=2,
         report_to="none", save_strategy="no", logging_strategy="no", use_cpu=True, disable_tqdm=True,

@@ -250,9 +250,29 @@ def test_median_and_spread_across_passes():
     scales = [1.0, 3.0, 2.0]
     result = probe_model(layer, lambda i: Batch(args=(torch.ones(1, 3) * scales[i],)), lambda o, b: o.sum(), passes=3)
     stats = result.layers[0]
+    out = abs(layer.weight.sum().item())  # the output at scale 1
+    assert stats.forward_rms == pytest.approx(2 * out)
+    assert stats.spread["forward_rms"] == pytest.approx((out, 3 * out))
+    # parameter gradients are read on the first pass only
     unit = math.sqrt(3)
-    assert stats.weight_grad_norm == pytest.approx(2 * unit)
-    assert stats.spread["weight_grad_norm"] == pytest.approx((unit, 3 * unit))
+    assert stats.weight_grad_norm == pytest.approx(unit)
+    assert stats.spread["weight_grad_norm"] == pytest.approx((unit, unit))
+
+
+def test_later_passes_take_output_gradients_without_computing_parameter_gradients():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+    computed = []
+    handles = [p.register_hook(lambda grad: computed.append(1)) for p in model.parameters()]
+    result = probe_model(model, fixed_batch(torch.randn(5, 4)), lambda o, b: o.pow(2).sum(), passes=3)
+    for handle in handles:
+        handle.remove()
+    assert len(computed) == 6  # each parameter's gradient once: in the first pass
+    assert len(result.total_grad_norms) == 1
+    for stats in result.layers:
+        # the same batch every pass: the later passes' backward signal is the first pass's, to rounding
+        low, high = stats.spread["backward"]
+        assert low == pytest.approx(high, rel=1e-6) and low > 0
 
 
 def test_passes_must_be_positive():
