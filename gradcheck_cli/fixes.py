@@ -304,12 +304,17 @@ def _clipping(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
         )
     median = statistics.median(norms)
     max_norm = float(f"{median:.2g}")
+    if len(norms) == 1:  # (a probe reads the parameter gradients on its first pass only)
+        measured = f"The total gradient norm measured is {median:.3g}; clipping near it"
+    else:
+        measured = (
+            f"The total gradient norm measured over {len(norms)} passes has median {median:.3g} "
+            f"(range {min(norms):.3g} to {max(norms):.3g}); clipping near the median norm"
+        )
     return Fix(
         FixId.CLIPPING.value,
         f"Clip the gradient norm at max_norm={max_norm:g}",
-        f"The total gradient norm measured over {len(norms)} passes has median {median:.3g} "
-        f"(range {min(norms):.3g} to {max(norms):.3g}); clipping near the median norm (Pascanu et al. 2013, "
-        "section 3.2) bounds every update. It guards the step; it does not make the gradient flow healthy.",
+        f"{measured} (Pascanu et al. 2013, section 3.2) bounds every update. It guards the step; it does not make the gradient flow healthy.",
         f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={max_norm:g})  # after loss.backward()",
         {"max_norm": max_norm, "median_total_norm": float(f"{median:.4g}")},
     )

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError, ModelRunError
 from gradcheck_cli.nonfinite import trace_nonfinite
@@ -181,6 +182,10 @@ def probe_model(
     reducer: Reducer | None = None,
 ) -> ProbeResult:
     """Run ``passes`` forward/backward passes and measure every layer.
+
+    The first pass is a full one, whose parameter gradients are read; the later ones, where the model takes
+    hooks and the scan is not distributed, are signal passes: outputs and output gradients only, without
+    computing any parameter gradient. Output and output-gradient figures are medians over all passes.
 
     ``make_batch(i)`` gives the batch of pass ``i``; it and the model draw randomness from the global
     RNG, seeded with ``seed`` here and restored afterwards. ``loss_fn(output, batch)`` gives a scalar.
@@ -513,7 +518,9 @@ class _Recorder:
         # A signal pass measures outputs and output gradients only: the forward hooks keep the outputs, and
         # torch.autograd.grad takes their gradients without computing any parameter's (see probe_model).
         self.signal_only = False
-        self._signal_outputs: list[tuple[int, torch.Tensor]] = []
+        # (layer, gradient edge of an output): the edge, not the tensor, so the backward frees each output
+        # as it would without the probe
+        self._signal_outputs: list[tuple[int, GradientEdge]] = []
         self._wide_keys: set[tuple[int, int]] = set()  # slots whose last value was too small or large for float32
         self._immediate_keys: set[tuple[int, int]] = set()  # outputs an in-place op overwrites: reduced at once
         self._kept: list[tuple[tuple[int, int], torch.Tensor, int]] = []  # (slot, tensor, its version) to reduce
@@ -588,7 +595,7 @@ class _Recorder:
                 if not tensor.requires_grad:
                     continue
                 if self.signal_only and (self._FORWARD, index) not in self._immediate_keys:
-                    self._signal_outputs.append((index, tensor))
+                    self._signal_outputs.append((index, get_gradient_edge(tensor)))
                 else:  # (an output an in-place op overwrites: its hook sees the gradient of this version)
                     tensor.register_hook(self._backward_hooks[index])
 
@@ -598,7 +605,7 @@ class _Recorder:
         """A signal pass's backward: the gradients of the kept outputs (and of the recurrent time probes)
         by torch.autograd.grad, which runs only the part of the backward graph that leads to them: no
         parameter gradient is computed, so the pass costs less than a training step's."""
-        outputs = [tensor for _, tensor in self._signal_outputs]
+        outputs = [edge for _, edge in self._signal_outputs]
         probes = [probe for _, probe, _ in self._time_probes]
         if not outputs and not probes:
             return

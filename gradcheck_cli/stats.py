@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 class LayerStats:
     """One layer (a module that owns parameters directly), in the order the forward pass first ran it.
 
-    Every figure is the median over the probe's passes; ``spread`` holds (min, max) per figure.
+    The output and output-gradient figures are medians over the probe's passes, the parameter-gradient
+    figures are the first pass's (see probe_model); ``spread`` holds (min, max) per figure.
     ``None`` means "not measured": no weight, no gradient arrived, or the output was not a float tensor.
     """
 
@@ -126,7 +127,9 @@ class ProbeResult:
     activations: list[ActivationStats] = field(default_factory=list)
     nonfinite_origin: NonfiniteOrigin | None = None
     losses: list[float] = field(default_factory=list)
-    total_grad_norms: list[float] = field(default_factory=list)  # global norm of all gradients, per pass
+    total_grad_norms: list[float] = field(
+        default_factory=list
+    )  # global norm of all gradients, per pass that read them (the first)
     structure: ModelStructure = field(default_factory=ModelStructure)
     hooked: bool = True  # False when the model takes no hooks (TorchScript): no per-layer output figures
     amp: str | None = None  # --amp: the autocast dtype of the passes ("bfloat16", "float16")
