@@ -400,11 +400,8 @@ def header_document(header: HistoryHeader) -> dict[str, Any]:
     }
 
 
-def record_document(record: StepRecord) -> dict[str, Any]:
-    layers = record.layers
-    columns: dict[str, list] = {key: [getattr(layer, key) for layer in layers] for key in LAYER_FIGURES}
-    columns.update({key: [getattr(layer, key) for layer in layers] for key in LAYER_FLAGS})
-    columns["calls"] = [layer.calls for layer in layers]
+def record_scalars(record: StepRecord) -> dict[str, Any]:
+    """A record's step and run-level figures: the head of its history line and of its report's series item."""
     return {
         "step": record.step,
         "steps": record.steps,
@@ -412,6 +409,16 @@ def record_document(record: StepRecord) -> dict[str, Any]:
         "loss": record.loss,
         "total_grad_norm": record.total_grad_norm,
         "max_total_grad_norm": record.max_total_grad_norm,
+    }
+
+
+def record_document(record: StepRecord) -> dict[str, Any]:
+    layers = record.layers
+    columns: dict[str, list] = {key: [getattr(layer, key) for layer in layers] for key in LAYER_FIGURES}
+    columns.update({key: [getattr(layer, key) for layer in layers] for key in LAYER_FLAGS})
+    columns["calls"] = [layer.calls for layer in layers]
+    return {
+        **record_scalars(record),
         "batch_size": record.batch_size,
         "signals": record.signals,
         "layers": columns,

@@ -20,7 +20,7 @@ from rich.text import Text
 
 from gradcheck_cli import __version__
 from gradcheck_cli.choices import HistoryFormat, LayerStatus
-from gradcheck_cli.history import HistorySummary, Problem, StepRecord
+from gradcheck_cli.history import HistorySummary, Problem, StepRecord, record_scalars
 from gradcheck_cli.render.chart import Bar, draw_bar_chart, group_bars
 from gradcheck_cli.render.json import json_safe
 from gradcheck_cli.render.text import SEVERITY_STYLE, STATUS_STYLE, VERDICT_STYLE, number_text
@@ -106,16 +106,7 @@ def history_report_document(summary: HistorySummary) -> dict[str, Any]:
         "rules": asdict(header.rules),
         "problems": [asdict(problem) for problem in summary.problems],
         "series": [
-            {
-                "step": record.step,
-                "steps": record.steps,
-                "norm_steps": record.norm_steps,
-                "loss": record.loss,
-                "total_grad_norm": record.total_grad_norm,
-                "max_total_grad_norm": record.max_total_grad_norm,
-                "problems": [problem.kind for problem in record.problems],
-            }
-            for record in records
+            {**record_scalars(record), "problems": [problem.kind for problem in record.problems]} for record in records
         ],
         "shown": {
             "step": shown.step,
