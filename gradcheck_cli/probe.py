@@ -8,6 +8,8 @@ running statistics) and the global RNG state restored, even when the model raise
 
 from __future__ import annotations
 
+import functools
+import gc
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -167,6 +169,29 @@ def describe_structure(model: nn.Module, residual: bool | None = None) -> ModelS
     return structure
 
 
+def _cyclic_gc_paused(fn: Callable) -> Callable:
+    """Run ``fn`` with Python's cyclic garbage collector paused, as timeit does, and restore its state.
+
+    A probe keeps thousands of small objects alive while it runs (one norm, edge and record per layer and
+    pass), and each 700 of them set off a collection that walks the whole process's young objects, and each
+    tenth the older ones too: 17 collections and 3 ms of a 200-layer MLP's probe, an eighth of its overhead.
+    Memory is still freed by reference counting; only cycles wait for the next collection after the probe.
+    """
+
+    @functools.wraps(fn)
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        if not gc.isenabled():
+            return fn(*args, **kwargs)
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            gc.enable()
+
+    return paused
+
+
+@_cyclic_gc_paused
 def probe_model(
     model: nn.Module,
     make_batch: BatchFn,
@@ -209,19 +234,20 @@ def probe_model(
         stack.callback(_snapshot(model, params))
         # TorchScript modules take no hooks: they are measured by their parameter gradients only.
         recorder.hooked = not isinstance(model, torch.jit.ScriptModule)
-        for i, (_, module) in enumerate(layers if recorder.hooked else []):
-            handle = module.register_forward_hook(recorder.forward_hook(i))
-            stack.callback(handle.remove)
+        handles = [
+            module.register_forward_hook(recorder.forward_hook(i))
+            for i, (_, module) in enumerate(layers if recorder.hooked else [])
+        ]
+        stack.callback(_remove_hooks, handles)  # one callback, not one each: a deep model has thousands
         # Activations are watched in the first pass only: its batch gives thousands of values per site,
         # and a hook on every activation of every pass would cost more than the passes themselves.
         activation_hooks: list[Any] = []
+        stack.callback(_remove_hooks, activation_hooks)
         for module_name, module in all_modules:
             if isinstance(module, nn.RNNBase):
-                handle = module.register_forward_pre_hook(recorder.time_probe_hook(module_name, module))
-                stack.callback(handle.remove)
+                handles.append(module.register_forward_pre_hook(recorder.time_probe_hook(module_name, module)))
             elif recorder.hooked and isinstance(module, ACTIVATION_TYPES):
                 activation_hooks.append(recorder.hook_activation(module_name, module))
-                stack.callback(activation_hooks[-1].remove)
         # Skips are read off the autograd graph once. A recurrent cell adds its input and state paths at
         # every step, which would read as skips, and TorchScript hides its ops: for those it stays unknown.
         recorder.read_skips = (
@@ -231,7 +257,7 @@ def probe_model(
         # batch and are taken on every pass, while the parameter gradients, read on the first, are left
         # uncomputed (a quarter to a third of a pass's work, and the read of every gradient). A distributed
         # scan runs full passes: its gradient reductions live in the parameters' backward hooks.
-        signal_passes = recorder.hooked and reducer is None
+        recorder.signal_passes = recorder.hooked and reducer is None
         if any(module.training != train_mode for _, module in all_modules):  # train() walks every module
             model.train(train_mode)
         # torch.manual_seed also seeds every accelerator backend, lazily, recording a stack trace for each:
@@ -246,7 +272,7 @@ def probe_model(
             wide = False
             while True:
                 batch = make_batch(index)
-                recorder.start_pass(index == 0, wide, amp, loss_scale, signal_only=index > 0 and signal_passes)
+                recorder.start_pass(index == 0, wide, amp, loss_scale)
                 loss = _forward_backward(model, params, batch, loss_fn, recorder, clip_grad_norm, amp, loss_scale)
                 figures = recorder.finish_pass(loss, _batch_size(batch))
                 if figures.finite or not math.isfinite(figures.loss) or loss_scale <= 1.0:
@@ -257,9 +283,7 @@ def probe_model(
                     loss_scale /= 2  # the scaled gradients overflowed fp16, as GradScaler would see: halve, redo
                 rng()
             per_pass.append(figures)
-            for handle in activation_hooks:
-                handle.remove()
-            activation_hooks = []
+            _remove_hooks(activation_hooks)
             if nonfinite_batch is None and not figures.finite:
                 nonfinite_batch = batch
             if progress is not None:
@@ -275,6 +299,26 @@ def probe_model(
         result.amp = str(amp).replace("torch.", "")
         result.loss_scale = loss_scale
     return result
+
+
+def _gradient_edge(tensor: torch.Tensor) -> GradientEdge:
+    """get_gradient_edge, without its checks where the tensor is the output of a built-in op (a layer's
+    output almost always is): a microsecond or two per output, which a deep narrow model feels."""
+    node = tensor.grad_fn
+    if node is None or isinstance(node, torch._C._FunctionBase):  # a leaf, or a custom autograd.Function
+        return get_gradient_edge(tensor)
+    return GradientEdge(node, tensor.output_nr)
+
+
+def _all_but(rank: int, dim: int) -> list[int]:
+    return [d for d in range(rank) if d != dim]
+
+
+def _remove_hooks(handles: list[Any]) -> None:
+    """Remove the hooks and empty the list (removing one twice is harmless, but costs)."""
+    for handle in handles:
+        handle.remove()
+    handles.clear()
 
 
 def owns_parameters(module: nn.Module) -> bool:
@@ -357,7 +401,7 @@ def _forward_backward(
             recorder.read_skips = False
         stage = "backward pass"
         scaled = loss * loss_scale if loss_scale != 1.0 else loss
-        if recorder.signal_only:
+        if recorder.signal_pass:
             recorder.signal_gradients(scaled)
             return loss.detach()
         scaled.backward()
@@ -475,6 +519,8 @@ class _ActivationSite:
     unit_dim: int
     units: int  # channels or features: what can die as a whole
     dying: bool  # a ReLU-like type: its units can die, so their activity is counted
+    # the dimensions a per-unit sum reduces, for inputs of the site's first rank
+    reduce_dims: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -515,18 +561,21 @@ class _Recorder:
         self._wide: list[torch.Tensor] = []  # float64 norms
         self._wide_slots: list[tuple[int, int]] = []
         self._first, self._all_wide = True, False
-        # A signal pass measures outputs and output gradients only: the forward hooks keep the outputs, and
-        # torch.autograd.grad takes their gradients without computing any parameter's (see probe_model).
-        self.signal_only = False
+        # Passes after the first measure outputs and output gradients only: the forward hooks keep the outputs'
+        # gradient edges, and torch.autograd.grad takes their gradients without computing any parameter's
+        # (see probe_model). False for a distributed scan, whose passes all run .backward().
+        self.signal_passes = False
+        self.signal_pass = False  # this pass is one
         # (layer, gradient edge of an output): the edge, not the tensor, so the backward frees each output
         # as it would without the probe
-        self._signal_outputs: list[tuple[int, GradientEdge]] = []
+        self._edges: list[tuple[int, GradientEdge]] = []
         self._wide_keys: set[tuple[int, int]] = set()  # slots whose last value was too small or large for float32
         self._immediate_keys: set[tuple[int, int]] = set()  # outputs an in-place op overwrites: reduced at once
         self._kept: list[tuple[tuple[int, int], torch.Tensor, int]] = []  # (slot, tensor, its version) to reduce
         self._kept_bytes = 0
         self._overwritten = False  # a kept tensor changed before it was reduced: the pass is measured again
         self._last_output: tuple[tuple[int, int], torch.Tensor, int] | None = None
+        self._backward_keys = [(self._BACKWARD, index) for index in range(len(layers))]
         self._backward_hooks = [self._make_backward_hook(index) for index in range(len(layers))]
         self._amp: torch.dtype | None = None
         self._loss_scale = 1.0
@@ -553,16 +602,16 @@ class _Recorder:
         wide: bool = False,
         amp: torch.dtype | None = None,
         loss_scale: float = 1.0,
-        signal_only: bool = False,
     ) -> None:
         """``first``: the first pass, whose norms are all taken in their hooks while it notes which outputs
-        in-place ops overwrite; ``wide``: take every norm in float64 (a pass measured again);
-        ``signal_only``: a signal pass (outputs and their gradients, no parameter gradient).
+        in-place ops overwrite, and which reads the parameter gradients; ``wide``: take every norm in float64
+        (a pass measured again).
         ``amp``: the passes run under autocast, so output gradients are also sorted into fp16's ranges;
         ``loss_scale``: what the loss was multiplied by, divided out of every gradient figure."""
         self._narrow, self._narrow_slots, self._wide, self._wide_slots = [], [], [], []
-        self._first, self._all_wide, self.signal_only = first, wide, signal_only
-        self._signal_outputs = []
+        self._first, self._all_wide = first, wide
+        self.signal_pass = self.signal_passes and not first
+        self._edges = []
         self._kept, self._kept_bytes, self._overwritten, self._last_output = [], 0, False, None
         self._amp, self._loss_scale, self._range_counts, self._range_bounds = amp, loss_scale, [], None
         self._numel = [0] * len(self.layers)
@@ -580,50 +629,66 @@ class _Recorder:
         return [self.layers[i][0] or "(model)" for i in self.order]
 
     def forward_hook(self, index: int) -> Callable:
+        key = (self._FORWARD, index)
+        backward_hook = self._backward_hooks[index]
+
+        # Runs once per layer per pass: kept to the few operations every output needs.
         def hook(module: nn.Module, args: Any, output: Any) -> None:
             if index not in self._seen:
                 self._seen.add(index)
                 self.order.append(index)
             self.calls[index] += 1
             self._last_layer = index
-            self._note_overwrite()
-            for tensor in tensors_in(output):
+            if self._last_output is not None:
+                self._note_overwrite()
+            for tensor in (output,) if type(output) is torch.Tensor else tensors_in(output):
                 if not tensor.is_floating_point():
                     continue
-                self._record(self._FORWARD, index, tensor.detach())
+                self._record(key, tensor.detach())
                 self._numel[index] += tensor.numel()
                 if not tensor.requires_grad:
                     continue
-                if self.signal_only and (self._FORWARD, index) not in self._immediate_keys:
-                    self._signal_outputs.append((index, get_gradient_edge(tensor)))
+                if self.signal_pass and key not in self._immediate_keys:
+                    self._edges.append((index, _gradient_edge(tensor)))
                 else:  # (an output an in-place op overwrites: its hook sees the gradient of this version)
-                    tensor.register_hook(self._backward_hooks[index])
+                    tensor.register_hook(backward_hook)
 
         return hook
 
+    @property
+    def reads_params(self) -> bool:
+        """Parameter gradients are read on the first pass (all passes when no hook shows anything else)."""
+        return self._first or not self.hooked
+
     def signal_gradients(self, loss: torch.Tensor) -> None:
-        """A signal pass's backward: the gradients of the kept outputs (and of the recurrent time probes)
+        """A signal pass's backward: the gradients of the outputs' edges (and of the recurrent time probes)
         by torch.autograd.grad, which runs only the part of the backward graph that leads to them: no
-        parameter gradient is computed, so the pass costs less than a training step's."""
-        outputs = [edge for _, edge in self._signal_outputs]
+        parameter gradient is computed, so the pass costs less than a training step's.
+
+        (The first pass asks .backward() for the parameter gradients and hooks the outputs: asking
+        autograd.grad for both the edges and the parameters costs a ResNet a fifth more than either.)"""
+        edges = [edge for _, edge in self._edges]
         probes = [probe for _, probe, _ in self._time_probes]
-        if not outputs and not probes:
+        if not edges and not probes:
             return
-        grads = torch.autograd.grad(loss, [*outputs, *probes], allow_unused=True)
-        for (index, _), grad in zip(self._signal_outputs, grads):
+        grads = torch.autograd.grad(loss, [*edges, *probes], allow_unused=True)
+        for (index, _), grad in zip(self._edges, grads):
             if grad is not None:
-                self._backward_hooks[index](grad)
-        for probe, grad in zip(probes, grads[len(outputs) :]):
+                self._record_gradient(index, grad, fresh=True)
+        for probe, grad in zip(probes, grads[len(edges) :]):
             probe.grad = grad
-        self._signal_outputs = []
+        self._edges = []
 
     def _make_backward_hook(self, index: int) -> Callable:
         def hook(grad: torch.Tensor) -> None:
-            self._record(self._BACKWARD, index, grad)
-            if self._amp is not None:
-                self._count_fp16_range(index, grad)
+            self._record_gradient(index, grad)
 
         return hook
+
+    def _record_gradient(self, index: int, grad: torch.Tensor, fresh: bool = False) -> None:
+        self._record(self._backward_keys[index], grad, fresh)
+        if self._amp is not None:
+            self._count_fp16_range(index, grad)
 
     def _note_overwrite(self) -> None:
         """First pass: whether an in-place op overwrote the last output seen since its hook (the next hook
@@ -643,12 +708,13 @@ class _Recorder:
         buckets = torch.bucketize(grad.detach().abs().flatten().float(), self._range_bounds)
         self._range_counts.append((index, torch.bincount(buckets, minlength=4)))
 
-    def _record(self, slot: int, index: int, tensor: torch.Tensor) -> None:
-        key = (slot, index)
+    def _record(self, key: tuple[int, int], tensor: torch.Tensor, fresh: bool = False) -> None:
+        """``key``: (slot, layer index); ``fresh``: a tensor nothing else holds (a gradient autograd.grad
+        returned), which cannot change before it is reduced, so even the first pass may keep it."""
         if self._all_wide or key in self._wide_keys:
             self._wide.append(torch.linalg.vector_norm(tensor, dtype=torch.float64))
             self._wide_slots.append(key)
-        elif self._first or key in self._immediate_keys:
+        elif not fresh and (self._first or key in self._immediate_keys):
             self._narrow.append(torch.linalg.vector_norm(tensor, dtype=_narrow_dtype(tensor)))
             self._narrow_slots.append(key)
         else:
@@ -656,7 +722,7 @@ class _Recorder:
             self._kept_bytes += tensor.numel() * tensor.element_size()
             if self._kept_bytes > DEFER_BYTES:
                 self._reduce_kept()
-        if self._first and slot == self._FORWARD:
+        if self._first and key[0] == self._FORWARD:
             self._last_output = (key, tensor, tensor._version)
 
     def _reduce_kept(self) -> None:
@@ -693,11 +759,10 @@ class _Recorder:
         copy of the input, taken before an in-place activation overwrites it."""
         closed_form = _squared_derivative_from_output(module)
         if closed_form is not None:
-
+            # (on the detached output, so no graph is built: no torch.no_grad() needed, which costs as much)
             def from_output(mod: nn.Module, args: tuple, output: Any) -> None:
                 if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
-                    with torch.no_grad():
-                        self._record_activation(name, mod, output, closed_form(output.detach()))
+                    self._record_activation(name, mod, output, closed_form(output.detach()))
 
             return module.register_forward_hook(from_output)
 
@@ -709,15 +774,17 @@ class _Recorder:
         return module.register_forward_pre_hook(from_input)
 
     def _record_activation(self, name: str, module: nn.Module, values: torch.Tensor, squared: torch.Tensor) -> None:
-        self._note_overwrite()  # an in-place activation has just overwritten the output before it
+        if self._last_output is not None:
+            self._note_overwrite()  # an in-place activation has just overwritten the output before it
         call = self._activation_calls.get(name, 0)
         self._activation_calls[name] = call + 1
         site = self._site(name, module, call, values)
         records = self._activation_pass
         records.numel[site.index] = records.numel.get(site.index, 0) + values.numel()
         # Per unit, so that one reduction gives both E[phi'^2] and (for ReLUs) which units were ever active.
-        if values.dim() > 1 and values.shape[site.unit_dim] == site.units:
-            reduce = [d for d in range(values.dim()) if d != site.unit_dim]
+        rank = values.dim()
+        if rank > 1 and values.shape[site.unit_dim] == site.units:
+            reduce = site.reduce_dims if len(site.reduce_dims) == rank - 1 else _all_but(rank, site.unit_dim)
             records.unit_sums.append((site.index, torch.sum(squared, dim=reduce, dtype=torch.float32)))
         else:  # a shape the site has not seen: its sum still counts, its units cannot be told apart
             records.unit_sums.append((site.index, torch.sum(squared, dtype=torch.float32).reshape(1)))
@@ -749,6 +816,7 @@ class _Recorder:
                     unit_dim,
                     units,
                     isinstance(module, DYING),
+                    _all_but(h.dim(), unit_dim),
                 )  # fmt: skip
             )
         return self.activation_sites[self._site_index[key]]
@@ -758,9 +826,7 @@ class _Recorder:
         self._reduce_kept()
         if self._owned is None:  # the layers' order is known after the first pass; ownership does not change
             self._owned = _owned_parameters(self)
-        # Parameter gradients are read on the first pass (all passes when no hook shows anything else).
-        reads_params = self._first or not self.hooked
-        params = self._owned if reads_params else []
+        params = self._owned if self.reads_params else []
         grads = [p.grad for _, _, p in params]
         present = [g for g in grads if g is not None]
         if self.reducer is not None:  # this process's shard of each gradient
@@ -891,10 +957,20 @@ def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def _stack(values: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """One tensor of 0-d reductions; those of a model spread over devices are brought to one first."""
+    """One tensor of 0-d reductions on ``device``. Those of a model spread over devices lie on each and
+    cannot be stacked as they are: brought to one first (asking each tensor its device costs more)."""
+    try:
+        stacked = torch.stack(values)
+    except RuntimeError:
+        return torch.stack([value.to(device) for value in values])
+    return stacked if stacked.device == device else stacked.to(device)
+
+
+def _gathered(values: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """The tensors on ``device``: a model spread over devices has its reductions on each."""
     if all(value.device == device for value in values):
-        return torch.stack(values)
-    return torch.stack([value.to(device) for value in values])
+        return values
+    return [value.to(device) for value in values]
 
 
 def _squared_derivative_from_output(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -1001,8 +1077,13 @@ def _owned_parameters(recorder: _Recorder) -> list[tuple[int, bool, nn.Parameter
 def _layer_type(module: nn.Module) -> str:
     """The module's class as the user wrote it: FSDP2's fully_shard and DDP's replicate give a sharded
     module a subclass of their own (FSDPLinear), which the report does not show."""
+    return _class_as_written(type(module))
+
+
+@functools.cache
+def _class_as_written(cls: type) -> str:
     wrappers = ("torch.distributed.", "torch.nn.parallel.")
-    return next(c for c in type(module).__mro__ if not c.__module__.startswith(wrappers)).__name__
+    return next(c for c in cls.__mro__ if not c.__module__.startswith(wrappers)).__name__
 
 
 def _is_weight(local_name: str) -> bool:
@@ -1037,17 +1118,19 @@ def _assemble(
             if id(p) in owners and owners[id(p)] != layer_name:
                 shared_with = owners[id(p)]
             owners.setdefault(id(p), layer_name)
-        stats = LayerStats(
-            name=layer_name or "(model)",
-            type=_layer_type(module),
-            calls=recorder.calls[index],
-            param_count=sum(p.numel() for p in own),
-            trainable=any(p.requires_grad for p in own),
-            shared_with=shared_with,
-            **weight_figures[index],
+        figures = weight_figures[index]
+        layer_stats.append(
+            LayerStats(
+                name=layer_name or "(model)",
+                type=_layer_type(module),
+                calls=recorder.calls[index],
+                param_count=sum(p.numel() for p in own),
+                trainable=any(p.requires_grad for p in own),
+                shared_with=shared_with,
+                **figures,
+                **_pass_figures(index, per_pass, figures.get("weight_norm")),
+            )
         )
-        _fill_pass_figures(stats, index, per_pass)
-        layer_stats.append(stats)
     first_param = params[0] if params else None
     time_series = _median_series([p.time_steps for p in per_pass], [p.batch_size for p in per_pass])
     return ProbeResult(
@@ -1088,8 +1171,8 @@ def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass
     totals, alive, flat_counts = [0.0] * len(sites), [0.0] * len(sites), [0.0] * len(sites)
     if sums:
         device = sums[0][1].device
-        values = torch.cat([vector.to(device) for _, vector in sums])
-        lengths = torch.tensor([len(vector) for _, vector in sums], device=device)
+        values = torch.cat(_gathered([vector for _, vector in sums], device))
+        lengths = torch.tensor([vector.shape[0] for _, vector in sums], device=device)
         owner = torch.repeat_interleave(torch.tensor([index for index, _ in sums], device=device), lengths)
         site_totals = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device).index_add_(
             0, owner, values.to(_NORM_DTYPE)
@@ -1102,12 +1185,12 @@ def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass
         per_unit = [
             (i, vector)
             for i, (index, vector) in enumerate(sums)
-            if sites[index].dying and len(vector) == sites[index].units
+            if sites[index].dying and vector.shape[0] == sites[index].units
         ]
         alive_units = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device)
         if per_unit:
-            unit_values = torch.cat([vector.to(device) for _, vector in per_unit])
-            unit_lengths = torch.tensor([len(vector) for _, vector in per_unit], device=device)
+            unit_values = torch.cat(_gathered([vector for _, vector in per_unit], device))
+            unit_lengths = torch.tensor([vector.shape[0] for _, vector in per_unit], device=device)
             starts = torch.tensor([offsets[sums[i][0]] for i, _ in per_unit], device=device)
             within = torch.arange(len(unit_values), device=device) - torch.repeat_interleave(
                 torch.cumsum(unit_lengths, 0) - unit_lengths, unit_lengths
@@ -1125,7 +1208,7 @@ def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass
             flat_total.index_add_(
                 0,
                 torch.tensor([index for index, _ in saturated], device=device),
-                torch.stack([count.to(device) for _, count in saturated]).to(_NORM_DTYPE),
+                _stack([count for _, count in saturated], device).to(_NORM_DTYPE),
             )
         host = torch.cat([site_totals, alive_units, flat_total]).tolist()  # the one transfer
         n = len(sites)
@@ -1257,8 +1340,12 @@ def _std(weight: torch.Tensor, n: int, norm: float, total: float, reducer: Reduc
     return math.sqrt((squares - mean_squares) / (n - 1))
 
 
-def _fill_pass_figures(stats: LayerStats, index: int, per_pass: list[_PassFigures]) -> None:
+def _pass_figures(index: int, per_pass: list[_PassFigures], weight_norm: float | None) -> dict[str, Any]:
+    """A layer's LayerStats figures from the passes: the median of each (its min and max in ``spread``),
+    and whether any was non-finite. Called once per layer: a deep model has thousands."""
     forward, backward, weight, other, relative, total = [], [], [], [], [], []
+    grad_nonfinite = False
+    fp16 = []
     for figures in per_pass:
         numel = figures.forward_numel[index]
         if numel:
@@ -1267,32 +1354,39 @@ def _fill_pass_figures(stats: LayerStats, index: int, per_pass: list[_PassFigure
             # per-sample RMS of the output gradient: the loss is a batch mean, so each sample's own
             # gradient is B times its share; sqrt(B * sum of squares) = B * RMS over samples.
             backward.append(math.sqrt(figures.batch_size * figures.backward_sq[index]))
-        stats.grad_nonfinite |= figures.grad_nonfinite[index]
+        if figures.grad_nonfinite[index]:
+            grad_nonfinite = True
         weight_sq, other_sq = figures.weight_grad_sq[index], figures.other_grad_sq[index]
         if weight_sq is not None:
             weight.append(math.sqrt(weight_sq))
-            if stats.weight_norm:
-                relative.append(weight[-1] / stats.weight_norm)
+            if weight_norm:
+                relative.append(weight[-1] / weight_norm)
         if other_sq is not None:
             other.append(math.sqrt(other_sq))
         if weight_sq is not None or other_sq is not None:
             total.append(math.sqrt((weight_sq or 0.0) + (other_sq or 0.0)))
-    stats.forward_nonfinite = not all(map(math.isfinite, forward))
-    stats.backward_nonfinite = not all(map(math.isfinite, backward))
+        if figures.fp16_counts and index in figures.fp16_counts:
+            fp16.append(figures.fp16_counts[index])
+    out: dict[str, Any] = {
+        "grad_nonfinite": grad_nonfinite,
+        "forward_nonfinite": not all(map(math.isfinite, forward)),
+        "backward_nonfinite": not all(map(math.isfinite, backward)),
+    }
+    spread: dict[str, tuple[float, float]] = {}
     named = (
         ("forward_rms", forward), ("backward", backward), ("weight_grad_norm", weight), ("relative_grad", relative),
         ("other_grad_norm", other), ("grad_norm", total),
     )  # fmt: skip
     for key, values in named:
         if values:
-            setattr(stats, key, _median(values))
-            stats.spread[key] = (min(values), max(values))
-    counts = [figures.fp16_counts[index] for figures in per_pass if index in figures.fp16_counts]
-    if counts:
-        seen = sum(c[2] for c in counts)
-        if seen:
-            stats.fp16_underflow = sum(c[0] for c in counts) / seen
-            stats.fp16_overflow = sum(c[1] for c in counts) / seen
+            out[key] = _median(values)
+            spread[key] = (min(values), max(values))
+    out["spread"] = spread
+    seen = sum(c[2] for c in fp16)
+    if seen:
+        out["fp16_underflow"] = sum(c[0] for c in fp16) / seen
+        out["fp16_overflow"] = sum(c[1] for c in fp16) / seen
+    return out
 
 
 def _median_series(per_pass: list[dict[str, list[float]]], batch_sizes: list[int]) -> dict[str, list[float]]:

@@ -221,6 +221,32 @@ def test_model_is_restored_when_forward_raises_and_the_failing_layer_is_named():
     assert not model.training and not model[0]._forward_hooks
 
 
+def test_garbage_collector_is_paused_during_a_probe_and_restored_after_it():
+    """The probe pauses the cyclic collector while it runs (see _cyclic_gc_paused) and leaves it as found:
+    enabled after a probe and after one that raised, still disabled where the caller had disabled it."""
+    import gc
+
+    states = []
+    model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
+
+    def loss_fn(output, batch):
+        states.append(gc.isenabled())
+        return output.sum()
+
+    assert gc.isenabled()
+    probe_model(model, fixed_batch(torch.ones(2, 2)), loss_fn, passes=2)
+    assert states == [False, False] and gc.isenabled()
+    with pytest.raises(ModelRunError):
+        probe_model(nn.Sequential(nn.Linear(2, 3), nn.Linear(4, 1)), fixed_batch(torch.ones(1, 2)), loss_fn)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        probe_model(model, fixed_batch(torch.ones(2, 2)), loss_fn, passes=1)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 def test_one_host_transfer_per_pass(monkeypatch):
     """No .item() per layer: every pass's reductions reach the host in one .tolist()."""
     calls = {"tolist": 0, "item": 0}
