@@ -674,7 +674,7 @@ class _Recorder:
         grads = torch.autograd.grad(loss, [*edges, *probes], allow_unused=True)
         for (index, _), grad in zip(self._edges, grads):
             if grad is not None:
-                self._record_gradient(index, grad, fresh=True)
+                self._record_gradient(index, grad)
         for probe, grad in zip(probes, grads[len(edges) :]):
             probe.grad = grad
         self._edges = []
@@ -685,8 +685,8 @@ class _Recorder:
 
         return hook
 
-    def _record_gradient(self, index: int, grad: torch.Tensor, fresh: bool = False) -> None:
-        self._record(self._backward_keys[index], grad, fresh)
+    def _record_gradient(self, index: int, grad: torch.Tensor) -> None:
+        self._record(self._backward_keys[index], grad)
         if self._amp is not None:
             self._count_fp16_range(index, grad)
 
@@ -708,13 +708,12 @@ class _Recorder:
         buckets = torch.bucketize(grad.detach().abs().flatten().float(), self._range_bounds)
         self._range_counts.append((index, torch.bincount(buckets, minlength=4)))
 
-    def _record(self, key: tuple[int, int], tensor: torch.Tensor, fresh: bool = False) -> None:
-        """``key``: (slot, layer index); ``fresh``: a tensor nothing else holds (a gradient autograd.grad
-        returned), which cannot change before it is reduced, so even the first pass may keep it."""
+    def _record(self, key: tuple[int, int], tensor: torch.Tensor) -> None:
+        """``key``: (slot, layer index)."""
         if self._all_wide or key in self._wide_keys:
             self._wide.append(torch.linalg.vector_norm(tensor, dtype=torch.float64))
             self._wide_slots.append(key)
-        elif not fresh and (self._first or key in self._immediate_keys):
+        elif self._first or key in self._immediate_keys:
             self._narrow.append(torch.linalg.vector_norm(tensor, dtype=_narrow_dtype(tensor)))
             self._narrow_slots.append(key)
         else:
@@ -957,20 +956,20 @@ def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def _stack(values: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """One tensor of 0-d reductions on ``device``. Those of a model spread over devices lie on each and
-    cannot be stacked as they are: brought to one first (asking each tensor its device costs more)."""
+    """One tensor of 0-d reductions, on ``device``."""
+    return _joined(torch.stack, values, device)
+
+
+def _joined(
+    join: Callable[[list[torch.Tensor]], torch.Tensor], values: list[torch.Tensor], device: torch.device
+) -> torch.Tensor:
+    """``join`` (torch.stack or torch.cat) of the tensors, on ``device``. Those of a model spread over devices
+    lie on each and cannot be joined as they are: brought to one first (asking each its device costs more)."""
     try:
-        stacked = torch.stack(values)
+        joined = join(values)
     except RuntimeError:
-        return torch.stack([value.to(device) for value in values])
-    return stacked if stacked.device == device else stacked.to(device)
-
-
-def _gathered(values: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
-    """The tensors on ``device``: a model spread over devices has its reductions on each."""
-    if all(value.device == device for value in values):
-        return values
-    return [value.to(device) for value in values]
+        return join([value.to(device) for value in values])
+    return joined if joined.device == device else joined.to(device)
 
 
 def _squared_derivative_from_output(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -1171,7 +1170,7 @@ def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass
     totals, alive, flat_counts = [0.0] * len(sites), [0.0] * len(sites), [0.0] * len(sites)
     if sums:
         device = sums[0][1].device
-        values = torch.cat(_gathered([vector for _, vector in sums], device))
+        values = _joined(torch.cat, [vector for _, vector in sums], device)
         lengths = torch.tensor([vector.shape[0] for _, vector in sums], device=device)
         owner = torch.repeat_interleave(torch.tensor([index for index, _ in sums], device=device), lengths)
         site_totals = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device).index_add_(
@@ -1189,7 +1188,7 @@ def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass
         ]
         alive_units = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device)
         if per_unit:
-            unit_values = torch.cat(_gathered([vector for _, vector in per_unit], device))
+            unit_values = _joined(torch.cat, [vector for _, vector in per_unit], device)
             unit_lengths = torch.tensor([vector.shape[0] for _, vector in per_unit], device=device)
             starts = torch.tensor([offsets[sums[i][0]] for i, _ in per_unit], device=device)
             within = torch.arange(len(unit_values), device=device) - torch.repeat_interleave(
