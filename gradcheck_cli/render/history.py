@@ -22,7 +22,7 @@ from gradcheck_cli import __version__
 from gradcheck_cli.choices import HistoryFormat, LayerStatus
 from gradcheck_cli.history import HistorySummary, Problem, StepRecord, record_scalars
 from gradcheck_cli.render.chart import Bar, draw_bar_chart, group_bars
-from gradcheck_cli.render.json import json_safe
+from gradcheck_cli.render.json import json_safe, layer_figures
 from gradcheck_cli.render.text import SEVERITY_STYLE, STATUS_STYLE, VERDICT_STYLE, number_text
 from gradcheck_cli.stats import LayerStats
 
@@ -123,17 +123,7 @@ def history_report_document(summary: HistorySummary) -> dict[str, Any]:
             },
             "layers": [
                 {
-                    "name": layer.name,
-                    "type": layer.type,
-                    "status": diagnosis.statuses[layer.name].value,
-                    "grad_norm": layer.grad_norm,
-                    "weight_grad_norm": layer.weight_grad_norm,
-                    "other_grad_norm": layer.other_grad_norm,
-                    "weight_norm": layer.weight_norm,
-                    "relative_grad": layer.relative_grad,
-                    "backward": layer.backward,
-                    "ratio_to_output": diagnosis.ratios.get(layer.name),
-                    "forward_rms": layer.forward_rms,
+                    **layer_figures(layer, diagnosis),
                     "nonfinite": layer.nonfinite,
                 }
                 for layer in shown.layers

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from gradcheck_cli import __version__
 from gradcheck_cli.choices import Verdict
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.report import Report, summarize
+
+if TYPE_CHECKING:
+    from gradcheck_cli.diagnosis import Diagnosis
+    from gradcheck_cli.stats import LayerStats
 
 # Bump on any change to an existing key's meaning or removal (new keys are a minor change). See CHANGELOG.
 SCHEMA_VERSION = "1.0"
@@ -72,17 +76,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
         "losses": result.losses,
         "layers": [
             {
-                "name": layer.name,
-                "type": layer.type,
-                "status": diagnosis.statuses[layer.name].value,
-                "grad_norm": layer.grad_norm,
-                "weight_grad_norm": layer.weight_grad_norm,
-                "other_grad_norm": layer.other_grad_norm,
-                "weight_norm": layer.weight_norm,
-                "relative_grad": layer.relative_grad,
-                "backward": layer.backward,
-                "ratio_to_output": diagnosis.ratios.get(layer.name),
-                "forward_rms": layer.forward_rms,
+                **layer_figures(layer, diagnosis),
                 "weight_std": layer.weight_std,
                 "fan_in": layer.fan_in,
                 "calls": layer.calls,
@@ -159,6 +153,23 @@ def _baseline(comparison: Any) -> dict[str, Any] | None:
         "regressed": comparison.regressed,
         "regressions": comparison.regressions,
         "changes": [asdict(change) for change in comparison.changes],
+    }
+
+
+def layer_figures(layer: LayerStats, diagnosis: Diagnosis) -> dict[str, Any]:
+    """The figures every JSON document lists for a layer (scan report, monitor history), in this order."""
+    return {
+        "name": layer.name,
+        "type": layer.type,
+        "status": diagnosis.statuses[layer.name].value,
+        "grad_norm": layer.grad_norm,
+        "weight_grad_norm": layer.weight_grad_norm,
+        "other_grad_norm": layer.other_grad_norm,
+        "weight_norm": layer.weight_norm,
+        "relative_grad": layer.relative_grad,
+        "backward": layer.backward,
+        "ratio_to_output": diagnosis.ratios.get(layer.name),
+        "forward_rms": layer.forward_rms,
     }
 
 
