@@ -165,12 +165,22 @@ class TrainingJudge:
     loss: the backward pass reaches it first, and what it carries it passes on toward the input.
     """
 
-    def __init__(self, layers: list[LayerInfo], rules: Rules):
-        self.names = [layer.name for layer in layers]
-        self._labels = {layer.name: f"{layer.name} ({layer.type})" for layer in layers}
+    def __init__(self, layers: list[LayerInfo], rules: Rules, watched: list[tuple[int, str]] = ()):
+        """``watched``: (layer index, what) for the layers whose small parameters (``what``: "bias",
+        "weight and bias") are also judged as series of their own, read on steps whose full norms are not
+        taken (the monitor's ``norms_every`` above 1): a row of ``judge_steps`` holds every layer's norm,
+        then each watched layer's small-parameter norm."""
+        # One series per layer, then one per watched layer: each with its own reference.
+        self._layer_of = [*range(len(layers)), *(index for index, _ in watched)]
+        self.names = [layers[index].name for index in self._layer_of]
+        self._labels = [f"{layer.name} ({layer.type})" for layer in layers]
+        self._labels += [f"{layers[index].name} ({layers[index].type}) {what}" for index, what in watched]
+        # Where several series show a problem at a step, the one named is nearest the loss, and of a layer's
+        # two series its full norm.
+        self._rank = {series: (layer, series < len(layers)) for series, layer in enumerate(self._layer_of)}
         self.rules = rules
-        self._early: list[list[tuple[int, float]]] = [[] for _ in layers]  # (step, norm) until complete
-        self.reference: list[float | None] = [None] * len(layers)
+        self._early: list[list[tuple[int, float]]] = [[] for _ in self._layer_of]  # (step, norm) until complete
+        self.reference: list[float | None] = [None] * len(self._layer_of)
         self._open_findings: set[str] = set()  # the scan's finding kinds shown at the last sample
         # Growth and shrinkage are reported once per episode: from the first step past the limit until a
         # step with no layer past it. Other layers crossing meanwhile are the same event spreading.
@@ -189,7 +199,8 @@ class TrainingJudge:
     def judge_steps(
         self, steps: list[int], norms: list[list[float | None]], losses: list[float | None], found_at: int
     ) -> list[Problem]:
-        """``norms[t][i]``: layer i's gradient norm at ``steps[t]`` (None: no gradient at that step)."""
+        """``norms[t][i]``: series i's gradient norm at ``steps[t]`` (None: not read, or no gradient, at that
+        step); the series are the layers, then the watched layers' small parameters (see __init__)."""
         problems: list[Problem] = []
         for step, row, loss in zip(steps, norms, losses):
             self._where = self._step_text(step)
@@ -241,23 +252,25 @@ class TrainingJudge:
         if not (bad or loss_bad):
             return []
         self.broken = True
-        layers = [self.names[i] for i in reversed(bad)]
-        figures: dict[str, Any] = {"loss": loss, "nonfinite_layers": len(bad)}
+        bad = self._nearest_first(bad)
+        layers = self._layer_names(bad)
+        figures: dict[str, Any] = {"loss": loss, "nonfinite_layers": len(layers)}
         loss_text = _text(loss) if loss is not None else "not given"
         if loss_bad:
             first = None
             message = f"{self._where}: non-finite loss: the loss is {loss_text}"
             if bad:
-                message += f" and {len(bad)} layer(s) have non-finite gradients ({_listed(layers)})"
+                message += f" and {len(layers)} layer(s) have non-finite gradients ({_listed(layers)})"
         else:
             first = layers[0]
-            figures["grad_norm"] = row[bad[-1]]
-            value = row[bad[-1]]
+            figures["grad_norm"] = value = row[bad[0]]
             # (the per-step norms are float32: an Inf there may also be a finite norm past its range)
             overflow = " (an Inf in it, or a norm past float32's 1.8e19)" if value == math.inf else ""
-            message = f"{self._where}: non-finite gradient: the gradient norm of {self._labels[first]} is {_text(value)}{overflow}"
-            if len(bad) > 1:
-                message += f", the layer nearest the loss of {len(bad)} with non-finite gradients ({_listed(layers)})"
+            message = f"{self._where}: non-finite gradient: the gradient norm of {self._labels[bad[0]]} is {_text(value)}{overflow}"
+            if len(layers) > 1:
+                message += (
+                    f", the layer nearest the loss of {len(layers)} with non-finite gradients ({_listed(layers)})"
+                )
             message += f"; the loss is {loss_text}"
         message += "."
         return [Problem(NONFINITE, step, first, message, found_at, layers, figures)]
@@ -281,8 +294,9 @@ class TrainingJudge:
             if kind in self._open or (kind == GRADIENT_SHRINK and GRADIENT_GROWTH in self._open):
                 continue
             self._open.add(kind)
-            layers = [self.names[i] for i in reversed(indices)]
-            index = self.names.index(layers[0])
+            indices = self._nearest_first(indices)
+            layers = self._layer_names(indices)
+            index = indices[0]
             value, reference = row[index], self.reference[index]
             low, high = self.reference_window(index) or (step, step)
             factor = value / reference
@@ -294,12 +308,21 @@ class TrainingJudge:
                 limit = f"x1/{self.rules.shrink_factor:g}"
             others = f"; {len(layers) - 1} more layer(s) past {limit} at that step ({_listed(layers[1:])})"
             message = (
-                f"{self._where}: the gradient norm of {self._labels[layers[0]]} {change} against its median over steps "
+                f"{self._where}: the gradient norm of {self._labels[index]} {change} against its median over steps "
                 f"{low}-{high} ({value:.3g} vs {reference:.3g}){others if len(layers) > 1 else ''}."
             )
             figures = {"grad_norm": value, "reference": reference, "factor": factor, "reference_steps": [low, high]}
             problems.append(Problem(kind, step, layers[0], message, found_at, layers, figures))
         return problems
+
+    def _nearest_first(self, series: list[int]) -> list[int]:
+        """The series in the order a problem names them: the layer nearest the loss first (the backward pass
+        reaches it first, and what it carries it passes on toward the input), its full norm before its
+        small parameters'."""
+        return sorted(series, key=self._rank.__getitem__, reverse=True)
+
+    def _layer_names(self, series: list[int]) -> list[str]:
+        return list(dict.fromkeys(self.names[i] for i in series))
 
     def _learn(self, step: int, row: list[float | None]) -> None:
         for i, value in enumerate(row):

@@ -11,7 +11,8 @@
 
 Every step, the norm of each trainable parameter's gradient (``torch._foreach_norm``: one fused kernel on
 CUDA) is written into one row of a ring buffer on the device, and the loss tensor is copied beside it
-(every few steps instead where those norms cost more than AUTO_NORM_SHARE of the step: ``norms_every``).
+(every few steps instead where those norms cost more than AUTO_NORM_SHARE of the step: ``norms_every``;
+the steps between then take the norms of the small parameters only, the watch).
 Nothing reaches the host, so the step never waits for the device. Every ``every`` steps (the sampled steps:
 the first, then every ``every``-th) the rows since the previous sample, this step's weight norms and, with
 ``signals``, each layer's output-gradient and activation norms reach the host in one transfer. Then:
@@ -69,9 +70,10 @@ EXACT_FLOAT32_NORM = (1e-15, 1e15)
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 # norms_every="auto": the per-step norms are taken on every step while ``step()`` costs at most this share
 # of the training step around it (timed on the host, over the last AUTO_WINDOW steps that took them), and
-# on every 2nd, 4th or 8th step where it costs more (a small model on a CPU). With the sampled steps'
-# share (a few ms every ``every`` steps) the monitor stays under about 2% of the step.
-AUTO_NORM_SHARE = 0.015
+# on every 2nd, 4th or 8th step where it costs more (a small model on a CPU), with the watch (the small
+# parameters' norms) on the steps between while it fits in the same share. With the sampled steps' share (a
+# few ms every ``every`` steps) the monitor stays under 2% of the step.
+AUTO_NORM_SHARE = 0.01
 AUTO_MAX_STRIDE = 8
 AUTO_WINDOW = 16
 # Device memory for the ring of per-step norms: 16 MB holds 100 steps of 20,000 parameter tensors.
@@ -125,9 +127,10 @@ class Monitor:
 
     ``every``: steps between sampled steps (the first step is sampled too). ``norms_every``: take the
     per-step gradient norms every this many steps (1: every step, so a problem is named at its own step;
-    n: a 1/n of the per-step cost, and a problem is named at the first of those steps to show it; "auto":
-    every step while that costs at most 1.5% of the training step, else every 2nd, 4th or 8th, chosen from
-    the monitor's own timings and chosen again at each sampled step). ``on_problem``: "warn",
+    n: every n-th step, with the watch, the norms of the biases and norm scales, on the steps between, so a
+    problem they show is still named at its own step; "auto": every step while that costs at most 1% of the
+    training step, else every 2nd, 4th or 8th with the watch between while it fits too, chosen from the
+    monitor's own timings and chosen again at each sampled step). ``on_problem``: "warn",
     "raise", "record", or a function called with each ``Problem``. ``history``: sampled records kept in
     ``monitor.history``. ``log``: a JSON-lines file written as the run goes (``gradcheck report`` reads it).
     ``thresholds``: the scan's ``Thresholds``. ``grow_factor`` / ``shrink_factor`` / ``reference_steps``:
@@ -173,6 +176,13 @@ class Monitor:
         self._tracked, infos = _ownership(self._layers)
         if not self._tracked:
             raise InvalidOptionError("The model has no trainable parameters, so there is no gradient to monitor.")
+        # The watch: each layer's small parameters (biases, norm scales: at most one dimension), whose gradients
+        # are normed on the steps whose full norms are skipped (``norms_every`` above 1). They are kilobytes where
+        # the weights are megabytes, and a bias's gradient is the layer's output gradient summed over the batch,
+        # so a spike shows in it at its own step. Their columns come first in a row: the watch is a slice of it.
+        self._tracked.sort(key=lambda owned: owned[2].dim() > 1)
+        watched = _watched(self._layers, self._tracked)
+        self._watch_width = sum(1 for _, _, p in self._tracked if p.dim() <= 1) if watched else 0
         self._weights = [[p for n, p in m.named_parameters(recurse=False) if "weight" in n] for _, m in self._layers]
         self._main_weights = [next((p for p in ws if p.dim() >= 2), None) for ws in self._weights]
         self._signals = bool(signals) and not isinstance(model, torch.jit.ScriptModule)  # TorchScript: no hooks
@@ -196,7 +206,8 @@ class Monitor:
             device=str(first.device),
             note=note,
         )
-        self._judge = TrainingJudge(self.header.layers, self.header.rules)
+        self._judge = TrainingJudge(self.header.layers, self.header.rules, watched)
+        self._watched_layers = [index for index, _ in watched]
         self._params = [param for _, _, param in self._tracked]
         self._spread = len({param.device for param in self._params}) > 1
         self._owner = [owner for owner, _, _ in self._tracked]
@@ -210,7 +221,11 @@ class Monitor:
         self._next_norms_step = self.header.start_step
         # norms_every="auto": step()'s own time on the steps that took norms, and the time between calls.
         self._costs: deque[float] = deque(maxlen=AUTO_WINDOW)
+        self._watch_costs: deque[float] = deque(maxlen=AUTO_WINDOW)  # and on the steps that took the watch's
         self._intervals: deque[float] = deque(maxlen=AUTO_WINDOW)
+        # The watch is read on the steps between full norms: always with a norms_every above 1, and with "auto"
+        # while it fits (see _choose_stride).
+        self._watching = self._watch_width > 0 and self._stride > 1
         self._left_at: float | None = None
         self._stride_chosen = False
         self._skips_read = False
@@ -220,12 +235,13 @@ class Monitor:
         self._unread = 0
         # Rows of the ring: a step each until the next sample, within a memory budget; past it (a very large
         # ``every``), the full ring is read out and judged between samples.
-        rows = self.every if self._auto else -(-self.every // self._stride)
+        rows = self.every if self._auto or self._watch_width else -(-self.every // self._stride)
         self._capacity = max(1, min(rows, RING_BUDGET_BYTES // (8 * len(self._tracked))))
         self._missing: list[list[int] | None] = [None] * self._capacity  # per row: parameters without a gradient
         self._loss_given: list[Any] = [None] * self._capacity  # per row: None, "tensor", or the loss as a float
         self._carried_max, self._carried_problems, self._carried_rows = None, [], 0
         self._row_steps: list[int] = [0] * self._capacity  # per row: its step
+        self._full: list[bool] = [True] * self._capacity  # per row: every norm taken (else the watch's only)
         self._last_record_step = self.header.start_step - 1
         self._hooks: _SignalHooks | None = None
         self._log = Path(log) if log is not None else None
@@ -263,20 +279,25 @@ class Monitor:
         step = self._next_step
         self._next_step += 1
         sampled = self._sampled(step)
+        full = sampled or step >= self._next_norms_step
         found: list[Problem] = []
-        if sampled or step >= self._next_norms_step:
+        if full or self._watching:
             if self._unread == self._capacity:
                 found = self._drain()
             slot = self._unread
             self._row_steps[slot] = step
-            self._record_norms(slot)
+            self._full[slot] = full
+            self._record_norms(slot, len(self._params) if full else self._watch_width)
             self._record_loss(slot, loss)
             self._unread += 1
+        if full:
             self._next_norms_step = step + self._stride
             if self._auto and not sampled:
                 self._costs.append(perf_counter() - entered)
                 if not self._stride_chosen and len(self._costs) == AUTO_WINDOW:
                     self._choose_stride()
+        elif self._auto and self._watching:
+            self._watch_costs.append(perf_counter() - entered)
         if sampled:
             found += self._read(step, sampled=True)
             if self._auto and self._costs:
@@ -296,7 +317,7 @@ class Monitor:
         """Read and judge the steps since the last read-out now, without waiting for a sampled step (one
         host transfer). The record has no output-gradient or activation figures."""
         self._check_attached()
-        found = self._read(self._row_steps[self._unread - 1], sampled=False) if self._unread else []
+        found = self._read_unread()
         self._emit(found, stacklevel=3)
         return found
 
@@ -321,8 +342,9 @@ class Monitor:
 
     # ------------------------------------------------------------------------------ every step
 
-    def _record_norms(self, slot: int) -> None:
-        grads = [p.grad for p in self._params]
+    def _record_norms(self, slot: int, width: int) -> None:
+        """The norms of the first ``width`` tracked gradients (all, or the watch) into row ``slot``."""
+        grads = [p.grad for p in (self._params if width == len(self._params) else self._params[:width])]
         missing = None
         if any(g is None for g in grads):
             missing = [i for i, g in enumerate(grads) if g is None]
@@ -335,14 +357,14 @@ class Monitor:
             grads = [empty if g is None else g for g in grads]
         self._missing[slot] = missing
         if self._norms is None:
-            self._norms = torch.empty(self._capacity, len(grads), dtype=self._norm_dtype, device=grads[0].device)
+            self._norms = torch.empty(self._capacity, len(self._params), dtype=self._norm_dtype, device=grads[0].device)
         if self._norm_dtype_arg is None:
             norms = torch._foreach_norm(grads, 2)
         else:
             norms = torch._foreach_norm(grads, 2, dtype=self._norm_dtype_arg)
         if self._spread:  # parameters on several devices: gathered device to device
             norms = [n.to(self._norms.device) for n in norms]
-        torch.stack(norms, out=self._norms[slot])
+        torch.stack(norms, out=self._norms[slot, :width])
 
     def _record_loss(self, slot: int, loss: Any) -> None:
         if loss is None:
@@ -374,15 +396,26 @@ class Monitor:
                 self.header.structure.residual = has_skip_connections(loss)
 
     def _choose_stride(self) -> None:
-        """norms_every="auto": the smallest of 1, 2, 4, 8 (and at most ``every``) at which the per-step
-        norms cost at most AUTO_NORM_SHARE of the training step."""
+        """norms_every="auto": the smallest of 1, 2, 4, 8 (and at most ``every``) at which the per-step norms,
+        with the watch on the steps between, cost at most AUTO_NORM_SHARE of the training step; without the
+        watch where it would not fit (a watch not yet timed is tried)."""
         if not self._intervals:
             return
         self._stride_chosen = True
-        cost, interval = _median(self._costs), _median(self._intervals)
-        stride = 1
-        while cost > AUTO_NORM_SHARE * interval * stride and stride < min(AUTO_MAX_STRIDE, self.every):
-            stride *= 2
+        budget, full = AUTO_NORM_SHARE * _median(self._intervals), _median(self._costs)
+        watch = _median(self._watch_costs) if self._watch_costs else 0.0
+        most = min(AUTO_MAX_STRIDE, self.every)
+
+        def stride_for(between: float) -> int:
+            stride = 1
+            while full / stride + between * (1 - 1 / stride) > budget and stride < most:
+                stride *= 2
+            return stride
+
+        stride = stride_for(watch) if self._watch_width else stride_for(0.0)
+        self._watching = self._watch_width > 0 and stride > 1 and full / stride + watch * (1 - 1 / stride) <= budget
+        if self._watch_width and not self._watching:
+            stride = stride_for(0.0)
         if stride != self._stride:
             self._next_norms_step += stride - self._stride
             self._stride = stride
@@ -400,19 +433,19 @@ class Monitor:
         """The ring is full before a sampled step (``every`` above its rows): judge its steps now and keep
         their largest total norm for the next record. The one case of a read-out between samples."""
         steps = self._row_steps[: self._unread]
-        rows, losses, _ = self._transfer([])
-        problems = self._judge.judge_steps(steps, [self._layer_norms(row) for row in rows], losses, steps[-1])
-        self._carried_max = _largest([self._carried_max, *map(_total, rows)])
-        self._carried_rows += len(rows)
+        rows, full, losses, _ = self._transfer([])
+        problems = self._judge.judge_steps(steps, self._series(rows, full), losses, steps[-1])
+        self._carried_max = _largest([self._carried_max, *(_total(row) for row, f in zip(rows, full) if f)])
+        self._carried_rows += sum(full)
         self._carried_problems += problems
         self.problems += problems
         return problems
 
     def _transfer(
         self, scalars: list[torch.Tensor]
-    ) -> tuple[list[list[float | None]], list[float | None], list[float]]:
-        """The one host transfer: every unread step's norms and losses, and ``scalars`` (0-d tensors).
-        Empties the ring."""
+    ) -> tuple[list[list[float | None]], list[bool], list[float | None], list[float]]:
+        """The one host transfer: every unread step's norms (and whether they are all of them, or the
+        watch's only), its loss, and ``scalars`` (0-d tensors). Empties the ring."""
         count, width = self._unread, len(self._tracked)
         device = self._norms.device if self._norms is not None else next(self._model.parameters()).device
         parts = []
@@ -424,9 +457,11 @@ class Monitor:
             parts.append(torch.stack([s.to(device, torch.float64) for s in scalars]))
         host = torch.cat([part.to(device, torch.float64) for part in parts]).tolist() if parts else []
         rows: list[list[float | None]] = []
+        full = self._full[:count]
         for slot in range(count):
+            taken = width if full[slot] else self._watch_width
             row: list[float | None] = (
-                host[slot * width : (slot + 1) * width] if self._norms is not None else [None] * width
+                host[slot * width : slot * width + taken] if self._norms is not None else [None] * taken
             )
             for i in self._missing[slot] or ():
                 row[i] = None
@@ -439,7 +474,7 @@ class Monitor:
         offset += count if self._losses is not None else 0
         self._unread = 0
         self._loss_given = [None] * self._capacity
-        return rows, losses, host[offset:]
+        return rows, full, losses, host[offset:]
 
     def _read(self, step: int, sampled: bool) -> list[Problem]:
         """Read out the steps since the previous record with this step's figures, judge them, keep a record."""
@@ -449,15 +484,17 @@ class Monitor:
         scalars = list(_norms(weights)) if weights else []
         scalars += [p.detach().float().std() for p in self._main_weights if p is not None and p.numel() > 1]
         scalars += [value for _, _, value in hooks.values] if hooks is not None else []
-        rows, losses, figures = self._transfer(scalars)
+        rows, full, losses, figures = self._transfer(scalars)
         if sampled:  # (the gradients are this step's only when step() reads them)
             rows[-1] = self._exact(rows[-1])
-        record = self._record(step, rows, losses, figures, hooks)
+        record = self._record(
+            step, [row for row, f in zip(rows, full) if f], [loss for loss, f in zip(losses, full) if f], figures, hooks
+        )
         record.steps = step - self._last_record_step
-        record.norm_steps = len(rows) + self._carried_rows
+        record.norm_steps = sum(full) + self._carried_rows
         record.max_total_grad_norm = _largest([self._carried_max, record.max_total_grad_norm])
         self._last_record_step = step
-        problems = self._judge.judge_steps(steps, [self._layer_norms(row) for row in rows], losses, step)
+        problems = self._judge.judge_steps(steps, self._series(rows, full), losses, step)
         problems += self._judge.judge_findings(diagnose_record(self.header, record).findings, step)
         problems.sort(key=lambda problem: problem.step)
         record.problems = self._carried_problems + problems
@@ -470,6 +507,14 @@ class Monitor:
         if self._log is not None:
             self._write_log(json_line(record_document(record)))
         return problems
+
+    def _read_unread(self) -> list[Problem]:
+        """check() and detach(): the rows not yet read, judged, with a record of the last step whose norms were
+        all taken (the watch's steps after it are judged with it)."""
+        last_full = [slot for slot in range(self._unread) if self._full[slot]]
+        if not last_full:
+            return self._drain() if self._unread else []
+        return self._read(self._row_steps[last_full[-1]], sampled=False)
 
     def _exact(self, row: list[float | None]) -> list[float | None]:
         """The sampled step's norms, taken again in float64 where float32 may have under- or overflowed."""
@@ -488,8 +533,22 @@ class Monitor:
             row[i] = value
         return row
 
+    def _series(self, rows: list[list[float | None]], full: list[bool]) -> list[list[float | None]]:
+        """The judge's rows: each layer's norm, then each watched layer's small-parameter norm. A row holds
+        the first where every norm was taken and the second where the watch's only were."""
+        unread_layers, unread_watch = [None] * len(self._layers), [None] * len(self._watched_layers)
+        series = []
+        for row, whole in zip(rows, full):
+            if whole:
+                series.append(self._layer_norms(row) + unread_watch)
+            else:
+                norms = self._layer_norms(row)
+                series.append(unread_layers + [norms[index] for index in self._watched_layers])
+        return series
+
     def _layer_norms(self, row: list[float | None]) -> list[float | None]:
-        """Per layer: the norm over its own tracked parameters' gradients (None when none had one)."""
+        """Per layer: the norm over its own tracked parameters' gradients in the row (None when none had one;
+        a watch row holds only the first columns)."""
         squares: list[float | None] = [None] * len(self._layers)
         for owner, value in zip(self._owner, row):
             if value is not None:
@@ -562,7 +621,7 @@ class Monitor:
         if not self._attached:
             return []
         try:
-            found = self._read(self._row_steps[self._unread - 1], sampled=False) if self._unread else []
+            found = self._read_unread()
         finally:
             if self._hooks is not None:
                 self._hooks.remove()
@@ -698,6 +757,22 @@ def _ownership(layers: list[tuple[str, nn.Module]]) -> tuple[list[tuple[int, boo
             )
         )
     return tracked, infos
+
+
+def _watched(
+    layers: list[tuple[str, nn.Module]], tracked: list[tuple[int, bool, nn.Parameter]]
+) -> list[tuple[int, str]]:
+    """(layer index, its watched parameters' names) for the layers that own a tracked parameter of at most
+    one dimension, unless every tracked parameter is one (then the full norms cost as little)."""
+    owner_of = {id(param): owner for owner, _, param in tracked}
+    if all(param.dim() <= 1 for _, _, param in tracked):
+        return []
+    watched = []
+    for index, (_, module) in enumerate(layers):
+        names = [n for n, p in module.named_parameters(recurse=False) if p.dim() <= 1 and owner_of.get(id(p)) == index]
+        if names:
+            watched.append((index, " and ".join(names)))
+    return watched
 
 
 def _norms(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:

@@ -24,11 +24,12 @@ from gradcheck_cli.probe import Batch, probe_model
 LR, SPIKE_LR, SPIKE_AFTER, EVERY = 0.05, 50.0, 33, 10
 
 
-def mlp() -> nn.Sequential:
+def mlp(bias: bool = True) -> nn.Sequential:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4)
-    )
+        nn.Linear(16, 32, bias=bias), nn.Tanh(), nn.Linear(32, 32, bias=bias), nn.Tanh(),
+        nn.Linear(32, 32, bias=bias), nn.Tanh(), nn.Linear(32, 4, bias=bias),
+    )  # fmt: skip
 
 
 DATA_X = torch.randn(256, 16, generator=torch.Generator().manual_seed(1))
@@ -40,9 +41,10 @@ def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
     return DATA_X[index], DATA_Y[index]
 
 
-def train(model, monitor, steps, *, spike_after=None, nan_grad_at=None, nan_input_at=None, norms=None):
+def train(model, monitor, steps, *, spike_after=None, nan_grad_at=None, nan_input_at=None, norms=None, bias_norms=None):
     """A plain SGD loop with the monitor stepped after backward; ``norms`` collects each step's per-layer
-    gradient norms (weight and bias), measured here independently of the monitor."""
+    gradient norms (weight and bias), ``bias_norms`` those of the biases, measured here independently of the
+    monitor."""
     optimizer = torch.optim.SGD(model.parameters(), lr=LR)
     layers = [(name, m) for name, m in model.named_children() if isinstance(m, nn.Linear)]
     for step in range(1, steps + 1):
@@ -56,6 +58,8 @@ def train(model, monitor, steps, *, spike_after=None, nan_grad_at=None, nan_inpu
             model[2].weight.grad[0, 0] = float("nan")
         if norms is not None:
             norms.append({name: math.hypot(*(p.grad.norm().item() for p in m.parameters())) for name, m in layers})
+        if bias_norms is not None:
+            bias_norms.append({name: m.bias.grad.norm().item() for name, m in layers})
         monitor.step(loss)
         if step == spike_after:
             for group in optimizer.param_groups:
@@ -366,14 +370,52 @@ def test_a_layer_without_a_gradient_on_some_steps_is_no_problem():
 
 
 def test_norms_every_takes_the_per_step_norms_on_fewer_steps_and_names_the_first_that_shows_it():
-    model = mlp()
+    model = mlp(bias=False)  # no bias or norm scale to watch between the full norms
     monitor = Monitor(model, every=10, norms_every=4, on_problem="record")
     train(model, monitor, 12, nan_grad_at=6)
     # norms at steps 1, 5, 9 (every 4th) and 11 (sampled): step 6's NaN gradient made the weights NaN, and
     # step 9 is the first step read that shows it (in its loss)
     (problem,) = monitor.problems
     assert (problem.kind, problem.step, problem.layer) == (NONFINITE, 9, None)
-    assert [(record.step, record.steps) for record in monitor.history] == [(1, 1), (11, 10)]
+    assert "the first step read since step 5" in problem.message
+    assert [(record.step, record.steps, record.norm_steps) for record in monitor.history] == [(1, 1, 1), (11, 10, 3)]
+
+
+def test_between_the_full_norms_the_watch_reads_the_loss_and_biases_of_every_step():
+    model = mlp()
+    monitor = Monitor(model, every=10, norms_every=4, on_problem="record")
+    train(model, monitor, 12, nan_grad_at=6)
+    # Step 6's NaN is in a weight's gradient, which only steps 1, 5, 9 and 11 read; the weights it made NaN
+    # give step 7 a NaN loss, read with the biases' norms on every step.
+    (problem,) = monitor.problems
+    assert (problem.kind, problem.step, problem.layer) == (NONFINITE, 7, None)
+    assert problem.message.startswith("step 7: non-finite loss")
+    # the records keep the steps whose norms were all taken
+    assert [(record.step, record.steps, record.norm_steps) for record in monitor.history] == [(1, 1, 1), (11, 10, 3)]
+
+
+def test_between_the_full_norms_a_learning_rate_spike_is_named_at_its_own_step_by_the_biases():
+    model = mlp()
+    monitor = Monitor(model, norms_every=4, every=EVERY, on_problem="record")
+    biases: list[dict[str, float]] = []
+    train(model, monitor, 45, spike_after=SPIKE_AFTER, bias_norms=biases)
+    (problem,) = [p for p in monitor.problems if p.kind == GRADIENT_GROWTH]
+    # Every norm is taken on the sampled steps (1, 11, 21, 31, 41) and every 4th step from the last:
+    # step 34 reads the biases only, and they show the spike there.
+    full = {1, 5, 9, 11, 15, 19, 21, 25, 29, 31, 35, 39, 41}
+    assert SPIKE_AFTER + 1 not in full
+    assert (problem.step, problem.found_at) == (SPIKE_AFTER + 1, 41)
+    # Each bias is judged against its own median over its first 10 watched steps; the one named is nearest the loss.
+    watched = [step for step in range(1, 46) if step not in full][:10]
+    names = ["0", "2", "4", "6"]
+    median = {n: sorted(biases[step - 1][n] for step in watched)[4:6] for n in names}
+    median = {n: (low + high) / 2 for n, (low, high) in median.items()}
+    crossed = [n for n in names if biases[SPIKE_AFTER][n] > 100 * median[n]]
+    assert crossed and problem.layer == crossed[-1]
+    assert problem.figures["factor"] == pytest.approx(biases[SPIKE_AFTER][crossed[-1]] / median[crossed[-1]], rel=1e-3)
+    assert problem.figures["reference_steps"] == [watched[0], watched[-1]]
+    assert problem.message.startswith(f"step 34: the gradient norm of {crossed[-1]} (Linear) bias grew x")
+    assert len([p for p in monitor.problems if p.kind == GRADIENT_GROWTH]) == 1  # the full norms' same episode
 
 
 class StepClock:
@@ -403,11 +445,11 @@ def train_timed(model, monitor, clock, steps, *, nan_grad_at=None):
 
 
 @pytest.mark.parametrize(
-    ("monitor_us", "step_us", "stride"),
-    [(5, 1000, 1), (15, 1000, 1), (20, 1000, 2), (40, 1000, 4), (500, 1000, 8)],
+    ("monitor_us", "step_us", "stride", "watching"),
+    [(5, 1000, 1, False), (10, 1000, 1, False), (15, 1000, 2, True), (40, 1000, 4, True), (500, 1000, 8, False)],
 )
-def test_auto_norms_every_takes_the_norms_every_step_while_they_cost_at_most_1_5_percent(
-    monkeypatch, monitor_us, step_us, stride
+def test_auto_norms_every_takes_the_norms_every_step_while_they_cost_at_most_1_percent(
+    monkeypatch, monitor_us, step_us, stride, watching
 ):
     clock = StepClock(monitor_us * 1e-6, step_us * 1e-6)
     monkeypatch.setattr(monitor_module, "perf_counter", clock)
@@ -415,9 +457,12 @@ def test_auto_norms_every_takes_the_norms_every_step_while_they_cost_at_most_1_5
     monitor = Monitor(model, every=100, on_problem="record")
     assert monitor.norms_every == "auto" and monitor.norms_stride == 1
     train_timed(model, monitor, clock, 40)
-    # chosen after 16 timed steps (steps 2-17), then taken on every stride-th step from there
-    assert monitor.norms_stride == stride
-    assert monitor._row_steps[: monitor._unread] == list(range(2, 18)) + list(range(17 + stride, 41, stride))
+    # chosen after 16 timed steps (steps 2-17), then taken on every stride-th step from there; the steps
+    # between read the watch (the biases' norms), not yet timed, where the full norms leave it room
+    assert (monitor.norms_stride, monitor._watching) == (stride, watching)
+    rows = list(zip(monitor._row_steps[: monitor._unread], monitor._full[: monitor._unread]))
+    assert [step for step, full in rows if full] == list(range(2, 18)) + list(range(17 + stride, 41, stride))
+    assert [step for step, _ in rows] == (list(range(2, 41)) if watching else [step for step, _ in rows if _])
     monitor.detach()
     assert monitor.history[-1].norm_steps == 16 + len(range(17 + stride, 41, stride))
 
@@ -430,11 +475,11 @@ def test_auto_norms_every_names_the_steps_a_problem_may_have_begun_at_and_choose
     model = mlp()
     monitor = Monitor(model, every=30, on_problem="record")
     train_timed(model, monitor, clock, 31, nan_grad_at=27)
-    # every 4th step from 17: 21, 25, 29; the NaN at 27 shows first in step 29's gradients (the weights);
-    # step 31 is sampled and reads them
+    # every 4th step from 17: 21, 25, 29; the NaN put in a weight's gradient at 27 made the weights NaN, and
+    # step 28's bias gradients, read between the full norms, show it first; step 31 is sampled and reads them
     (problem,) = monitor.problems
-    assert (problem.kind, problem.step) == (NONFINITE, 29)
-    assert problem.message.startswith("step 29 (the first step read since step 25): non-finite gradient")
+    assert (problem.kind, problem.step, problem.layer) == (NONFINITE, 28, "6")
+    assert problem.message.startswith("step 28: non-finite gradient: the gradient norm of 6 (Linear) bias is NaN")
     # steps get slower (a larger batch, say): at the next sample the norms go back to every step
     clock.step_seconds = 10e-3
     train_timed(model, monitor, clock, 30)
