@@ -412,9 +412,9 @@ class Monitor:
                 stride *= 2
             return stride
 
-        stride = stride_for(watch) if self._watch_width else stride_for(0.0)
+        stride = stride_for(watch)
         self._watching = self._watch_width > 0 and stride > 1 and full / stride + watch * (1 - 1 / stride) <= budget
-        if self._watch_width and not self._watching:
+        if not self._watching:
             stride = stride_for(0.0)
         if stride != self._stride:
             self._next_norms_step += stride - self._stride
