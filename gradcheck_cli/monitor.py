@@ -539,11 +539,8 @@ class Monitor:
         unread_layers, unread_watch = [None] * len(self._layers), [None] * len(self._watched_layers)
         series = []
         for row, whole in zip(rows, full):
-            if whole:
-                series.append(self._layer_norms(row) + unread_watch)
-            else:
-                norms = self._layer_norms(row)
-                series.append(unread_layers + [norms[index] for index in self._watched_layers])
+            norms = self._layer_norms(row)
+            series.append(norms + unread_watch if whole else unread_layers + [norms[i] for i in self._watched_layers])
         return series
 
     def _layer_norms(self, row: list[float | None]) -> list[float | None]:
