@@ -208,13 +208,13 @@ def probe_model(
 ) -> ProbeResult:
     """Run ``passes`` forward/backward passes and measure every layer.
 
-    The first pass is a full one, whose parameter gradients are read; the later ones, where the model takes
-    hooks and the scan is not distributed, are signal passes: outputs and output gradients only, without
-    computing any parameter gradient. Output and output-gradient figures are medians over all passes.
+    The first pass computes and reads the parameter gradients; the later ones, where the model takes hooks
+    and the scan is not distributed, are signal passes: outputs and output gradients only, without computing
+    any parameter gradient. Output and output-gradient figures are medians over all passes.
 
     ``make_batch(i)`` gives the batch of pass ``i``; it and the model draw randomness from the global
     RNG, seeded with ``seed`` here and restored afterwards. ``loss_fn(output, batch)`` gives a scalar.
-    With ``clip_grad_norm`` the parameter gradients are clipped to that total norm before they are read,
+    With ``clip_grad_norm`` the parameter-gradient figures are those of gradients clipped to that total norm,
     as a training step with clipping would see them (the backward signal is measured before clipping).
     With ``reducer`` each process measures its slice of the batch and the figures are summed over processes.
     """
@@ -239,8 +239,9 @@ def probe_model(
             for i, (_, module) in enumerate(layers if recorder.hooked else [])
         ]
         stack.callback(_remove_hooks, handles)  # one callback, not one each: a deep model has thousands
-        # Activations are watched in the first pass only: its batch gives thousands of values per site,
-        # and a hook on every activation of every pass would cost more than the passes themselves.
+        # Activations are watched in the first pass only (and the next, for a site whose output an in-place
+        # op overwrote before it was read): its batch gives thousands of values per site, and a hook on every
+        # activation of every pass would cost more than the passes themselves.
         activation_hooks: list[Any] = []
         stack.callback(_remove_hooks, activation_hooks)
         for module_name, module in all_modules:
@@ -253,11 +254,13 @@ def probe_model(
         recorder.read_skips = (
             structure is None and recorder.hooked and not any(isinstance(m, nn.RNNBase) for _, m in all_modules)
         )
-        # Passes after the first are signal passes: the backward signal and forward RMS vary from batch to
-        # batch and are taken on every pass, while the parameter gradients, read on the first, are left
-        # uncomputed (a quarter to a third of a pass's work, and the read of every gradient). A distributed
-        # scan runs full passes: its gradient reductions live in the parameters' backward hooks.
-        recorder.signal_passes = recorder.hooked and reducer is None
+        # Every pass takes its backward by torch.autograd.grad of the layer outputs' gradient edges: the
+        # backward signal and forward RMS vary from batch to batch and are taken on every pass, while the
+        # parameter gradients are asked for on the first pass only and left uncomputed on the others (a
+        # quarter to a third of a pass's work, and the read of every gradient). A distributed scan runs
+        # .backward(): its gradient reductions live in the parameters' backward hooks.
+        recorder.autograd_passes = recorder.hooked and reducer is None
+        recorder.clip_grad_norm = clip_grad_norm
         if any(module.training != train_mode for _, module in all_modules):  # train() walks every module
             model.train(train_mode)
         # torch.manual_seed also seeds every accelerator backend, lazily, recording a stack trace for each:
@@ -273,7 +276,7 @@ def probe_model(
             while True:
                 batch = make_batch(index)
                 recorder.start_pass(index == 0, wide, amp, loss_scale)
-                loss = _forward_backward(model, params, batch, loss_fn, recorder, clip_grad_norm, amp, loss_scale)
+                loss = _forward_backward(model, params, batch, loss_fn, recorder, amp, loss_scale)
                 figures = recorder.finish_pass(loss, _batch_size(batch))
                 if figures.finite or not math.isfinite(figures.loss) or loss_scale <= 1.0:
                     if figures.exact or wide:
@@ -283,7 +286,8 @@ def probe_model(
                     loss_scale /= 2  # the scaled gradients overflowed fp16, as GradScaler would see: halve, redo
                 rng()
             per_pass.append(figures)
-            _remove_hooks(activation_hooks)
+            if not recorder.activations_pending:
+                _remove_hooks(activation_hooks)
             if nonfinite_batch is None and not figures.finite:
                 nonfinite_batch = batch
             if progress is not None:
@@ -375,12 +379,9 @@ def _forward_backward(
     batch: Batch,
     loss_fn: LossFn,
     recorder: _Recorder,
-    clip_grad_norm: float | None = None,
     amp: torch.dtype | None = None,
     loss_scale: float = 1.0,
 ) -> torch.Tensor:
-    for p in params:
-        p.grad = None
     batch = _on_device(batch, params)
     stage = "forward pass"
     try:
@@ -388,6 +389,7 @@ def _forward_backward(
             output = model(*batch.args, **batch.kwargs)
             stage = "loss"
             loss = loss_fn(output, batch)
+        recorder.end_forward()
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ModelRunError("The loss must be a single-element tensor; check the loss function.", stage)
         if not loss.requires_grad:
@@ -401,12 +403,12 @@ def _forward_backward(
             recorder.read_skips = False
         stage = "backward pass"
         scaled = loss * loss_scale if loss_scale != 1.0 else loss
-        if recorder.signal_pass:
-            recorder.signal_gradients(scaled)
+        if recorder.autograd_passes:
+            recorder.take_gradients(scaled)
             return loss.detach()
+        for p in params:
+            p.grad = None
         scaled.backward()
-        if clip_grad_norm is not None:  # what training with clipping would step with (on the scaled gradients)
-            torch.nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], clip_grad_norm * loss_scale)
     except GradcheckError:
         raise
     except Exception as error:  # the user's code: say where it failed, keep the original as the cause
@@ -461,6 +463,13 @@ def _failing_layer(model: nn.Module, error: BaseException) -> str | None:
     if innermost is None:
         return None
     return f"{names[id(innermost)] or '(model)'} ({_layer_type(innermost)})"
+
+
+def _carries_grad(args: tuple) -> bool:
+    """Whether a module's inputs carry a gradient (a tensor that requires grad)."""
+    if len(args) == 1 and type(args[0]) is torch.Tensor:
+        return args[0].requires_grad
+    return any(t.requires_grad for t in tensors_in(args))
 
 
 def _batch_size(batch: Batch) -> int:
@@ -525,10 +534,11 @@ class _ActivationSite:
 
 @dataclass
 class _ActivationPass:
-    """One pass's figures for the activation sites, kept on the device until the probe ends."""
+    """One pass's figures for the activation sites, kept on the device until the probe ends, in blocks of
+    sites reduced together: (site indices, one row per site)."""
 
-    unit_sums: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (site, per-unit sum of phi'^2)
-    saturated: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (site, 0-d count)
+    unit_sums: list[tuple[list[int], torch.Tensor]] = field(default_factory=list)  # per-unit sums of phi'^2
+    saturated: list[tuple[list[int], torch.Tensor]] = field(default_factory=list)  # sum of sign(bound - phi'^2)
     numel: dict[int, int] = field(default_factory=dict)  # site: values seen
 
 
@@ -540,11 +550,15 @@ class _Recorder:
     pass) is measured again with every norm in float64, and the next passes take in float64 the norms whose
     last value lay outside SAFE_FLOAT32_NORM: a healthy model pays no float64 at all, a sick one one pass.
 
-    Float32 norms are batched: a hook only keeps the tensor, and one fused ``_foreach_norm`` reduces those
-    kept when they reach DEFER_BYTES or the pass ends, so a deep narrow net pays one call, not one per layer.
-    A kept tensor must not change before it is reduced: the first pass notes the outputs an in-place op
-    overwrites (BatchNorm then ReLU(inplace=True)), which are reduced at once from then on, and every kept
-    tensor's version counter is checked when it is reduced; a pass where one changed is measured again.
+    Float32 norms of small tensors are batched: a hook only keeps the tensor, and one fused ``_foreach_norm``
+    reduces those kept when they reach DEFER_BYTES or the pass ends, so a deep narrow net pays one call, not
+    one per layer; output gradients come back together from torch.autograd.grad. A tensor of LARGE_NUMEL
+    elements or more is reduced at once instead, while it is in cache, and its output's gradient in a hook
+    on the tensor, so that the backward frees or reuses the gradient as it would without the probe.
+    A kept tensor must not change before it is reduced: the first pass takes its outputs' norms at once and
+    notes the outputs an in-place op overwrites (BatchNorm then ReLU(inplace=True)), which are reduced at
+    once from then on, and every kept tensor's version counter is checked when it is reduced; a pass where
+    one changed is measured again.
     """
 
     _FORWARD, _BACKWARD = 0, 1
@@ -561,14 +575,23 @@ class _Recorder:
         self._wide: list[torch.Tensor] = []  # float64 norms
         self._wide_slots: list[tuple[int, int]] = []
         self._first, self._all_wide = True, False
-        # Passes after the first measure outputs and output gradients only: the forward hooks keep the outputs'
-        # gradient edges, and torch.autograd.grad takes their gradients without computing any parameter's
-        # (see probe_model). False for a distributed scan, whose passes all run .backward().
-        self.signal_passes = False
-        self.signal_pass = False  # this pass is one
-        # (layer, gradient edge of an output): the edge, not the tensor, so the backward frees each output
-        # as it would without the probe
+        # Passes take their backward by torch.autograd.grad: the forward hooks keep the outputs' gradient edges,
+        # and autograd.grad takes their gradients, with the parameters' on the first pass only (see
+        # probe_model). False for a distributed scan, whose passes run .backward() and are read off .grad.
+        self.autograd_passes = False
+        self._param_grads: tuple[torch.Tensor | None, ...] = ()  # autograd.grad's, in the order of _owned
+        self.clip_grad_norm: float | None = None
+        # (layer, gradient edge of an output) whose gradient autograd.grad returns: the edge, not the tensor,
+        # so the backward frees each output as it would without the probe
         self._edges: list[tuple[int, GradientEdge]] = []
+        # Outputs of LARGE_NUMEL elements or more are measured by a hook on the tensor instead: autograd.grad
+        # would keep each one's gradient until it returns, where the backward frees or reuses it at once.
+        # (layer, edge, whether the layer's input carries a gradient): autograd.grad is asked for the edges
+        # of those whose input does not (where the backward signal starts) so that the backward reaches the
+        # others, and for those it did not reach on an earlier pass (_reach_layers).
+        self._hooked: list[tuple[int, GradientEdge, bool]] = []
+        self._fired: set[int] = set()  # layers whose hooked output gradient arrived this pass
+        self._reach_layers: set[int] = set()
         self._wide_keys: set[tuple[int, int]] = set()  # slots whose last value was too small or large for float32
         self._immediate_keys: set[tuple[int, int]] = set()  # outputs an in-place op overwrites: reduced at once
         self._kept: list[tuple[tuple[int, int], torch.Tensor, int]] = []  # (slot, tensor, its version) to reduce
@@ -595,6 +618,13 @@ class _Recorder:
         self._activation_pass = _ActivationPass()
         self._site_index: dict[tuple[str, int], int] = {}
         self._activation_calls: dict[str, int] = {}
+        # Activation outputs kept until the forward pass ends, to be reduced together: (site, output, its
+        # version, closed form of phi'^2). Sites whose output an in-place op overwrote before then are
+        # reduced in their hook, and watched one more pass.
+        self._kept_activations: list[tuple[_ActivationSite, torch.Tensor, int, Callable]] = []
+        self._kept_activation_bytes = 0
+        self._immediate_sites: set[int] = set()
+        self.activations_pending = False
 
     def start_pass(
         self,
@@ -610,8 +640,8 @@ class _Recorder:
         ``loss_scale``: what the loss was multiplied by, divided out of every gradient figure."""
         self._narrow, self._narrow_slots, self._wide, self._wide_slots = [], [], [], []
         self._first, self._all_wide = first, wide
-        self.signal_pass = self.signal_passes and not first
-        self._edges = []
+        self._param_grads = ()
+        self._edges, self._hooked, self._fired = [], [], set()
         self._kept, self._kept_bytes, self._overwritten, self._last_output = [], 0, False, None
         self._amp, self._loss_scale, self._range_counts, self._range_bounds = amp, loss_scale, [], None
         self._numel = [0] * len(self.layers)
@@ -619,6 +649,8 @@ class _Recorder:
         self.calls = [0] * len(self.layers)
         self._activation_calls = {}
         self._activation_pass = _ActivationPass()
+        self._kept_activations, self._kept_activation_bytes = [], 0
+        self.activations_pending = False
         self._last_layer = None
 
     def ranked(self) -> list[int]:
@@ -648,10 +680,14 @@ class _Recorder:
                 self._numel[index] += tensor.numel()
                 if not tensor.requires_grad:
                     continue
-                if self.signal_pass and key not in self._immediate_keys:
-                    self._edges.append((index, _gradient_edge(tensor)))
-                else:  # (an output an in-place op overwrites: its hook sees the gradient of this version)
+                if not self.autograd_passes:
                     tensor.register_hook(backward_hook)
+                elif key in self._immediate_keys or tensor.numel() >= LARGE_NUMEL:
+                    # (an output an in-place op overwrites: its hook sees the gradient of this version)
+                    tensor.register_hook(backward_hook)
+                    self._hooked.append((index, _gradient_edge(tensor), _carries_grad(args)))
+                else:
+                    self._edges.append((index, _gradient_edge(tensor)))
 
         return hook
 
@@ -660,27 +696,37 @@ class _Recorder:
         """Parameter gradients are read on the first pass (all passes when no hook shows anything else)."""
         return self._first or not self.hooked
 
-    def signal_gradients(self, loss: torch.Tensor) -> None:
-        """A signal pass's backward: the gradients of the outputs' edges (and of the recurrent time probes)
-        by torch.autograd.grad, which runs only the part of the backward graph that leads to them: no
-        parameter gradient is computed, so the pass costs less than a training step's.
-
-        (The first pass asks .backward() for the parameter gradients and hooks the outputs: asking
-        autograd.grad for both the edges and the parameters costs a ResNet a fifth more than either.)"""
+    def take_gradients(self, loss: torch.Tensor) -> None:
+        """A pass's backward: the gradients of the outputs' edges (and of the recurrent time probes) by
+        torch.autograd.grad, with the parameters' on the first pass. Without parameters it runs only the part
+        of the backward graph that leads to the outputs, so the pass costs less than a training step's; with
+        them it costs what .backward() does, without a Python hook per output or a write to any .grad."""
+        if self._owned is None:  # the layers' order is known once the first forward pass has run
+            self._owned = _owned_parameters(self)
         edges = [edge for _, edge in self._edges]
         probes = [probe for _, probe, _ in self._time_probes]
-        if not edges and not probes:
+        params = [p for _, _, p in self._owned] if self.reads_params else []
+        reach = [edge for index, edge, carried in self._hooked if not carried or index in self._reach_layers]
+        if not edges and not probes and not params and not reach:
+            reach = [edge for _, edge, _ in self._hooked]
+        inputs = [*edges, *probes, *params, *reach]
+        if not inputs:
             return
-        grads = torch.autograd.grad(loss, [*edges, *probes], allow_unused=True)
+        grads = torch.autograd.grad(loss, inputs, allow_unused=True)
         for (index, _), grad in zip(self._edges, grads):
             if grad is not None:
                 self._record_gradient(index, grad)
         for probe, grad in zip(probes, grads[len(edges) :]):
             probe.grad = grad
-        self._edges = []
+        self._param_grads = grads[len(edges) + len(probes) : len(edges) + len(probes) + len(params)]
+        # A hooked output the backward did not reach (its input's gradient comes from elsewhere than a layer,
+        # or it does not reach the loss): its edge is asked for from the next pass on.
+        self._reach_layers.update(index for index, _, _ in self._hooked if index not in self._fired)
+        self._edges, self._hooked = [], []
 
     def _make_backward_hook(self, index: int) -> Callable:
         def hook(grad: torch.Tensor) -> None:
+            self._fired.add(index)
             self._record_gradient(index, grad)
 
         return hook
@@ -713,7 +759,7 @@ class _Recorder:
         if self._all_wide or key in self._wide_keys:
             self._wide.append(torch.linalg.vector_norm(tensor, dtype=torch.float64))
             self._wide_slots.append(key)
-        elif self._first or key in self._immediate_keys:
+        elif (self._first and key[0] == self._FORWARD) or key in self._immediate_keys or tensor.numel() >= LARGE_NUMEL:
             self._narrow.append(torch.linalg.vector_norm(tensor, dtype=_narrow_dtype(tensor)))
             self._narrow_slots.append(key)
         else:
@@ -755,44 +801,93 @@ class _Recorder:
     def hook_activation(self, name: str, module: nn.Module) -> Any:
         """Measure the squared derivative phi'(h)^2 on every element: in closed form from the output for
         the common types (one or two elementwise ops, right for in-place ones too), else by autograd on a
-        copy of the input, taken before an in-place activation overwrites it."""
+        copy of the input, taken before an in-place activation overwrites it.
+
+        Outputs are kept until the forward pass ends and reduced together then (see end_forward): a deep
+        narrow net would otherwise pay three small ops per site, more than the hook itself costs."""
         closed_form = _squared_derivative_from_output(module)
         if closed_form is not None:
-            # (on the detached output, so no graph is built: no torch.no_grad() needed, which costs as much)
+
             def from_output(mod: nn.Module, args: tuple, output: Any) -> None:
                 if isinstance(output, torch.Tensor) and output.is_floating_point() and output.numel():
-                    self._record_activation(name, mod, output, closed_form(output.detach()))
+                    site = self._activation_site(name, mod, output)
+                    # (detached, so no graph is built: no torch.no_grad() needed, which costs as much)
+                    kept = (site, output.detach(), output._version, closed_form)
+                    if site.index in self._immediate_sites:
+                        self._reduce_activations([kept])
+                        return
+                    self._kept_activations.append(kept)
+                    self._kept_activation_bytes += output.numel() * output.element_size()
+                    if self._kept_activation_bytes > ACTIVATION_BATCH_BYTES:
+                        self.end_forward()
 
             return module.register_forward_hook(from_output)
 
         def from_input(mod: nn.Module, args: tuple) -> None:
             derivative = _derivative_by_autograd(mod, args)
             if derivative is not None and derivative.numel():
-                self._record_activation(name, mod, args[0], derivative.square_())
+                site = self._activation_site(name, mod, args[0])
+                self._reduce_activations([(site, derivative, derivative._version, _squared)])
 
         return module.register_forward_pre_hook(from_input)
 
-    def _record_activation(self, name: str, module: nn.Module, values: torch.Tensor, squared: torch.Tensor) -> None:
+    def _activation_site(self, name: str, module: nn.Module, values: torch.Tensor) -> _ActivationSite:
+        """The site of this call of an activation module, with the values it sees counted."""
         if self._last_output is not None:
             self._note_overwrite()  # an in-place activation has just overwritten the output before it
         call = self._activation_calls.get(name, 0)
         self._activation_calls[name] = call + 1
         site = self._site(name, module, call, values)
+        numel = self._activation_pass.numel
+        numel[site.index] = numel.get(site.index, 0) + values.numel()
+        return site
+
+    def end_forward(self) -> None:
+        """Reduce the activation outputs kept so far: when the forward pass ends (before the backward frees
+        them) or when they reach DEFER_BYTES."""
+        if self._kept_activations:
+            kept, self._kept_activations, self._kept_activation_bytes = self._kept_activations, [], 0
+            self._reduce_activations(kept)
+
+    def _reduce_activations(self, kept: list[tuple[_ActivationSite, torch.Tensor, int, Callable]]) -> None:
+        """Per-unit sums of phi'^2 (one reduction gives both E[phi'^2] and, for ReLUs, which units were ever
+        active) and, for saturating types, the saturated count: sites of one shape stacked, a few ops each.
+
+        An output changed since its hook (an in-place op after the activation) is not counted this pass:
+        its site is reduced in its hook from the next pass on, which keeps the activation hooks."""
+        groups: dict[tuple, list[tuple[_ActivationSite, torch.Tensor]]] = {}
         records = self._activation_pass
-        records.numel[site.index] = records.numel.get(site.index, 0) + values.numel()
-        # Per unit, so that one reduction gives both E[phi'^2] and (for ReLUs) which units were ever active.
-        rank = values.dim()
-        if rank > 1 and values.shape[site.unit_dim] == site.units:
-            reduce = site.reduce_dims if len(site.reduce_dims) == rank - 1 else _all_but(rank, site.unit_dim)
-            records.unit_sums.append((site.index, torch.sum(squared, dim=reduce, dtype=torch.float32)))
-        else:  # a shape the site has not seen: its sum still counts, its units cannot be told apart
-            records.unit_sums.append((site.index, torch.sum(squared, dtype=torch.float32).reshape(1)))
-        peak = PEAK_DERIVATIVE.get(site.type)
-        if peak is not None:
-            # count of phi'^2 below the bound, as (n + sum(sign(bound - phi'^2))) / 2: a sign and a sum
-            # are several times faster than summing a boolean mask
-            bound = (SATURATED_DERIVATIVE * peak) ** 2
-            records.saturated.append((site.index, torch.sum(torch.sign(bound - squared), dtype=torch.float32)))
+        for site, values, version, closed_form in kept:
+            if values._version != version:
+                self._immediate_sites.add(site.index)
+                self.activations_pending = True
+                records.numel[site.index] -= values.numel()
+                continue
+            rank = values.dim()
+            # A shape the site has not seen (its units cannot be told apart) is summed whole: reduce=None.
+            if rank > 1 and values.shape[site.unit_dim] == site.units:
+                reduce = tuple(site.reduce_dims if len(site.reduce_dims) == rank - 1 else _all_but(rank, site.unit_dim))
+            else:
+                reduce = None
+            key = (closed_form, PEAK_DERIVATIVE.get(site.type), values.shape, values.dtype, values.device, reduce)
+            groups.setdefault(key, []).append((site, values))
+        for (closed_form, peak, shape, _, _, reduce), members in groups.items():
+            indices = [site.index for site, _ in members]
+            # one row per site (a copy of at most DEFER_BYTES; a lone site is a view)
+            stacked = torch.stack([v for _, v in members]) if len(members) > 1 else members[0][1].unsqueeze(0)
+            squared = closed_form(stacked)
+            rows = range(1, len(shape) + 1)
+            if reduce is None:
+                sums = torch.sum(squared, dim=list(rows), dtype=torch.float32).unsqueeze(1)
+            else:
+                sums = torch.sum(squared, dim=[d + 1 for d in reduce], dtype=torch.float32)
+            records.unit_sums.append((indices, sums))
+            if peak is not None:
+                # count of phi'^2 below the bound, as (n + sum(sign(bound - phi'^2))) / 2: a sign and a sum
+                # are several times faster than summing a boolean mask
+                bound = (SATURATED_DERIVATIVE * peak) ** 2
+                counts = torch.sum(torch.sign(bound - squared), dim=list(rows), dtype=torch.float32)
+                records.saturated.append((indices, counts))
 
     def _site(self, name: str, module: nn.Module, call: int, h: torch.Tensor) -> _ActivationSite:
         key = (name, call)
@@ -826,7 +921,7 @@ class _Recorder:
         if self._owned is None:  # the layers' order is known after the first pass; ownership does not change
             self._owned = _owned_parameters(self)
         params = self._owned if self.reads_params else []
-        grads = [p.grad for _, _, p in params]
+        grads = list(self._param_grads) if self.autograd_passes else [p.grad for _, _, p in params]
         present = [g for g in grads if g is not None]
         if self.reducer is not None:  # this process's shard of each gradient
             present = [self.reducer.local(g) for g in present]
@@ -852,6 +947,8 @@ class _Recorder:
         host = flat.tolist()  # the one host transfer of this pass
         n_narrow, n_grads = len(self._narrow), len(present)
         grad_norms = _exact_norms(present, host[n_narrow : n_narrow + n_grads], self.reducer)
+        if self.clip_grad_norm is not None:  # what training with clipping would step with (the scaled gradients)
+            grad_norms = _clipped(grad_norms, self.clip_grad_norm * self._loss_scale)
         figures = self._unpack(host, params, grads, grad_norms, batch_size, len(narrow) + len(wide))
         figures.exact = figures.exact and not self._overwritten
         if figures.exact:
@@ -973,25 +1070,50 @@ def _joined(
 
 
 def _squared_derivative_from_output(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """phi'(h)^2 written in terms of y = phi(h), for the activations where that is exact."""
+    """phi'(h)^2 written in terms of y = phi(h), for the activations where that is exact. The same function
+    for modules of one type and parameters, so that their sites are reduced together."""
     if isinstance(module, nn.ReLU):  # y >= 0, and phi' is 1 exactly where y > 0: sign(y)
         return torch.sign
     if isinstance(module, nn.Sigmoid):
-        return lambda y: (y - y * y).square_()
+        return _sigmoid_squared
     if isinstance(module, nn.Tanh):
-        return lambda y: (1 - y * y).square_()
+        return _tanh_squared
     if isinstance(module, nn.ReLU6):
-        return lambda y: ((y > 0) & (y < 6)).to(y.dtype)
+        return _relu6_squared
     if isinstance(module, nn.LeakyReLU):
-        slope = module.negative_slope
-        return lambda y: torch.where(y > 0, 1.0, slope * slope).to(y.dtype)
+        return _leaky_relu_squared(module.negative_slope)
     if isinstance(module, nn.ELU):  # y = alpha (e^h - 1) below 0, so phi' = y + alpha there
-        alpha = module.alpha
-        return lambda y: torch.where(y > 0, 1.0, y + alpha).to(y.dtype).square_()
+        return _elu_squared(1.0, module.alpha)
     if isinstance(module, nn.SELU):  # y = scale alpha (e^h - 1) below 0
-        scale, alpha = 1.0507009873554805, 1.6732632423543772
-        return lambda y: torch.where(y > 0, scale, y + scale * alpha).to(y.dtype).square_()
+        return _elu_squared(1.0507009873554805, 1.6732632423543772)
     return None
+
+
+def _squared(derivative: torch.Tensor) -> torch.Tensor:
+    return derivative.square()
+
+
+def _sigmoid_squared(y: torch.Tensor) -> torch.Tensor:
+    return (y - y * y).square_()
+
+
+def _tanh_squared(y: torch.Tensor) -> torch.Tensor:
+    return (1 - y * y).square_()
+
+
+def _relu6_squared(y: torch.Tensor) -> torch.Tensor:
+    return ((y > 0) & (y < 6)).to(y.dtype)
+
+
+@functools.cache
+def _leaky_relu_squared(slope: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda y: torch.where(y > 0, 1.0, slope * slope).to(y.dtype)
+
+
+@functools.cache
+def _elu_squared(scale: float, alpha: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """ELU (scale 1) and SELU: y = scale alpha (e^h - 1) below 0, so phi' = y + scale alpha there."""
+    return lambda y: torch.where(y > 0, scale, y + scale * alpha).to(y.dtype).square_()
 
 
 def _derivative_by_autograd(module: nn.Module, args: tuple) -> torch.Tensor | None:
@@ -1011,6 +1133,10 @@ def _derivative_by_autograd(module: nn.Module, args: tuple) -> torch.Tensor | No
 EXACT_FLOAT32_NORM = (1e-10, 1e15)
 # Kept tensors are reduced together once they hold this much: a bound on the memory batching may add.
 DEFER_BYTES = 8 * 2**20
+# A tensor of this many elements (256 KiB in float32) or more is reduced at once, while it is in cache, and
+# its output's gradient measured in a hook; smaller ones are batched (see _Recorder).
+LARGE_NUMEL = 2**16
+ACTIVATION_BATCH_BYTES = 2**18
 # A slot whose previous pass lay inside this range, a thousandfold inside the exact one, is taken in
 # float32: the scale of a layer's signal does not move that far between two batches.
 SAFE_FLOAT32_NORM = (1e-7, 1e12)
@@ -1031,6 +1157,15 @@ def _exact_norms(grads: list[torch.Tensor], norms: list[float], reducer: Reducer
         for k, value in zip(again, stacked.tolist()):
             values[k] = value
     return values
+
+
+def _clipped(norms: list[float], max_norm: float) -> list[float]:
+    """The norms of the gradients torch.nn.utils.clip_grad_norm_ would leave: all scaled by one coefficient,
+    max_norm over their total norm, where that is below 1 (NaN where the total is: the gradients become NaN)."""
+    coefficient = max_norm / (math.sqrt(sum(norm * norm for norm in norms)) + 1e-6)
+    if math.isnan(coefficient) or coefficient < 1.0:
+        return [norm * coefficient for norm in norms]
+    return norms
 
 
 def _sum_over_processes(flat: torch.Tensor, n_norms: int, reducer: Reducer) -> torch.Tensor:
@@ -1165,50 +1300,38 @@ def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass
     for records in passes:
         for index, count in records.numel.items():
             numel[index] += count
-    sums = [(index, vector) for records in passes for index, vector in records.unit_sums]
-    saturated = [(index, count) for records in passes for index, count in records.saturated]
+    blocks = [block for records in passes for block in records.unit_sums]
+    saturated = [block for records in passes for block in records.saturated]
     totals, alive, flat_counts = [0.0] * len(sites), [0.0] * len(sites), [0.0] * len(sites)
-    if sums:
-        device = sums[0][1].device
-        values = _joined(torch.cat, [vector for _, vector in sums], device)
-        lengths = torch.tensor([vector.shape[0] for _, vector in sums], device=device)
-        owner = torch.repeat_interleave(torch.tensor([index for index, _ in sums], device=device), lengths)
-        site_totals = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device).index_add_(
-            0, owner, values.to(_NORM_DTYPE)
-        )
+    if blocks:
+        device = blocks[0][1].device
+        site_totals = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device)
+        for indices, rows in blocks:
+            site_totals.index_add_(0, torch.tensor(indices, device=device), rows.sum(dim=1, dtype=_NORM_DTYPE))
         # A unit is alive if its sum of phi'^2 was positive in some pass: count each unit's positive passes.
         offsets, position = [], 0
         for site in sites:
             offsets.append(position)
             position += site.units
-        per_unit = [
-            (i, vector)
-            for i, (index, vector) in enumerate(sums)
-            if sites[index].dying and vector.shape[0] == sites[index].units
-        ]
-        alive_units = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device)
-        if per_unit:
-            unit_values = _joined(torch.cat, [vector for _, vector in per_unit], device)
-            unit_lengths = torch.tensor([vector.shape[0] for _, vector in per_unit], device=device)
-            starts = torch.tensor([offsets[sums[i][0]] for i, _ in per_unit], device=device)
-            within = torch.arange(len(unit_values), device=device) - torch.repeat_interleave(
-                torch.cumsum(unit_lengths, 0) - unit_lengths, unit_lengths
-            )
-            unit_ids = torch.repeat_interleave(starts, unit_lengths) + within
-            hits = torch.zeros(position, dtype=_NORM_DTYPE, device=device).index_add_(
-                0, unit_ids, (unit_values > 0).to(_NORM_DTYPE)
-            )
-            unit_site = torch.repeat_interleave(
-                torch.arange(len(sites), device=device), torch.tensor([s.units for s in sites], device=device)
-            )
-            alive_units.index_add_(0, unit_site, (hits > 0).to(_NORM_DTYPE))
+        hits = torch.zeros(position, dtype=_NORM_DTYPE, device=device)
+        for indices, rows in blocks:
+            per_unit = [
+                k for k, index in enumerate(indices) if sites[index].dying and rows.shape[1] == sites[index].units
+            ]
+            if per_unit:
+                starts = torch.tensor([offsets[indices[k]] for k in per_unit], device=device)
+                unit_ids = starts.unsqueeze(1) + torch.arange(rows.shape[1], device=device)
+                active = rows[per_unit] if len(per_unit) < len(indices) else rows
+                hits.index_add_(0, unit_ids.flatten(), (active > 0).flatten().to(_NORM_DTYPE))
+        unit_site = torch.repeat_interleave(
+            torch.arange(len(sites), device=device), torch.tensor([s.units for s in sites], device=device)
+        )
+        alive_units = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device).index_add_(
+            0, unit_site, (hits > 0).to(_NORM_DTYPE)
+        )
         flat_total = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device)
-        if saturated:
-            flat_total.index_add_(
-                0,
-                torch.tensor([index for index, _ in saturated], device=device),
-                _stack([count for _, count in saturated], device).to(_NORM_DTYPE),
-            )
+        for indices, counts in saturated:
+            flat_total.index_add_(0, torch.tensor(indices, device=device), counts.to(_NORM_DTYPE))
         host = torch.cat([site_totals, alive_units, flat_total]).tolist()  # the one transfer
         n = len(sites)
         totals, alive, flat_counts = host[:n], host[n : 2 * n], host[2 * n :]

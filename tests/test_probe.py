@@ -353,3 +353,160 @@ def test_batched_norms_see_outputs_before_an_in_place_op_overwrites_them():
     assert result.layer("fc1").forward_rms == pytest.approx(fc1_out.pow(2).mean().sqrt().item(), rel=1e-5)
     assert result.layer("fc1").spread["forward_rms"][1] == pytest.approx(fc1_out.pow(2).mean().sqrt().item(), rel=1e-5)
     assert model.forwards == passes + 1  # the second pass, measured again; the third knows fc1 by then
+
+
+class _ActivationZoo(nn.Module):
+    """One site of each way an activation is measured: closed forms (ReLU, a shared Sigmoid called twice,
+    LeakyReLU), autograd (GELU), and a LeakyReLU whose output is changed in place after its hook (its
+    backward needs only its input)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3, self.fc4 = nn.Linear(4, 6), nn.Linear(6, 6), nn.Linear(6, 6), nn.Linear(6, 6)
+        self.relu, self.sigmoid, self.leaky, self.gelu = nn.ReLU(), nn.Sigmoid(), nn.LeakyReLU(0.1), nn.GELU()
+        self.shifted = nn.LeakyReLU(0.2)
+        self.head = nn.Linear(6, 1)
+        with torch.no_grad():
+            self.fc1.bias[:2] = -100.0  # two units that never fire: dead
+
+    def pre_activations(self, x):
+        h1 = self.fc1(x)
+        h2 = self.fc2(torch.relu(h1))
+        h3 = self.fc3(torch.sigmoid(h2))
+        h4 = self.fc4(torch.sigmoid(h3))
+        h5 = self.fc2(F.leaky_relu(h4, 0.1))
+        return h1, h2, h3, h4, h5
+
+    def forward(self, x):
+        a = self.relu(self.fc1(x))
+        a = self.sigmoid(self.fc3(self.sigmoid(self.fc2(a))))
+        a = self.leaky(self.fc4(a))
+        h5 = self.fc2(a)
+        g = self.gelu(h5)
+        shifted = self.shifted(h5)
+        shifted.add_(10.0)  # after the hook: the kept output no longer holds leaky_relu(h5)
+        return self.head(g + shifted)
+
+
+def test_activation_statistics_match_the_derivatives_worked_out_by_hand():
+    torch.manual_seed(0)
+    x = torch.randn(32, 4)
+    model = _ActivationZoo()
+    with torch.no_grad():
+        h1, h2, h3, h4, h5 = model.pre_activations(x)
+    result = probe_model(model, fixed_batch(x), lambda o, b: o.pow(2).mean(), passes=3)
+    stats = {a.name: a for a in result.activations}
+    assert set(stats) == {"relu", "sigmoid[0]", "sigmoid[1]", "leaky", "gelu", "shifted"}
+
+    def rms(squared):
+        return squared.double().mean().sqrt().item()
+
+    relu = stats["relu"]
+    assert relu.derivative_rms == pytest.approx(rms((h1 > 0).float()), rel=1e-6)
+    assert relu.dead_fraction == pytest.approx(2 / 6) and relu.units == 6 and relu.after == "fc1"
+    bound = (0.05 * 0.25) ** 2
+    for name, h in (("sigmoid[0]", h2), ("sigmoid[1]", h3)):
+        derivative = torch.sigmoid(h) * (1 - torch.sigmoid(h))
+        assert stats[name].derivative_rms == pytest.approx(rms(derivative.square()), rel=1e-5)
+        assert stats[name].saturated_fraction == pytest.approx((derivative.square() < bound).double().mean().item())
+    assert stats["leaky"].derivative_rms == pytest.approx(rms(torch.where(h4 > 0, 1.0, 0.01)), rel=1e-6)
+    leaf = h5.clone().requires_grad_(True)
+    (gelu_derivative,) = torch.autograd.grad(F.gelu(leaf).sum(), leaf)
+    assert stats["gelu"].derivative_rms == pytest.approx(rms(gelu_derivative.square()), rel=1e-5)
+    # Changed in place after its hook: not taken from the changed values (all positive, which would give
+    # 1), but measured in its hook on the next pass.
+    assert (h5 < 0).any()
+    assert stats["shifted"].derivative_rms == pytest.approx(rms(torch.where(h5 > 0, 1.0, 0.04)), rel=1e-6)
+
+
+class _Block(nn.Module):
+    """BatchNorm then ReLU(inplace=True) and a skip: the outputs an in-place op overwrites."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.fc, self.bn, self.relu = nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return x + self.relu(self.bn(self.fc(x)))
+
+
+@pytest.mark.parametrize("large_numel", [1, 2**62])
+def test_outputs_measured_in_their_hooks_and_batched_give_the_same_figures(monkeypatch, large_numel):
+    """Large outputs are reduced in their hooks, small ones batched after the backward: the same figures."""
+    import gradcheck_cli.probe as probe
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 16), _Block(16), _Block(16), nn.Linear(16, 3))
+    x, target = torch.randn(12, 6), torch.randint(3, (12,))
+
+    def loss_fn(output, batch):
+        return F.cross_entropy(output, batch.target)
+
+    reference = probe_model(model, fixed_batch(x, target=target), loss_fn, passes=3)
+    monkeypatch.setattr(probe, "LARGE_NUMEL", large_numel)
+    result = probe_model(model, fixed_batch(x, target=target), loss_fn, passes=3)
+    for expected, stats in zip(reference.layers, result.layers, strict=True):
+        for key in ("forward_rms", "backward", "weight_grad_norm"):
+            assert getattr(stats, key) == pytest.approx(getattr(expected, key), rel=1e-5), (stats.name, key)
+            assert stats.spread.get(key) == pytest.approx(expected.spread.get(key), rel=1e-5), (stats.name, key)
+    # the backward signal at the BatchNorm output (before the in-place ReLU), worked out by autograd
+    h = model[1].bn(model[1].fc(model[0](x)))
+    h.retain_grad()
+    loss_fn(model[3](model[2](model[0](x) + torch.relu(h))), Batch(args=(x,), target=target)).backward()
+    model.zero_grad(set_to_none=True)
+    assert result.layer("1.bn").backward == pytest.approx(math.sqrt(12) * h.grad.norm().item(), rel=1e-5)
+
+
+class _ScaledInput(nn.Module):
+    """fc's input carries a gradient from a raw parameter, not from a layer, and the model's own output is
+    small: a signal pass that asks only for the output's edge stops before fc's large output."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.full((1, 8), 2.0))
+        self.fc = nn.Linear(8, 300)
+
+    def forward(self, x):
+        return self.fc(x * self.scale).sum(dim=1, keepdim=True)
+
+
+def test_a_large_output_the_backward_did_not_reach_is_asked_for_on_the_next_pass(monkeypatch):
+    import gradcheck_cli.probe as probe
+
+    monkeypatch.setattr(probe, "LARGE_NUMEL", 1000)
+    torch.manual_seed(0)
+    model, batches = _ScaledInput(), [torch.randn(4, 8) for _ in range(3)]
+
+    def backward_signal(x):
+        y = model.fc(x * model.scale)
+        y.retain_grad()
+        y.sum(dim=1, keepdim=True).pow(2).mean().backward()
+        model.zero_grad(set_to_none=True)
+        return math.sqrt(4) * y.grad.norm().item()
+
+    first, _, third = (backward_signal(x) for x in batches)
+    result = probe_model(model, lambda i: Batch(args=(batches[i],)), lambda o, b: o.pow(2).mean(), passes=3)
+    # The first pass reaches fc (it asks for the parameters' gradients); the second asks only for the model
+    # output's edge and stops short of it; the third asks for fc's edge too.
+    fc = result.layer("fc")
+    assert fc.backward == pytest.approx((first + third) / 2, rel=1e-5)
+    assert fc.spread["backward"] == pytest.approx((min(first, third), max(first, third)), rel=1e-5)
+
+
+def test_clipped_gradient_figures_are_those_clip_grad_norm_leaves():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2))
+    x = torch.randn(5, 4) * 10
+    loss_fn = lambda o, b: o.pow(2).sum()  # noqa: E731
+    loss_fn(model(x), None).backward()
+    total = torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5).item()
+    assert total > 0.5  # the clipping bites
+    clipped = {name: p.grad.norm().item() for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    result = probe_model(model, fixed_batch(x), loss_fn, passes=2, clip_grad_norm=0.5)
+    assert result.total_grad_norms == pytest.approx([0.5], rel=1e-5)
+    for layer in ("0", "2"):
+        assert result.layer(layer).weight_grad_norm == pytest.approx(clipped[f"{layer}.weight"], rel=1e-5)
+        assert result.layer(layer).other_grad_norm == pytest.approx(clipped[f"{layer}.bias"], rel=1e-5)
+    unclipped = probe_model(model, fixed_batch(x), loss_fn, passes=2, clip_grad_norm=10 * total)
+    assert unclipped.total_grad_norms == pytest.approx([total], rel=1e-5)
