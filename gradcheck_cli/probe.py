@@ -225,13 +225,13 @@ def probe_model(
     recorder = _Recorder(layers, reducer)
     per_pass: list[_PassFigures] = []
     started = time.perf_counter()
-    params = list(model.parameters())  # walked once: model.parameters() visits every module each time
+    params = _unique(p for _, module in all_modules for p in module._parameters.values())  # model.parameters()
     devices = _cuda_devices(params)
     amp = current_placement().amp
     loss_scale = FP16_INITIAL_LOSS_SCALE if amp == torch.float16 else 1.0
     with ExitStack() as stack:
         stack.enter_context(torch.random.fork_rng(devices=devices))
-        stack.callback(_snapshot(model, params))
+        stack.callback(_snapshot(all_modules, params))
         # TorchScript modules take no hooks: they are measured by their parameter gradients only.
         recorder.hooked = not isinstance(model, torch.jit.ScriptModule)
         handles = [
@@ -352,11 +352,24 @@ def _rng_state(devices: list[int]) -> Callable[[], None]:
     return restore
 
 
-def _snapshot(model: nn.Module, params: list[nn.Parameter]) -> Callable[[], None]:
-    """Record what a probe may change and return the function that puts it back."""
-    modes = [(m, m.training) for m in model.modules()]
+def _unique(tensors: Iterator[torch.Tensor | None]) -> list[torch.Tensor]:
+    """Each tensor once, in order, as model.parameters() and model.buffers() give them: read off the modules
+    already listed, where each of those walks the module tree again (a millisecond on a 1000-layer model)."""
+    seen: set[int] = set()
+    out = []
+    for tensor in tensors:
+        if tensor is not None and id(tensor) not in seen:
+            seen.add(id(tensor))
+            out.append(tensor)
+    return out
+
+
+def _snapshot(modules: list[tuple[str, nn.Module]], params: list[nn.Parameter]) -> Callable[[], None]:
+    """Record what a probe may change and return the function that puts it back. ``modules``: the model's
+    named_modules()."""
+    modes = [(m, m.training) for _, m in modules]
     grads = [p.grad for p in params]
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    buffers = [(b, b.detach().clone()) for b in _unique(b for _, m in modules for b in m._buffers.values())]
     for p in params:
         p.grad = None  # the probe's gradients must not accumulate into the user's
 
@@ -1305,33 +1318,41 @@ def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass
     totals, alive, flat_counts = [0.0] * len(sites), [0.0] * len(sites), [0.0] * len(sites)
     if blocks:
         device = blocks[0][1].device
-        site_totals = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device)
-        for indices, rows in blocks:
-            site_totals.index_add_(0, torch.tensor(indices, device=device), rows.sum(dim=1, dtype=_NORM_DTYPE))
-        # A unit is alive if its sum of phi'^2 was positive in some pass: count each unit's positive passes.
-        offsets, position = [], 0
+        n = len(sites)
+        offsets, position = [], 0  # where each site's units start among all sites' units
         for site in sites:
             offsets.append(position)
             position += site.units
-        hits = torch.zeros(position, dtype=_NORM_DTYPE, device=device)
+        site_totals = torch.zeros(n, dtype=_NORM_DTYPE, device=device)
+        hits = torch.zeros(position, dtype=_NORM_DTYPE, device=device)  # per unit: passes where it was active
+        # The rows of one width joined: a few ops for all the sites, whatever their number.
+        by_width: dict[int, list[tuple[list[int], torch.Tensor]]] = {}
         for indices, rows in blocks:
-            per_unit = [
-                k for k, index in enumerate(indices) if sites[index].dying and rows.shape[1] == sites[index].units
-            ]
+            by_width.setdefault(rows.shape[1], []).append((indices, rows))
+        for width, parts in by_width.items():
+            indices = [index for part, _ in parts for index in part]
+            rows = _joined(torch.cat, [rows for _, rows in parts], device)
+            site_totals.index_add_(0, torch.tensor(indices, device=device), rows.sum(dim=1, dtype=_NORM_DTYPE))
+            # A unit is alive if its sum of phi'^2 was positive in some pass.
+            per_unit = [k for k, index in enumerate(indices) if sites[index].dying and sites[index].units == width]
             if per_unit:
                 starts = torch.tensor([offsets[indices[k]] for k in per_unit], device=device)
-                unit_ids = starts.unsqueeze(1) + torch.arange(rows.shape[1], device=device)
-                active = rows[per_unit] if len(per_unit) < len(indices) else rows
+                unit_ids = starts.unsqueeze(1) + torch.arange(width, device=device)
+                active = rows if len(per_unit) == len(indices) else rows[per_unit]
                 hits.index_add_(0, unit_ids.flatten(), (active > 0).flatten().to(_NORM_DTYPE))
         unit_site = torch.repeat_interleave(
-            torch.arange(len(sites), device=device), torch.tensor([s.units for s in sites], device=device)
+            torch.arange(n, device=device), torch.tensor([s.units for s in sites], device=device)
         )
-        alive_units = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device).index_add_(
+        alive_units = torch.zeros(n, dtype=_NORM_DTYPE, device=device).index_add_(
             0, unit_site, (hits > 0).to(_NORM_DTYPE)
         )
-        flat_total = torch.zeros(len(sites), dtype=_NORM_DTYPE, device=device)
-        for indices, counts in saturated:
-            flat_total.index_add_(0, torch.tensor(indices, device=device), counts.to(_NORM_DTYPE))
+        flat_total = torch.zeros(n, dtype=_NORM_DTYPE, device=device)
+        if saturated:
+            flat_total.index_add_(
+                0,
+                torch.tensor([index for indices, _ in saturated for index in indices], device=device),
+                _joined(torch.cat, [counts for _, counts in saturated], device).to(_NORM_DTYPE),
+            )
         host = torch.cat([site_totals, alive_units, flat_total]).tolist()  # the one transfer
         n = len(sites)
         totals, alive, flat_counts = host[:n], host[n : 2 * n], host[2 * n :]
