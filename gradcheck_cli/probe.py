@@ -696,7 +696,7 @@ class _Recorder:
                 if not self.autograd_passes:
                     tensor.register_hook(backward_hook)
                 elif key in self._immediate_keys or tensor.numel() >= LARGE_NUMEL:
-                    # (an output an in-place op overwrites: its hook sees the gradient of this version)
+                    # (a hook on the tensor sees the gradient of this version, before any in-place op on it)
                     tensor.register_hook(backward_hook)
                     self._hooked.append((index, _gradient_edge(tensor), _carries_grad(args)))
                 else:
@@ -816,8 +816,9 @@ class _Recorder:
         the common types (one or two elementwise ops, right for in-place ones too), else by autograd on a
         copy of the input, taken before an in-place activation overwrites it.
 
-        Outputs are kept until the forward pass ends and reduced together then (see end_forward): a deep
-        narrow net would otherwise pay three small ops per site, more than the hook itself costs."""
+        Outputs are kept and reduced together when the forward pass ends or they reach ACTIVATION_BATCH_BYTES
+        (see end_forward): a deep narrow net would otherwise pay three small ops per site, more than the hook
+        itself costs."""
         closed_form = _squared_derivative_from_output(module)
         if closed_form is not None:
 
@@ -857,7 +858,7 @@ class _Recorder:
 
     def end_forward(self) -> None:
         """Reduce the activation outputs kept so far: when the forward pass ends (before the backward frees
-        them) or when they reach DEFER_BYTES."""
+        them) or when they reach ACTIVATION_BATCH_BYTES."""
         if self._kept_activations:
             kept, self._kept_activations, self._kept_activation_bytes = self._kept_activations, [], 0
             self._reduce_activations(kept)
@@ -886,7 +887,7 @@ class _Recorder:
             groups.setdefault(key, []).append((site, values))
         for (closed_form, peak, shape, _, _, reduce), members in groups.items():
             indices = [site.index for site, _ in members]
-            # one row per site (a copy of at most DEFER_BYTES; a lone site is a view)
+            # one row per site (a copy of about ACTIVATION_BATCH_BYTES at most; a lone site is a view)
             stacked = torch.stack([v for _, v in members]) if len(members) > 1 else members[0][1].unsqueeze(0)
             squared = closed_form(stacked)
             rows = range(1, len(shape) + 1)
@@ -1149,6 +1150,9 @@ DEFER_BYTES = 8 * 2**20
 # A tensor of this many elements (256 KiB in float32) or more is reduced at once, while it is in cache, and
 # its output's gradient measured in a hook; smaller ones are batched (see _Recorder).
 LARGE_NUMEL = 2**16
+# Activation outputs are reduced together once they hold this much: their stacked copy stays small enough to
+# be served from memory the allocator already holds (a stack of all of a pass's sites took fresh pages,
+# which cost more than the per-site ops it saved).
 ACTIVATION_BATCH_BYTES = 2**18
 # A slot whose previous pass lay inside this range, a thousandfold inside the exact one, is taken in
 # float32: the scale of a layer's signal does not move that far between two batches.
