@@ -402,7 +402,7 @@ def _forward_backward(
             output = model(*batch.args, **batch.kwargs)
             stage = "loss"
             loss = loss_fn(output, batch)
-        recorder.end_forward()
+        recorder.reduce_kept_activations()  # before the backward frees them
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ModelRunError("The loss must be a single-element tensor; check the loss function.", stage)
         if not loss.requires_grad:
@@ -592,7 +592,7 @@ class _Recorder:
         # and autograd.grad takes their gradients, with the parameters' on the first pass only (see
         # probe_model). False for a distributed scan, whose passes run .backward() and are read off .grad.
         self.autograd_passes = False
-        self._param_grads: tuple[torch.Tensor | None, ...] = ()  # autograd.grad's, in the order of _owned
+        self._param_grads: tuple[torch.Tensor | None, ...] = ()  # autograd.grad's, in _read_params' order
         self.clip_grad_norm: float | None = None
         # (layer, gradient edge of an output) whose gradient autograd.grad returns: the edge, not the tensor,
         # so the backward frees each output as it would without the probe
@@ -646,7 +646,7 @@ class _Recorder:
         amp: torch.dtype | None = None,
         loss_scale: float = 1.0,
     ) -> None:
-        """``first``: the first pass, whose norms are all taken in their hooks while it notes which outputs
+        """``first``: the first pass, whose output norms are taken in their hooks while it notes which outputs
         in-place ops overwrite, and which reads the parameter gradients; ``wide``: take every norm in float64
         (a pass measured again).
         ``amp``: the passes run under autocast, so output gradients are also sorted into fp16's ranges;
@@ -704,21 +704,23 @@ class _Recorder:
 
         return hook
 
-    @property
-    def reads_params(self) -> bool:
-        """Parameter gradients are read on the first pass (all passes when no hook shows anything else)."""
-        return self._first or not self.hooked
+    def _read_params(self) -> list[tuple[int, bool, nn.Parameter]]:
+        """(owning layer, is-a-weight, parameter) of the parameters whose gradients this pass reads: all on
+        the first pass (all passes when no hook shows anything else), none on the others."""
+        if self.hooked and not self._first:
+            return []
+        if self._owned is None:  # the layers' order is known once the first forward pass has run
+            self._owned = _owned_parameters(self)
+        return self._owned
 
     def take_gradients(self, loss: torch.Tensor) -> None:
         """A pass's backward: the gradients of the outputs' edges (and of the recurrent time probes) by
         torch.autograd.grad, with the parameters' on the first pass. Without parameters it runs only the part
         of the backward graph that leads to the outputs, so the pass costs less than a training step's; with
         them it costs what .backward() does, without a Python hook per output or a write to any .grad."""
-        if self._owned is None:  # the layers' order is known once the first forward pass has run
-            self._owned = _owned_parameters(self)
         edges = [edge for _, edge in self._edges]
         probes = [probe for _, probe, _ in self._time_probes]
-        params = [p for _, _, p in self._owned] if self.reads_params else []
+        params = [p for _, _, p in self._read_params()]
         reach = [edge for index, edge, carried in self._hooked if not carried or index in self._reach_layers]
         if not edges and not probes and not params and not reach:
             reach = [edge for _, edge, _ in self._hooked]
@@ -817,7 +819,7 @@ class _Recorder:
         copy of the input, taken before an in-place activation overwrites it.
 
         Outputs are kept and reduced together when the forward pass ends or they reach ACTIVATION_BATCH_BYTES
-        (see end_forward): a deep narrow net would otherwise pay three small ops per site, more than the hook
+        (see reduce_kept_activations): a deep narrow net would otherwise pay three small ops per site, more than the hook
         itself costs."""
         closed_form = _squared_derivative_from_output(module)
         if closed_form is not None:
@@ -833,7 +835,7 @@ class _Recorder:
                     self._kept_activations.append(kept)
                     self._kept_activation_bytes += output.numel() * output.element_size()
                     if self._kept_activation_bytes > ACTIVATION_BATCH_BYTES:
-                        self.end_forward()
+                        self.reduce_kept_activations()
 
             return module.register_forward_hook(from_output)
 
@@ -856,9 +858,9 @@ class _Recorder:
         numel[site.index] = numel.get(site.index, 0) + values.numel()
         return site
 
-    def end_forward(self) -> None:
-        """Reduce the activation outputs kept so far: when the forward pass ends (before the backward frees
-        them) or when they reach ACTIVATION_BATCH_BYTES."""
+    def reduce_kept_activations(self) -> None:
+        """Reduce the activation outputs kept so far: when the forward pass ends or they reach
+        ACTIVATION_BATCH_BYTES."""
         if self._kept_activations:
             kept, self._kept_activations, self._kept_activation_bytes = self._kept_activations, [], 0
             self._reduce_activations(kept)
@@ -932,9 +934,7 @@ class _Recorder:
     def finish_pass(self, loss: torch.Tensor, batch_size: int) -> _PassFigures:
         self._note_overwrite()
         self._reduce_kept()
-        if self._owned is None:  # the layers' order is known after the first pass; ownership does not change
-            self._owned = _owned_parameters(self)
-        params = self._owned if self.reads_params else []
+        params = self._read_params()
         grads = list(self._param_grads) if self.autograd_passes else [p.grad for _, _, p in params]
         present = [g for g in grads if g is not None]
         if self.reducer is not None:  # this process's shard of each gradient
