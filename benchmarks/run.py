@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch  # noqa: TID253
 from torch import nn  # noqa: TID253
@@ -279,14 +280,20 @@ def interleaved_medians(candidates: dict[str, Callable[[], object]], repeats: in
 WARM_HEAP = {"MALLOC_TRIM_THRESHOLD_": str(2**34), "MALLOC_MMAP_THRESHOLD_": str(2**25)}
 
 
-def overhead_in_child(workload: str, repeats: int, candidates: list[str], env: dict[str, str] | None = None) -> Timings:
-    """The overhead candidates of one workload, interleaved, in a fresh process (``env`` added to its
-    environment): no workload inherits another's heap."""
-    command = [sys.executable, __file__, "--measure-overhead", workload, str(repeats), ",".join(candidates)]
+def run_child(arguments: list[str], env: dict[str, str] | None = None) -> Any:
+    """Run this script in a fresh process (``env`` added to its environment) and return the JSON it prints
+    last."""
+    command = [sys.executable, __file__, *arguments]
     done = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ, **(env or {})})
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
-    return Timings(**json.loads(done.stdout.strip().splitlines()[-1]))
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def overhead_in_child(workload: str, repeats: int, candidates: list[str], env: dict[str, str] | None = None) -> Timings:
+    """The overhead candidates of one workload, interleaved, in a fresh process: no workload inherits
+    another's heap."""
+    return Timings(**run_child(["--measure-overhead", workload, str(repeats), ",".join(candidates)], env))
 
 
 def measure_overhead(workload: str, repeats: str, candidates: str) -> None:
@@ -299,11 +306,7 @@ def measure_overhead(workload: str, repeats: str, candidates: str) -> None:
 
 def measure_memory_in_child(kind: str, workload: str) -> dict[str, int]:
     """RSS (KiB) after set-up and peak RSS of one measurement, in a fresh process."""
-    command = [sys.executable, __file__, "--measure-memory", kind, workload]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(["--measure-memory", kind, workload])
 
 
 @dataclass
