@@ -272,18 +272,21 @@ def probe_model(
         nonfinite_batch = None
         for index in range(passes):
             rng = _rng_state(devices)
-            wide = False
+            inexact = None
             while True:
                 batch = make_batch(index)
-                recorder.start_pass(index == 0, wide, amp, loss_scale)
+                recorder.start_pass(index == 0, amp, loss_scale, inexact)
                 loss = _forward_backward(model, params, batch, loss_fn, recorder, amp, loss_scale)
                 figures = recorder.finish_pass(loss, _batch_size(batch))
                 if figures.finite or not math.isfinite(figures.loss) or loss_scale <= 1.0:
-                    if figures.exact or wide:
+                    if figures.exact or inexact is not None:
                         break
-                    wide = True  # a float32 norm left its exact range: the same batch again, all in float64
+                    # A float32 norm left its exact range, or a kept output changed before it was reduced: the
+                    # same batch again, those norms in float64, its parameter gradients kept from this pass.
+                    inexact = figures
                 else:
                     loss_scale /= 2  # the scaled gradients overflowed fp16, as GradScaler would see: halve, redo
+                    inexact = None
                 rng()
             per_pass.append(figures)
             if not recorder.activations_pending:
@@ -560,8 +563,9 @@ class _Recorder:
 
     Norms of outputs and output gradients are taken in float32 where that is exact and in float64 where it
     would not be. A pass where a float32 norm falls outside EXACT_FLOAT32_NORM (a vanishing model's first
-    pass) is measured again with every norm in float64, and the next passes take in float64 the norms whose
-    last value lay outside SAFE_FLOAT32_NORM: a healthy model pays no float64 at all, a sick one one pass.
+    pass) is measured again with those norms in float64 and without its parameter gradients (read exactly the
+    first time), and the next passes take in float64 the norms whose last value lay outside SAFE_FLOAT32_NORM:
+    a healthy model pays no float64 at all, a sick one a pass without parameter gradients.
 
     Float32 norms of small tensors are batched: a hook only keeps the tensor, and one fused ``_foreach_norm``
     reduces those kept when they reach DEFER_BYTES or the pass ends, so a deep narrow net pays one call, not
@@ -587,7 +591,8 @@ class _Recorder:
         self._narrow_slots: list[tuple[int, int]] = []
         self._wide: list[torch.Tensor] = []  # float64 norms
         self._wide_slots: list[tuple[int, int]] = []
-        self._first, self._all_wide = True, False
+        self._first = True
+        self._inexact: _PassFigures | None = None  # see start_pass
         # Passes take their backward by torch.autograd.grad: the forward hooks keep the outputs' gradient edges,
         # and autograd.grad takes their gradients, with the parameters' on the first pass only (see
         # probe_model). False for a distributed scan, whose passes run .backward() and are read off .grad.
@@ -642,17 +647,19 @@ class _Recorder:
     def start_pass(
         self,
         first: bool,
-        wide: bool = False,
         amp: torch.dtype | None = None,
         loss_scale: float = 1.0,
+        inexact: _PassFigures | None = None,
     ) -> None:
         """``first``: the first pass, whose output norms are taken in their hooks while it notes which outputs
-        in-place ops overwrite, and which reads the parameter gradients; ``wide``: take every norm in float64
-        (a pass measured again).
+        in-place ops overwrite, and which reads the parameter gradients.
         ``amp``: the passes run under autocast, so output gradients are also sorted into fp16's ranges;
-        ``loss_scale``: what the loss was multiplied by, divided out of every gradient figure."""
+        ``loss_scale``: what the loss was multiplied by, divided out of every gradient figure.
+        ``inexact``: this batch's figures from a pass that was not exact, measured again: the norms that left
+        float32's range there are taken in float64 (_plan_precision has marked them), and its parameter-gradient
+        figures, exact already (_exact_norms), are kept rather than computed again."""
         self._narrow, self._narrow_slots, self._wide, self._wide_slots = [], [], [], []
-        self._first, self._all_wide = first, wide
+        self._first, self._inexact = first, inexact
         self._param_grads = ()
         self._edges, self._hooked, self._fired = [], [], set()
         self._kept, self._kept_bytes, self._overwritten, self._last_output = [], 0, False, None
@@ -707,7 +714,7 @@ class _Recorder:
     def _read_params(self) -> list[tuple[int, bool, nn.Parameter]]:
         """(owning layer, is-a-weight, parameter) of the parameters whose gradients this pass reads: all on
         the first pass (all passes when no hook shows anything else), none on the others."""
-        if self.hooked and not self._first:
+        if self.hooked and (not self._first or self._inexact is not None):
             return []
         if self._owned is None:  # the layers' order is known once the first forward pass has run
             self._owned = _owned_parameters(self)
@@ -771,7 +778,7 @@ class _Recorder:
 
     def _record(self, key: tuple[int, int], tensor: torch.Tensor) -> None:
         """``key``: (slot, layer index)."""
-        if self._all_wide or key in self._wide_keys:
+        if key in self._wide_keys:
             self._wide.append(torch.linalg.vector_norm(tensor, dtype=torch.float64))
             self._wide_slots.append(key)
         elif (self._first and key[0] == self._FORWARD) or key in self._immediate_keys or tensor.numel() >= LARGE_NUMEL:
@@ -965,9 +972,13 @@ class _Recorder:
             grad_norms = _clipped(grad_norms, self.clip_grad_norm * self._loss_scale)
         figures = self._unpack(host, params, grads, grad_norms, batch_size, len(narrow) + len(wide))
         figures.exact = figures.exact and not self._overwritten
+        if self._inexact is not None:
+            kept = self._inexact
+            figures.weight_grad_sq, figures.other_grad_sq = kept.weight_grad_sq, kept.other_grad_sq
+            figures.grad_nonfinite, figures.total_grad_norm = kept.grad_nonfinite, kept.total_grad_norm
         if figures.exact:
             self.activation_passes.append(self._activation_pass)
-            self._plan_precision(figures)
+        self._plan_precision(figures)  # for the next pass, or for this one measured again
         return figures
 
     def _plan_precision(self, figures: _PassFigures) -> None:

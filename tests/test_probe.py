@@ -175,6 +175,34 @@ def test_tiny_gradients_are_not_flushed_to_zero():
     assert result.layers[0].weight_grad_norm == pytest.approx(2e-30, rel=1e-5)
 
 
+class _CountingForwards(nn.Sequential):
+    forwards = 0
+
+    def forward(self, x):
+        self.forwards += 1
+        return super().forward(x)
+
+
+def test_a_pass_outside_float32s_range_is_measured_again_in_float64_without_its_parameter_gradients():
+    # Outputs of 1e-25 square to 1e-50, below float32's range: the first pass is measured again, those norms in
+    # float64; its parameter gradients are exact already and are not computed a second time.
+    torch.manual_seed(0)
+    model = _CountingForwards(nn.Linear(4, 4), nn.Linear(4, 1))
+    with torch.no_grad():
+        model[0].weight.mul_(1e-25)
+        model[0].bias.zero_()
+    weight_grads = []
+    model[1].weight.register_hook(weight_grads.append)
+    x = torch.randn(8, 4)
+    result = probe_model(model, fixed_batch(x), lambda o, b: o.sum(), passes=3)
+    assert model.forwards == 3 + 1
+    assert len(weight_grads) == 1  # the first pass only: neither its second measurement nor the others compute it
+    hidden = x.double() @ model[0].weight.detach().double().T
+    assert result.layer("0").forward_rms == pytest.approx(hidden.pow(2).mean().sqrt().item(), rel=1e-6)
+    assert result.layer("1").weight_grad_norm == pytest.approx(hidden.sum(0).norm().item(), rel=1e-5)
+    assert result.layer("1").spread["weight_grad_norm"] == pytest.approx((result.layer("1").weight_grad_norm,) * 2)
+
+
 def test_nonfinite_values_are_detected():
     class Broken(nn.Module):
         def __init__(self):
