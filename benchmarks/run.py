@@ -220,6 +220,22 @@ def histc_loop(model: nn.Module) -> list[list[float]]:
     return [torch.histc(p.grad, bins=64).tolist() for p in model.parameters() if p.grad is not None]
 
 
+def passes_run(w: Workload) -> int:
+    """Forward passes one probe of ``w`` runs: its passes, and one more for each pass measured again."""
+    count = 0
+
+    def counted(module: nn.Module, args: tuple) -> None:
+        nonlocal count
+        count += 1
+
+    handle = w.model.register_forward_pre_hook(counted)
+    try:
+        probe(w)
+    finally:
+        handle.remove()
+    return count
+
+
 def probe(w: Workload, passes: int = PASSES, scan: bool = False) -> None:
     """``scan``: no structure given, so the probe also reads skip connections off the autograd graph."""
     structure = None if scan else describe_structure(w.model)
@@ -501,23 +517,25 @@ def scale_section(repeats: int, memory_repeats: int, quick: bool) -> str:
         candidates = overhead_candidates(w)
         timings = interleaved_medians({kind: candidates[kind] for kind in ("plain", "probe")}, repeats)
         memory = memory_medians(f"mlp-depth-{depth}", memory_repeats)
-        measured[depth] = (w, timings, memory)
+        measured[depth] = (w, timings, memory, passes_run(w))
     rows = []
     per_layer_time, per_layer_memory = {}, {}
-    for depth, (w, timings, memory) in measured.items():
-        per_layer_time[depth] = timings.seconds["probe"] / depth
+    for depth, (w, timings, memory, runs) in measured.items():
+        per_layer_time[depth] = timings.seconds["probe"] / (depth * runs)
         per_layer_memory[depth] = memory["probe"].rise_kb / depth
         rows.append(
             [str(depth), count_text(w.params), seconds_text(timings.seconds["plain"]),
-             seconds_text(timings.seconds["probe"]), f"{timings.ratios['probe']:.2f}", f"{per_layer_time[depth] * 1e6:.0f} us",
-             megabytes(memory["plain"].rise_kb), megabytes(memory["probe"].rise_kb),
-             f"{per_layer_memory[depth]:.1f} KiB"]
+             seconds_text(timings.seconds["probe"]), str(runs), f"{timings.ratios['probe']:.2f}",
+             f"{per_layer_time[depth] * 1e6:.0f} us", megabytes(memory["plain"].rise_kb),
+             megabytes(memory["probe"].rise_kb), f"{per_layer_memory[depth]:.1f} KiB"]
         )  # fmt: skip
-    header = ["depth", "params", "plain", "probe", "probe / plain", "probe per layer", "plain RSS rise",
-              "probe RSS rise", "probe RSS rise per layer"]  # fmt: skip
+    header = ["depth", "params", "plain", "probe", "probe passes run", "probe / plain", "probe per layer and pass",
+              "plain RSS rise", "probe RSS rise", "probe RSS rise per layer"]  # fmt: skip
     lo, mid, hi = depths
-    probe_time = {depth: timings.seconds["probe"] for depth, (_, timings, _) in measured.items()}
-    probe_rise = {depth: memory["probe"].rise_kb for depth, (_, _, memory) in measured.items()}
+    probe_time = {depth: timings.seconds["probe"] / runs for depth, (_, timings, _, runs) in measured.items()}
+    plain_time = {depth: timings.seconds["plain"] for depth, (_, timings, _, _) in measured.items()}
+    plain_layer = {depth: seconds / depth for depth, seconds in plain_time.items()}
+    probe_rise = {depth: memory["probe"].rise_kb for depth, (_, _, memory, _) in measured.items()}
 
     def marginal(series: dict[int, float]) -> str:
         """Cost per added layer from depth 100 to 1000 over that from 10 to 100: fixed costs cancel."""
@@ -526,14 +544,18 @@ def scale_section(repeats: int, memory_repeats: int, quick: bool) -> str:
     ratios = table(
         ["per layer", f"depth {hi} / depth {lo}", f"depth {hi} / depth {mid}", f"marginal: {mid}-{hi} / {lo}-{mid}"],
         [
-            ["probe time", _ratio(per_layer_time[hi], per_layer_time[lo]), _ratio(per_layer_time[hi], per_layer_time[mid]), marginal(probe_time)],
+            ["probe time (per pass run)", _ratio(per_layer_time[hi], per_layer_time[lo]), _ratio(per_layer_time[hi], per_layer_time[mid]), marginal(probe_time)],
+            ["plain time, for comparison", _ratio(plain_layer[hi], plain_layer[lo]), _ratio(plain_layer[hi], plain_layer[mid]), marginal(plain_time)],
             ["probe RSS rise", _ratio(per_layer_memory[hi], per_layer_memory[lo]), _ratio(per_layer_memory[hi], per_layer_memory[mid]), marginal(probe_rise)],
         ],
     )  # fmt: skip
     text = (
         f"## Scale\n\nMLP of width 64, ReLU, batch 32, {PASSES} passes; time: median of {repeats} interleaved "
         "repetitions; RSS rise: peak RSS minus the RSS after set-up of a probe (scan path) in a fresh process, "
-        "median over processes. "
+        "median over processes. A model whose signal leaves float32's exact range (the 1000-layer one vanishes) "
+        "has its first pass measured again, without parameter gradients: probe passes run counts it, and the "
+        "probe's per-layer time is per pass run. Plain passes grow a little faster than linearly too (a deeper "
+        "model's activations leave the caches): the plain row shows by how much. "
         "Per-layer figures should stay roughly flat with depth (a ratio near 1); fixed costs (set-up, thread "
         "pools, the allocator's first pages) weigh on the shallow models, which the marginal column cancels.\n\n"
         + table(header, rows)
