@@ -620,8 +620,8 @@ class _Recorder:
         self._backward_hooks = [self._make_backward_hook(index) for index in range(len(layers))]
         self._amp: torch.dtype | None = None
         self._loss_scale = 1.0
-        self._range_counts: list[tuple[int, torch.Tensor]] = []  # --amp: (layer, counts per fp16 range bucket)
-        self._range_bounds: torch.Tensor | None = None
+        self._range_counts: list[tuple[int, torch.Tensor]] = []  # --amp: (layer, see _count_fp16_range)
+        self._range_bounds: tuple[torch.Tensor, ...] | None = None  # see _count_fp16_range
         self._time_probes: list[tuple[str, torch.Tensor, int]] = []
         self.recurrent_types: dict[str, str] = {}
         self.hooked = True
@@ -768,13 +768,16 @@ class _Recorder:
             self._last_output = None
 
     def _count_fp16_range(self, index: int, grad: torch.Tensor) -> None:
-        """Sort the unscaled gradient's elements into: zero, below fp16's smallest normal (lost without loss
-        scaling), in range, above its largest (inf): two kernels, exact integer counts."""
-        if self._range_bounds is None or self._range_bounds.device != grad.device:
-            bounds = [0.0, FP16_SMALLEST_NORMAL * self._loss_scale, FP16_LARGEST * self._loss_scale]
-            self._range_bounds = torch.tensor(bounds, device=grad.device)
-        buckets = torch.bucketize(grad.detach().abs().flatten().float(), self._range_bounds)
-        self._range_counts.append((index, torch.bincount(buckets, minlength=4)))
+        """Count the gradient's elements above each of: -inf (all but NaN), zero, fp16's smallest normal
+        (scaled: at or below it, lost without loss scaling) and its largest (inf in fp16); _unpack tells the
+        ranges apart. Exact integer counts, left on the device: torch.bincount would read the largest bucket
+        back to the host first on CUDA, a sync per layer (and a count per bound is faster on the CPU too)."""
+        if self._range_bounds is None or self._range_bounds[0].device != grad.device:
+            bounds = [-math.inf, 0.0, FP16_SMALLEST_NORMAL * self._loss_scale, FP16_LARGEST * self._loss_scale]
+            self._range_bounds = torch.tensor(bounds, device=grad.device).unbind()
+        magnitudes = grad.detach().abs().float()  # in float32: 65504 times the loss scale is inf in float16
+        counts = torch.stack([torch.count_nonzero(magnitudes > bound) for bound in self._range_bounds])
+        self._range_counts.append((index, counts))
 
     def _record(self, key: tuple[int, int], tensor: torch.Tensor) -> None:
         """``key``: (slot, layer index)."""
@@ -1037,9 +1040,10 @@ class _Recorder:
             offset += length
         fp16_counts: dict[int, tuple[float, float, float]] = {}
         for k, (index, _) in enumerate(self._range_counts):
-            zero, below, inside, above = host[offset + 4 * k : offset + 4 * k + 4]
+            # elements that are not NaN, above zero, above fp16's smallest normal, above its largest
+            counted, positive, normal, beyond = host[offset + 4 * k : offset + 4 * k + 4]
             under, over, total = fp16_counts.get(index, (0.0, 0.0, 0.0))
-            fp16_counts[index] = (under + below, over + above, total + zero + below + inside + above)
+            fp16_counts[index] = (under + positive - normal, over + beyond, total + counted)
         # Gradients carry the loss scale: divide it out (a power of two, so exactly).
         scale = self._loss_scale
         if scale != 1.0:
@@ -1355,8 +1359,9 @@ def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass
                 unit_ids = starts.unsqueeze(1) + torch.arange(width, device=device)
                 active = rows if len(per_unit) == len(indices) else rows[per_unit]
                 hits.index_add_(0, unit_ids.flatten(), (active > 0).flatten().to(_NORM_DTYPE))
+        # (output_size given: without it, CUDA reads the repeats' sum back to the host first)
         unit_site = torch.repeat_interleave(
-            torch.arange(n, device=device), torch.tensor([s.units for s in sites], device=device)
+            torch.arange(n, device=device), torch.tensor([s.units for s in sites], device=device), output_size=position
         )
         alive_units = torch.zeros(n, dtype=_NORM_DTYPE, device=device).index_add_(
             0, unit_site, (hits > 0).to(_NORM_DTYPE)

@@ -2,6 +2,7 @@
 
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -111,6 +112,33 @@ def test_one_host_transfer_per_pass_with_amp(monkeypatch):
         probe_model(sigmoid_mlp(), batches(), cross_entropy, passes=3)
     assert calls["item"] == 0
     assert calls["tolist"] == 3 + 1 + 1  # one per pass, the weight figures and the activation sites
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_syncs_do_not_grow_with_depth():
+    """With torch.cuda.set_sync_debug_mode each synchronizing call warns: a probe under fp16 autocast makes a
+    fixed number (one transfer per pass, a few copies of small tables), whatever the model's depth. A sync
+    per layer (torch.bincount, .item()) would add one per layer and pass."""
+
+    def syncs(depth: int) -> int:
+        torch.manual_seed(0)
+        layers = [m for _ in range(depth) for m in (nn.Linear(32, 32), nn.ReLU())]
+        model = nn.Sequential(*layers, nn.Linear(32, 4)).cuda()
+        for module in model:
+            if isinstance(module, nn.Linear):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")  # healthy: no norm leaves float32
+        x, y = torch.randn(16, 32, device="cuda"), torch.randint(4, (16,), device="cuda")
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with placement(torch.device("cuda"), torch.float16), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                probe_model(model, lambda i: Batch(args=(x,), target=y), cross_entropy, passes=3)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        return sum("synchroniz" in str(w.message) for w in caught)
+
+    assert syncs(16) == syncs(4)
 
 
 def test_device_cuda_without_cuda_is_one_sentence(monkeypatch):
