@@ -50,6 +50,7 @@ DYING = (nn.ReLU, nn.ReLU6)
 # Autograd nodes that add two tensors: a skip connection when the operands crossed different numbers
 # of weighted operations (x + f(x)).
 _ADD_NODES = ("AddBackward0", "AddBackward1")
+_ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"  # the node of a leaf tensor: its .variable
 _ELEMENTWISE_NODES = frozenset({*_ADD_NODES, "SubBackward0", "MulBackward0", "DivBackward0"})
 # Nodes that only reshape or cast what they are given: a weight seen through one is still a parameter.
 _VIEW_NODES = frozenset(
@@ -1422,6 +1423,35 @@ def has_skip_connections(loss: torch.Tensor) -> bool:
     root = loss.grad_fn
     if root is None:
         return False
+    # Per node: (fed only by parameters, as a weight through .t() or a view; such a node feeds a parameter of 2+
+    # dims; depth in weighted operations). A deep model's graph has thousands of nodes: each is read once
+    # (its name, its children), and a node on the stack carries them once they are read.
+    seen: dict[Any, tuple[bool, bool, int]] = {}
+    stack: list[tuple[Any, str, list[Any]] | tuple[Any, None, None]] = [(root, None, None)]
+    while stack:
+        node, name, children = stack.pop()
+        if node in seen:
+            continue
+        if children is None:
+            name = node.name()
+            if name == _ACCUMULATE_GRAD:  # a leaf parameter
+                seen[node] = (True, node.variable.dim() >= 2, 0)
+                continue
+            children = [child for child, _ in node.next_functions if child is not None]
+            stack.append((node, name, children))
+            stack.extend((child, None, None) for child in children if child not in seen)
+            continue
+        fed = [seen[child] for child in children]
+        operands = [depth for param_only, _, depth in fed if not param_only]
+        param_only = bool(children) and not operands and name in _VIEW_NODES
+        weighted = param_only and any(w for _, w, _ in fed)
+        # A parameter added or multiplied elementwise (a positional table, a scale) is not a weighted op.
+        own = not param_only and name not in _ELEMENTWISE_NODES and any(p and w for p, w, _ in fed)
+        depth = max(operands, default=0) + (1 if own else 0)
+        seen[node] = (param_only, weighted, depth)
+        if name in _ADD_NODES and len(operands) >= 2 and len(set(operands)) > 1 and min(operands) >= 1:
+            return True
+    return False
     param_only: dict[Any, bool] = {}  # a node fed only by parameters (a weight through .t() or a view)
     weighted: dict[Any, bool] = {}  # such a node feeds a parameter of 2+ dims
     depth: dict[Any, int] = {}
