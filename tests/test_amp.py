@@ -114,6 +114,36 @@ def test_one_host_transfer_per_pass_with_amp(monkeypatch):
     assert calls["tolist"] == 3 + 1 + 1  # one per pass, the weight figures and the activation sites
 
 
+def test_probe_calls_no_op_that_reads_back_on_cuda(monkeypatch):
+    """The CPU's stand-in for the CUDA test below: ops that read a value back to the host on CUDA before
+    they can run (bincount, nonzero, unique, masked_select, repeat_interleave without its output size,
+    a tensor's truth value) are not called while probing, on the per-layer path or off it."""
+
+    def refuse(name):
+        def call(*args, **kwargs):
+            raise AssertionError(f"{name} reads back to the host on CUDA")
+
+        return call
+
+    for name in ("bincount", "nonzero", "unique", "masked_select"):
+        monkeypatch.setattr(torch, name, refuse(f"torch.{name}"))
+        monkeypatch.setattr(torch.Tensor, name, refuse(f"Tensor.{name}"))
+    monkeypatch.setattr(torch.Tensor, "__bool__", refuse("a tensor's truth value"))
+    repeat_interleave = torch.repeat_interleave
+
+    def sized_repeat_interleave(*args, **kwargs):
+        assert "output_size" in kwargs or not isinstance(args[1] if len(args) > 1 else None, torch.Tensor)
+        return repeat_interleave(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "repeat_interleave", sized_repeat_interleave)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.Sigmoid(), nn.Linear(32, 4))
+    with placement(amp=torch.bfloat16):
+        result = probe_model(model, batches(), cross_entropy, passes=3)
+    assert [a.type for a in result.activations] == ["ReLU", "Sigmoid"]
+    assert all(layer.fp16_underflow is not None for layer in result.layers)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_syncs_do_not_grow_with_depth():
     """With torch.cuda.set_sync_debug_mode each synchronizing call warns: a probe under fp16 autocast makes a
