@@ -1452,34 +1452,6 @@ def has_skip_connections(loss: torch.Tensor) -> bool:
         if name in _ADD_NODES and len(operands) >= 2 and len(set(operands)) > 1 and min(operands) >= 1:
             return True
     return False
-    param_only: dict[Any, bool] = {}  # a node fed only by parameters (a weight through .t() or a view)
-    weighted: dict[Any, bool] = {}  # such a node feeds a parameter of 2+ dims
-    depth: dict[Any, int] = {}
-    stack: list[tuple[Any, bool]] = [(root, False)]
-    while stack:
-        node, expanded = stack.pop()
-        if node in depth:
-            continue
-        children = [child for child, _ in node.next_functions if child is not None]
-        if not expanded:
-            stack.append((node, True))
-            stack.extend((child, False) for child in children if child not in depth)
-            continue
-        variable = getattr(node, "variable", None)
-        if variable is not None:  # AccumulateGrad: a leaf parameter
-            param_only[node], weighted[node], depth[node] = True, variable.dim() >= 2, 0
-            continue
-        operands = [child for child in children if not param_only[child]]
-        param_only[node] = bool(children) and not operands and node.name() in _VIEW_NODES
-        weighted[node] = param_only[node] and any(weighted[child] for child in children)
-        # A parameter added or multiplied elementwise (a positional table, a scale) is not a weighted op.
-        own = node.name() not in _ELEMENTWISE_NODES and any(param_only[c] and weighted[c] for c in children)
-        depth[node] = max((depth[child] for child in operands), default=0) + (1 if own and not param_only[node] else 0)
-        if node.name() in _ADD_NODES and len(operands) >= 2:
-            depths = {depth[child] for child in operands}
-            if len(depths) > 1 and min(depths) >= 1:
-                return True
-    return False
 
 
 def _weight_figures(layers: list[tuple[str, nn.Module]], reducer: Reducer | None = None) -> list[dict[str, Any]]:
