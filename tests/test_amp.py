@@ -69,6 +69,23 @@ def test_fp16_range_counts_are_exact_on_a_known_gradient():
     assert layer.fp16_overflow == pytest.approx(2 / 8)  # 7e4 and 1e5
 
 
+def test_fp16_range_shares_leave_nan_elements_out():
+    # NaN is neither below fp16's smallest normal nor above its largest: out of both shares and of the count
+    # (non-finite gradients are reported on their own).
+    values = torch.tensor([0.0, 1e-7, -3e-5, 1e-3, 0.5, 2.0, -7e4, math.nan])
+    weights = values.repeat(4, 1)
+
+    def loss(output, batch):
+        return (output.float() * weights).sum()
+
+    with placement(amp=torch.bfloat16):
+        result = probe_model(nn.Linear(8, 8), lambda i: Batch(args=(torch.randn(4, 8),)), loss, passes=1)
+    (layer,) = result.layers
+    assert layer.fp16_underflow == pytest.approx(2 / 7)
+    assert layer.fp16_overflow == pytest.approx(1 / 7)
+    assert layer.backward_nonfinite
+
+
 def test_fp16_passes_halve_the_loss_scale_until_the_gradients_fit():
     # Every gradient element is 1.5 (at the output; the weight's too, with inputs of 1/4 over a batch of 4):
     # 1.5 * 2^16 overflows fp16 (65504), 1.5 * 2^15 does not.
