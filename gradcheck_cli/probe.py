@@ -585,6 +585,7 @@ class _Recorder:
         self.layers = layers
         self.reducer = reducer
         self.order: list[int] = []  # layer indices in first-execution order
+        self._batched = [False] * len(layers)  # see start_pass
         self._seen: set[int] = set()
         self.calls = [0] * len(layers)
         self._numel = [0] * len(layers)
@@ -669,6 +670,13 @@ class _Recorder:
         self._time_probes = []
         self.calls = [0] * len(self.layers)
         self._activation_calls = {}
+        # Layers whose output this pass keeps for a batched norm, unless it is large (_record's last case).
+        wide, immediate = self._wide_keys, self._immediate_keys
+        self._batched = [
+            self.autograd_passes and not first and index in self._seen
+            and (self._FORWARD, index) not in wide and (self._FORWARD, index) not in immediate
+            for index in range(len(self.layers))
+        ]  # fmt: skip
         self._activation_pass = _ActivationPass()
         self._kept_activations, self._kept_activation_bytes = [], 0
         self.activations_pending = False
@@ -685,13 +693,26 @@ class _Recorder:
         key = (self._FORWARD, index)
         backward_hook = self._backward_hooks[index]
 
-        # Runs once per layer per pass: kept to the few operations every output needs.
+        # Runs once per layer per pass: kept to the few operations every output needs. The common case, one
+        # small output of a layer that ran before, on a pass that batches its norms (see start_pass), takes the
+        # short path: a 200-layer narrow net calls this 600 times a probe.
         def hook(module: nn.Module, args: Any, output: Any) -> None:
+            self.calls[index] += 1
+            self._last_layer = index
+            if (
+                self._batched[index]
+                and type(output) is torch.Tensor
+                and output.requires_grad
+                and output.numel() < LARGE_NUMEL
+                and output.is_floating_point()
+            ):
+                self._numel[index] += output.numel()
+                self._keep(key, output.detach())
+                self._edges.append((index, _gradient_edge(output)))
+                return
             if index not in self._seen:
                 self._seen.add(index)
                 self.order.append(index)
-            self.calls[index] += 1
-            self._last_layer = index
             if self._last_output is not None:
                 self._note_overwrite()
             for tensor in (output,) if type(output) is torch.Tensor else tensors_in(output):
@@ -789,12 +810,16 @@ class _Recorder:
             self._narrow.append(torch.linalg.vector_norm(tensor, dtype=_narrow_dtype(tensor)))
             self._narrow_slots.append(key)
         else:
-            self._kept.append((key, tensor, tensor._version))
-            self._kept_bytes += tensor.numel() * tensor.element_size()
-            if self._kept_bytes > DEFER_BYTES:
-                self._reduce_kept()
+            self._keep(key, tensor)
         if self._first and key[0] == self._FORWARD:
             self._last_output = (key, tensor, tensor._version)
+
+    def _keep(self, key: tuple[int, int], tensor: torch.Tensor) -> None:
+        """Keep a small tensor for a batched float32 norm, reduced with others every DEFER_BYTES."""
+        self._kept.append((key, tensor, tensor._version))
+        self._kept_bytes += tensor.numel() * tensor.element_size()
+        if self._kept_bytes > DEFER_BYTES:
+            self._reduce_kept()
 
     def _reduce_kept(self) -> None:
         """The kept tensors' float32 norms, in one fused call per dtype."""
