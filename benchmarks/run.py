@@ -23,7 +23,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,6 +242,15 @@ def probe(w: Workload, passes: int = PASSES, scan: bool = False) -> None:
     probe_model(w.model, w.make_batch, w.loss_fn, passes=passes, structure=structure)
 
 
+def as_loaded(w: Workload, names: Iterable[str]) -> dict[str, Callable[[], object]]:
+    """``before`` for interleaved_medians: each named candidate starts from a model with no .grad, as
+    `gradcheck scan` has one it just loaded. Plain passes leave theirs on the model, and a probe must keep a
+    user's gradients while it computes its own (a second set: overhead measures that case apart, "last step's
+    .grad held"), so without this a probe would start from another state than the plain passes it is held
+    against."""
+    return {name: lambda: w.model.zero_grad(set_to_none=True) for name in names}
+
+
 # ------------------------------------------------------------------------------------------ timing help
 
 
@@ -267,17 +276,28 @@ class Timings:
     quartiles: dict[str, list[float]]  # first and third quartile of those ratios: how far the rounds spread
 
 
-def interleaved_medians(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> Timings:
+def interleaved_medians(
+    candidates: dict[str, Callable[[], object]],
+    repeats: int,
+    warmup: int = 1,
+    before: dict[str, Callable[[], object]] | None = None,
+) -> Timings:
     """Run the candidates in turn (a, b, c, a, b, c, ...) after ``warmup`` rounds, so drift hits them all
     alike. Ratios to the first candidate are taken within each round, then the median: a burst of other
-    work on the machine then skews one round's ratios, not the medians."""
+    work on the machine then skews one round's ratios, not the medians. ``before``: untimed set-up run
+    before each run of the candidates it names (the state that candidate starts from)."""
+    before = before or {}
     for _ in range(warmup):
-        for fn in candidates.values():
+        for name, fn in candidates.items():
+            if name in before:
+                before[name]()
             fn()
     seconds: dict[str, list[float]] = {name: [] for name in candidates}
     faults: dict[str, list[int]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
+            if name in before:
+                before[name]()
             took, faulted = timed(fn)
             seconds[name].append(took)
             faults[name].append(faulted)
@@ -327,7 +347,8 @@ def measure_overhead(workload: str, repeats: str, candidates: str) -> None:
     """The child's side of overhead_in_child."""
     w = build_workload(workload)
     every = overhead_candidates(w)
-    timings = interleaved_medians({kind: every[kind] for kind in candidates.split(",")}, int(repeats))
+    kinds = candidates.split(",")
+    timings = interleaved_medians({kind: every[kind] for kind in kinds}, int(repeats), before=overhead_before(w))
     print(json.dumps(timings.__dict__))
 
 
@@ -449,12 +470,22 @@ def overhead_candidates(w: Workload) -> dict[str, Callable[[], object]]:
         "plain": lambda: plain_passes(w),
         "probe": lambda: probe(w),
         "scan": lambda: probe(w, scan=True),
+        # the probe on a model that holds a training step's .grad, as a check_model call between two steps
+        # meets it (see overhead_before)
+        "held": lambda: probe(w),
         "norm": lambda: plain_passes(w, after=norm_item_loop),
         "histc": lambda: plain_passes(w, after=histc_loop),
         # plain passes again, last in each round (after other work, as the probe runs after plain passes): its
         # ratio to plain would be 1 on a quiet machine, so how far it strays is this run's noise
         "again": lambda: plain_passes(w),
     }
+
+
+def overhead_before(w: Workload) -> dict[str, Callable[[], object]]:
+    """The overhead candidates' untimed set-up: each starts from a model as loaded (no .grad), but "held",
+    from one that a plain pass has just left its .grad on."""
+    kinds = [kind for kind in overhead_candidates(w) if kind != "held"]
+    return {**as_loaded(w, kinds), "held": lambda: plain_passes(w, passes=1)}
 
 
 def overhead_section(repeats: int) -> str:
@@ -470,13 +501,14 @@ def overhead_section(repeats: int) -> str:
             [w.label, count_text(w.params), seconds_text(timings.seconds["plain"]), judged(ratios["probe"], w.target),
              middle_half(timings.quartiles["probe"]), judged(ratios["scan"], w.target), f"{ratios['norm']:.2f}",
              f"{ratios['histc']:.2f}", f"{ratios['again']:.2f} ({middle_half(timings.quartiles['again'])})", target,
-             f"{faults['plain']:.0f} / {faults['probe']:.0f}", f"{warm.ratios['probe']:.2f}",
-             f"{warm.faults['plain']:.0f} / {warm.faults['probe']:.0f}"]
+             f"{faults['plain']:.0f} / {faults['probe']:.0f}", f"{ratios['held']:.2f} ({faults['held']:.0f})",
+             f"{warm.ratios['probe']:.2f}"]
         )  # fmt: skip
     header = ["model", "params", "plain, 3 passes", "probe / plain", "its middle half of rounds",
               "probe (scan) / plain", "norm .item() loop / plain", "histc loop / plain",
               "plain again / plain: the noise", "target", "page faults per run, plain / probe",
-              "probe / plain, allocator keeps its pages", "its page faults, plain / probe"]  # fmt: skip
+              "probe / plain, last step's .grad held (its page faults)",
+              "probe / plain, allocator keeps its pages"]  # fmt: skip
     return (
         f"## Overhead\n\n{PASSES} passes per run; plain: median seconds; ratios: median over {repeats} "
         "interleaved repetitions of the ratio within each, each model in a fresh process; the middle half: "
@@ -484,10 +516,12 @@ def overhead_section(repeats: int) -> str:
         "last in each round: on a quiet machine its ratio is 1, so how far it and its middle half stray says "
         "how far this run's ratios can be trusted. "
         "probe: `probe_model(..., structure=describe_structure(model))`; probe (scan): `structure=None`, "
-        "skips read off the autograd graph. Page faults: median per run (3 passes or a probe). The last two "
-        "columns measure plain and probe again, in another process whose allocator keeps the memory it "
-        f"takes (`{' '.join(f'{k}={v}' for k, v in WARM_HEAP.items())}`): information, not judged.\n\n"
-        + table(header, rows)
+        "skips read off the autograd graph. Every candidate starts from a model with no `.grad` (set to None "
+        "before each run, untimed), as `gradcheck scan` has one it just loaded. Page faults: median per run (3 passes or a probe). The last two columns are "
+        "information, not judged: the probe on a model that holds a training step's `.grad` (as a "
+        "`check_model` call between two steps meets it: the probe keeps those while it computes its own), and "
+        "plain and probe again in another process whose allocator keeps the memory it "
+        f"takes (`{' '.join(f'{k}={v}' for k, v in WARM_HEAP.items())}`).\n\n" + table(header, rows)
     )
 
 
@@ -538,7 +572,9 @@ def scale_section(repeats: int, memory_repeats: int, quick: bool) -> str:
         w = build_workload(f"mlp-depth-{depth}")
         note(f"scale: {w.label}")
         candidates = overhead_candidates(w)
-        timings = interleaved_medians({kind: candidates[kind] for kind in ("plain", "probe")}, repeats)
+        timings = interleaved_medians(
+            {kind: candidates[kind] for kind in ("plain", "probe")}, repeats, before=as_loaded(w, ["plain", "probe"])
+        )
         memory = memory_medians(f"mlp-depth-{depth}", memory_repeats)
         measured[depth] = (w, timings, memory, passes_run(w))
     rows = []
@@ -604,6 +640,7 @@ def _gpt2_table(repeats: int) -> str:
             "scan": lambda: probe(w, passes=1, scan=True),
         },
         repeats,
+        before=as_loaded(w, ("plain", "probe", "scan")),
     )
     ratios = timings.ratios
     row = [w.label, count_text(w.params), seconds_text(timings.seconds["plain"]), f"{ratios['probe']:.2f}",
