@@ -1484,20 +1484,31 @@ def has_skip_connections(loss: torch.Tensor) -> bool:
 def _weight_figures(layers: list[tuple[str, nn.Module]], reducer: Reducer | None = None) -> list[dict[str, Any]]:
     """Norm, std and fan-in of each layer's weights: computed once, parameters do not change while probing.
     With ``reducer``, from this process's shards, summed over processes."""
-    weights = [[p for n, p in _local_parameters(m) if _is_weight(n)] for _, m in layers]
-    main = [next((p for p in ws if p.dim() >= 2), None) for ws in weights]
-    flat = [p.detach() for ws in weights for p in ws]
-    if not flat:
-        return [{} for _ in layers]
-    numel = [p.numel() for p in flat]  # a DTensor's numel is the whole tensor's
-    if reducer is not None:
-        flat = [reducer.local(p) for p in flat]
+    # One walk over the layers: every weight, the layer it belongs to, and each layer's main weight (its first
+    # of 2 or more dimensions), whose std and fan-in are reported.
+    weights: list[torch.Tensor] = []
+    owners: list[int] = []
+    mains: list[tuple[int, int]] = []  # (layer, position in weights)
+    for index, (_, module) in enumerate(layers):
+        has_main = False
+        for name, p in module._parameters.items():
+            if p is None or not _is_weight(name):
+                continue
+            if not has_main and p.dim() >= 2:
+                has_main = True
+                if p.numel() > 1:
+                    mains.append((index, len(weights)))
+            weights.append(p)
+            owners.append(index)
+    figures: list[dict[str, Any]] = [{} for _ in layers]
+    if not weights:
+        return figures
+    numel = [p.numel() for p in weights]  # a DTensor's numel is the whole tensor's
+    flat = [p.detach() for p in weights] if reducer is None else [reducer.local(p.detach()) for p in weights]
     # In float32, taken again in float64 only where that would not be exact (float64 copies of a large
     # model's weights cost more than the passes). The std comes from the norm and the sum: one read each.
     norms = _norms(flat)
-    position = {id(p): k for k, p in enumerate(p for ws in weights for p in ws)}
-    spread = [position[id(p)] for p in main if p is not None and p.numel() > 1]
-    sums = [torch.sum(flat[k], dtype=_narrow_dtype(flat[k])) for k in spread]
+    sums = [torch.sum(flat[k], dtype=_narrow_dtype(flat[k])) for _, k in mains]
     device = norms[0].device
     values = torch.cat([_stack(list(norms), device).to(_NORM_DTYPE), *([_stack(sums, device)] if sums else [])])
     count = len(flat)
@@ -1505,17 +1516,14 @@ def _weight_figures(layers: list[tuple[str, nn.Module]], reducer: Reducer | None
         values = _sum_over_processes(values, count, reducer)
     host = values.tolist()
     norm_values = _exact_norms(flat, host[:count], reducer)
-    stds = iter(_std(flat[k], numel[k], norm_values[k], total, reducer) for k, total in zip(spread, host[count:]))
-    norm_iter = iter(norm_values)
-    figures: list[dict[str, Any]] = []
-    for ws, p in zip(weights, main):
-        figure: dict[str, Any] = {}
-        if ws:
-            figure["weight_norm"] = math.sqrt(sum(next(norm_iter) ** 2 for _ in ws))
-        if p is not None and p.numel() > 1:
-            figure["weight_std"] = next(stds)
-            figure["fan_in"] = math.prod(p.shape[1:])
-        figures.append(figure)
+    squares: dict[int, float] = {}
+    for index, norm in zip(owners, norm_values):
+        squares[index] = squares.get(index, 0.0) + norm * norm
+    for index, square in squares.items():
+        figures[index]["weight_norm"] = math.sqrt(square)
+    for (index, k), total in zip(mains, host[count:]):
+        figures[index]["weight_std"] = _std(flat[k], numel[k], norm_values[k], total, reducer)
+        figures[index]["fan_in"] = math.prod(weights[k].shape[1:])
     return figures
 
 
