@@ -517,11 +517,11 @@ def overhead_section(repeats: int) -> str:
         "how far this run's ratios can be trusted. "
         "probe: `probe_model(..., structure=describe_structure(model))`; probe (scan): `structure=None`, "
         "skips read off the autograd graph. Every candidate starts from a model with no `.grad` (set to None "
-        "before each run, untimed), as `gradcheck scan` has one it just loaded. Page faults: median per run (3 passes or a probe). The last two columns are "
-        "information, not judged: the probe on a model that holds a training step's `.grad` (as a "
-        "`check_model` call between two steps meets it: the probe keeps those while it computes its own), and "
-        "plain and probe again in another process whose allocator keeps the memory it "
-        f"takes (`{' '.join(f'{k}={v}' for k, v in WARM_HEAP.items())}`).\n\n" + table(header, rows)
+        "before each run, untimed), as `gradcheck scan` has one it just loaded. Page faults: median per run "
+        "(3 passes or a probe). The last two columns are information, not judged: the probe on a model that "
+        "holds a training step's `.grad` (as a `check_model` call between two steps meets it: the probe keeps "
+        "those while it computes its own), and plain and probe again in another process whose allocator keeps "
+        f"the memory it takes (`{' '.join(f'{k}={v}' for k, v in WARM_HEAP.items())}`).\n\n" + table(header, rows)
     )
 
 

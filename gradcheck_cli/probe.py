@@ -570,9 +570,10 @@ class _Recorder:
 
     Float32 norms of small tensors are batched: a hook only keeps the tensor, and one fused ``_foreach_norm``
     reduces those kept each time they reach DEFER_BYTES and when the pass ends, so a deep narrow net pays one
-    call per few dozen layers, not one per layer; output gradients come back together from torch.autograd.grad. A tensor of LARGE_NUMEL
-    elements or more is reduced at once instead, while it is in cache, and its output's gradient in a hook
-    on the tensor, so that the backward frees or reuses the gradient as it would without the probe.
+    call per few dozen layers, not one per layer; output gradients come back together from
+    torch.autograd.grad. A tensor of LARGE_NUMEL elements or more is reduced at once instead, while it is in
+    cache, and its output's gradient in a hook on the tensor, so that the backward frees or reuses the
+    gradient as it would without the probe.
     A kept tensor must not change before it is reduced: the first pass takes its outputs' norms at once and
     notes the outputs an in-place op overwrites (BatchNorm then ReLU(inplace=True)), which are reduced at
     once from then on, and every kept tensor's version counter is checked when it is reduced; a pass where
