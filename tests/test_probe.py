@@ -241,6 +241,27 @@ def test_model_is_left_exactly_as_found():
     assert [len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()] == hooks_before
 
 
+def test_users_hooks_run_during_a_probe_and_stay_as_they_were():
+    """The probe adds its hooks straight into the modules' hook dicts (_ForwardHooks): the user's own hooks
+    must run beside them, keep their order, and be the only ones left; a handle the user takes afterwards
+    must not collide with an id the probe used."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 2), nn.GELU(), nn.Linear(2, 1))
+    seen = []
+    model[0].register_forward_hook(lambda m, a, o: seen.append("after 0"))
+    model[1].register_forward_pre_hook(lambda m, a: seen.append("before tanh"))
+    model[3].register_forward_hook(lambda m, a, o: seen.append("after gelu"))
+    before = [(dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in model.modules()]
+
+    result = probe_model(model, fixed_batch(torch.randn(8, 4)), lambda o, b: o.sum(), passes=2)
+
+    assert seen == ["after 0", "before tanh", "after gelu"] * 2
+    assert [(dict(m._forward_hooks), dict(m._forward_pre_hooks)) for m in model.modules()] == before
+    assert [site.type for site in result.activations] == ["Tanh", "GELU"]  # the probe's own hooks ran too
+    handle = model[2].register_forward_hook(lambda m, a, o: None)
+    handle.remove()
+    assert not model[2]._forward_hooks and len(model[0]._forward_hooks) == 1
+
+
 def test_model_is_restored_when_forward_raises_and_the_failing_layer_is_named():
     model = nn.Sequential(nn.Linear(2, 3), nn.Linear(4, 1)).eval()  # the second layer expects 4 features
     with pytest.raises(ModelRunError, match=r"forward pass in layer 1 \(Linear\): RuntimeError") as caught:
