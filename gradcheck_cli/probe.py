@@ -266,7 +266,7 @@ def probe_model(
             model.train(train_mode)
         # torch.manual_seed also seeds every accelerator backend, lazily, recording a stack trace for each:
         # a millisecond per probe. A model on the CPU needs only the CPU generator seeded.
-        if all(p.device.type == "cpu" for p in params):
+        if all(p.is_cpu for p in params):
             torch.default_generator.manual_seed(seed)
         else:
             torch.manual_seed(seed)
@@ -318,8 +318,9 @@ def _gradient_edge(tensor: torch.Tensor) -> GradientEdge:
     return GradientEdge(node, tensor.output_nr)
 
 
-def _all_but(rank: int, dim: int) -> list[int]:
-    return [d for d in range(rank) if d != dim]
+@functools.cache
+def _all_but(rank: int, dim: int) -> tuple[int, ...]:
+    return tuple(d for d in range(rank) if d != dim)
 
 
 class _ForwardHooks:
@@ -358,7 +359,7 @@ def _local_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
 
 
 def _cuda_devices(params: list[nn.Parameter]) -> list[int]:
-    return sorted({p.device.index or 0 for p in params if p.device.type == "cuda"})
+    return sorted({p.get_device() for p in params if p.is_cuda})  # (p.device builds a torch.device each)
 
 
 def _rng_state(devices: list[int]) -> Callable[[], None]:
@@ -564,7 +565,7 @@ class _ActivationSite:
     units: int  # channels or features: what can die as a whole
     dying: bool  # a ReLU-like type: its units can die, so their activity is counted
     # the dimensions a per-unit sum reduces, for inputs of the site's first rank
-    reduce_dims: list[int] = field(default_factory=list)
+    reduce_dims: tuple[int, ...] = ()
 
 
 @dataclass
@@ -938,7 +939,7 @@ class _Recorder:
             rank = values.dim()
             # A shape the site has not seen (its units cannot be told apart) is summed whole: reduce=None.
             if rank > 1 and values.shape[site.unit_dim] == site.units:
-                reduce = tuple(site.reduce_dims if len(site.reduce_dims) == rank - 1 else _all_but(rank, site.unit_dim))
+                reduce = site.reduce_dims if len(site.reduce_dims) == rank - 1 else _all_but(rank, site.unit_dim)
             else:
                 reduce = None
             key = (closed_form, PEAK_DERIVATIVE.get(site.type), values.shape, values.dtype, values.device, reduce)
@@ -969,8 +970,9 @@ class _Recorder:
             conv_after = after is not None and isinstance(
                 after[1], (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm)
             )
-            unit_dim = 1 if h.dim() >= 3 and (h.dim() >= 4 or conv_after) else h.dim() - 1
-            units = int(h.shape[unit_dim]) if h.dim() > 1 else 0
+            rank = h.dim()
+            unit_dim = 1 if rank >= 3 and (rank >= 4 or conv_after) else rank - 1
+            units = int(h.shape[unit_dim]) if rank > 1 else 0
             self._site_index[key] = len(self.activation_sites)
             self.activation_sites.append(
                 _ActivationSite(
@@ -982,7 +984,7 @@ class _Recorder:
                     unit_dim,
                     units,
                     isinstance(module, DYING),
-                    _all_but(h.dim(), unit_dim),
+                    _all_but(rank, unit_dim),
                 )  # fmt: skip
             )
         return self.activation_sites[self._site_index[key]]
@@ -1326,7 +1328,7 @@ def _assemble(
     weight_figures = _weight_figures(recorder.layers, recorder.reducer)
     for index in recorder.ranked():
         layer_name, module = recorder.layers[index]
-        own = [p for _, p in _local_parameters(module)]
+        own = [p for p in module._parameters.values() if p is not None]  # _local_parameters, without the names
         shared_with = None
         for p in own:
             if id(p) in owners and owners[id(p)] != layer_name:
@@ -1587,20 +1589,29 @@ def _pass_figures(index: int, per_pass: list[_PassFigures], weight_norm: float |
             total.append(math.sqrt((weight_sq or 0.0) + (other_sq or 0.0)))
         if figures.fp16_counts and index in figures.fp16_counts:
             fp16.append(figures.fp16_counts[index])
+    forward_nonfinite = not all(map(math.isfinite, forward))
+    backward_nonfinite = not all(map(math.isfinite, backward))
     out: dict[str, Any] = {
         "grad_nonfinite": grad_nonfinite,
-        "forward_nonfinite": not all(map(math.isfinite, forward)),
-        "backward_nonfinite": not all(map(math.isfinite, backward)),
+        "forward_nonfinite": forward_nonfinite,
+        "backward_nonfinite": backward_nonfinite,
     }
     spread: dict[str, tuple[float, float]] = {}
     named = (
         ("forward_rms", forward), ("backward", backward), ("weight_grad_norm", weight), ("relative_grad", relative),
         ("other_grad_norm", other), ("grad_norm", total),
     )  # fmt: skip
+    # Without a NaN among the values (which only these flags and a weight norm that is not finite can bring),
+    # one sort gives the median and the spread; with one, sorted() and min()/max() may disagree: min()/max().
+    nonfinite_weight = weight_norm is not None and not math.isfinite(weight_norm)
+    ordered_is_exact = not (grad_nonfinite or forward_nonfinite or backward_nonfinite or nonfinite_weight)
     for key, values in named:
-        if values:
-            out[key] = _median(values)
-            spread[key] = (min(values), max(values))
+        if not values:
+            continue
+        ordered = sorted(values)
+        middle = len(ordered) // 2
+        out[key] = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+        spread[key] = (ordered[0], ordered[-1]) if ordered_is_exact else (min(values), max(values))
     out["spread"] = spread
     seen = sum(c[2] for c in fp16)
     if seen:
