@@ -1049,18 +1049,21 @@ class _Recorder:
         n_layers = len(self.layers)
         forward_sq, backward_sq = [0.0] * n_layers, [0.0] * n_layers
         backward_seen = [False] * n_layers
-        narrow_sq: dict[tuple[int, int], float] = {}
-        for (slot, index), value in zip(self._narrow_slots, host):
-            narrow_sq[slot, index] = narrow_sq.get((slot, index), 0.0) + value * value
-        wide_values = host[len(self._narrow_slots) + len(grad_norms) :]
-        for (slot, index), value in [*narrow_sq.items(), *((s, v * v) for s, v in zip(self._wide_slots, wide_values))]:
-            if slot == self._FORWARD:
-                forward_sq[index] += value
+        n_narrow = len(self._narrow_slots)
+        wide_values = host[n_narrow + len(grad_norms) :]
+        forward = self._FORWARD
+        # (a plain loop: it runs for every output and output gradient of every pass)
+        for (slot, index), value in zip([*self._narrow_slots, *self._wide_slots], [*host[:n_narrow], *wide_values]):
+            if slot == forward:
+                forward_sq[index] += value * value
             else:
-                backward_sq[index] += value
+                backward_sq[index] += value * value
                 backward_seen[index] = True
+        # Each float32 sum of squares in its exact range (a slot is in float32 or float64 for the whole pass, so
+        # its sum is all float32 norms, one per output where a layer has several).
         low, high = EXACT_FLOAT32_NORM
-        exact = all(low * low <= sq <= high * high for sq in narrow_sq.values())
+        sums = {self._FORWARD: forward_sq, self._BACKWARD: backward_sq}
+        exact = all(low * low <= sums[slot][index] <= high * high for slot, index in self._narrow_slots)
         weight_sq: list[float | None] = [None] * n_layers
         other_sq: list[float | None] = [None] * n_layers
         grad_nonfinite = [False] * n_layers
