@@ -236,14 +236,15 @@ def probe_model(
         stack.callback(_snapshot(all_modules, params))
         # TorchScript modules take no hooks: they are measured by their parameter gradients only.
         recorder.hooked = not isinstance(model, torch.jit.ScriptModule)
-        hooks = _ForwardHooks()
+        wrap = _wrappable(all_modules)
+        hooks = _ForwardHooks(wrap)
         stack.callback(hooks.remove)
         for i, (_, module) in enumerate(layers if recorder.hooked else []):
             hooks.add(module, recorder.forward_hook(i))
         # Activations are watched in the first pass only (and the next, for a site whose output an in-place
         # op overwrote before it was read): its batch gives thousands of values per site, and a hook on every
         # activation of every pass would cost more than the passes themselves.
-        activation_hooks = _ForwardHooks()
+        activation_hooks = _ForwardHooks(wrap)
         stack.callback(activation_hooks.remove)
         for module_name, module in all_modules:
             if isinstance(module, nn.RNNBase):
@@ -326,26 +327,61 @@ def _all_but(rank: int, dim: int) -> tuple[int, ...]:
 class _ForwardHooks:
     """Forward hooks and pre-hooks on many modules, added and removed together.
 
-    They go straight into the module dicts that ``register_forward_hook`` fills, under ids from the counter
-    its handles take theirs from, so they run exactly as registered hooks do; what they skip is a
-    RemovableHandle with its weak references for each: 3.5 us a hook added and removed, 1.4 ms a probe on a
-    200-layer net with an activation after each layer.
+    A hook after the forward wraps the module's ``forward`` on the instance: the module's ``__call__`` then
+    takes its path without hooks and calls the wrapper (1.3 us a call, against 2.6 for the path with hooks,
+    which a 200-layer net with an activation after each layer calls 800 times a probe). The wrapper sees what
+    a hook registered last would: the module's positional arguments and its output. Where that could differ,
+    the hook goes into the module's hook dict instead (``wrap=False`` for the whole model, see probe_model;
+    and a module with forward hooks of its own, which may replace the output the wrapper sees). Pre-hooks go
+    into the dicts too. Both skip ``register_forward_hook``'s RemovableHandle with its weak references: 3.5 us
+    a hook added and removed. Hooks in the dicts take ids from the counter those handles take theirs from, so
+    they run exactly as registered hooks do. Sets are removed in the reverse order they were added in (a
+    module may be wrapped by two: a PReLU is a layer and an activation).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wrap: bool) -> None:
+        self._wrap = wrap
         self._added: list[tuple[dict, int]] = []
+        self._wrapped: list[tuple[nn.Module, Any]] = []  # (module, the instance's own forward or _NO_FORWARD)
 
     def add(self, module: nn.Module, hook: Callable, *, pre: bool = False) -> None:
-        hooks = module._forward_pre_hooks if pre else module._forward_hooks
-        key = RemovableHandle.next_id
-        RemovableHandle.next_id += 1
-        hooks[key] = hook
-        self._added.append((hooks, key))
+        if pre or not self._wrap or module._forward_hooks:
+            hooks = module._forward_pre_hooks if pre else module._forward_hooks
+            key = RemovableHandle.next_id
+            RemovableHandle.next_id += 1
+            hooks[key] = hook
+            self._added.append((hooks, key))
+            return
+        forward = module.forward
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            output = forward(*args, **kwargs)
+            hook(module, args, output)
+            return output
+
+        self._wrapped.append((module, module.__dict__.get("forward", _NO_FORWARD)))
+        module.__dict__["forward"] = watched
 
     def remove(self) -> None:
         for hooks, key in self._added:
             hooks.pop(key, None)
-        self._added = []
+        for module, own in reversed(self._wrapped):
+            if own is _NO_FORWARD:
+                module.__dict__.pop("forward", None)
+            else:
+                module.__dict__["forward"] = own
+        self._added, self._wrapped = [], []
+
+
+_NO_FORWARD = object()  # a module whose forward is its class's, with none of its own set on the instance
+
+
+def _wrappable(modules: list[tuple[str, nn.Module]]) -> bool:
+    """Whether the probe may wrap the modules' forward (see _ForwardHooks): not where nn.DataParallel copies each
+    module's attributes into replicas (the wrapper would run the original), nor where global forward hooks
+    run after every forward (and may replace an output the wrapper sees)."""
+    global_hooks = nn.modules.module._global_forward_hooks
+    return not global_hooks and not any(isinstance(m, nn.DataParallel) for _, m in modules)
 
 
 def owns_parameters(module: nn.Module) -> bool:

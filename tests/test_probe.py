@@ -262,6 +262,65 @@ def test_users_hooks_run_during_a_probe_and_stay_as_they_were():
     assert not model[2]._forward_hooks and len(model[0]._forward_hooks) == 1
 
 
+def test_wrapped_forwards_are_taken_off_and_an_instance_forward_is_put_back():
+    """The probe wraps each layer's forward on the instance (_ForwardHooks): after it, a module has exactly the
+    attributes it had, including a forward of its own set on the instance (as accelerate's hooks set one),
+    which the probe measured through."""
+    model = nn.Sequential(nn.Linear(4, 4), nn.PReLU(), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+    own_forward_calls = []
+    class_forward = model[2].forward
+
+    def own_forward(x):
+        own_forward_calls.append(1)
+        return class_forward(x) * 3.0
+
+    model[2].forward = own_forward
+    before = [dict(m.__dict__) for m in model.modules()]
+    x = torch.randn(8, 4)
+
+    result = probe_model(model, fixed_batch(x), lambda o, b: o.sum(), passes=2)
+
+    assert [dict(m.__dict__) for m in model.modules()] == before
+    assert model[2].forward is own_forward and len(own_forward_calls) == 2
+    with torch.no_grad():
+        expected = (3.0 * class_forward(model[1](model[0](x)))).pow(2).mean().sqrt().item()
+    assert result.layer("2").forward_rms == pytest.approx(expected, rel=1e-5)
+    assert [site.type for site in result.activations] == ["PReLU", "ReLU"]  # a PReLU is a layer and a site
+
+
+def test_a_layer_whose_own_hook_replaces_its_output_is_measured_after_that_hook():
+    """A module with forward hooks of its own keeps a hook in its dict, run after the user's: what the next layer
+    gets is what is measured, as before the probe wrapped forwards."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 1))
+    batch = fixed_batch(torch.randn(8, 4))
+    unhooked = probe_model(model, batch, lambda o, b: o.sum(), passes=1).layer("0").forward_rms
+    handle = model[0].register_forward_hook(lambda m, a, o: o * 10.0)
+    hooked = probe_model(model, batch, lambda o, b: o.sum(), passes=1).layer("0").forward_rms
+    handle.remove()
+    assert hooked == pytest.approx(10.0 * unhooked, rel=1e-5)
+
+
+def test_data_parallel_and_global_hooks_keep_the_probe_off_the_modules_forward():
+    """nn.DataParallel copies each module's attributes into its replicas, where a wrapped forward would run the
+    original module; global forward hooks may replace the output a wrapper sees: hooks in the dicts there."""
+    from gradcheck_cli.probe import _wrappable
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
+    assert _wrappable(list(model.named_modules()))
+    assert not _wrappable(list(nn.DataParallel(model).named_modules()))
+    handle = nn.modules.module.register_module_forward_hook(lambda m, a, o: None)
+    try:
+        assert not _wrappable(list(model.named_modules()))
+        seen = []
+        model[0].register_forward_hook(lambda m, a, o: seen.append(m))
+        result = probe_model(model, fixed_batch(torch.randn(8, 4)), lambda o, b: o.sum(), passes=1)
+    finally:
+        handle.remove()
+    assert result.layer("0").forward_rms and seen == [model[0]]
+    assert all("forward" not in m.__dict__ for m in model.modules())
+
+
 def test_model_is_restored_when_forward_raises_and_the_failing_layer_is_named():
     model = nn.Sequential(nn.Linear(2, 3), nn.Linear(4, 1)).eval()  # the second layer expects 4 features
     with pytest.raises(ModelRunError, match=r"forward pass in layer 1 \(Linear\): RuntimeError") as caught:
@@ -276,6 +335,7 @@ def test_garbage_collector_is_paused_during_a_probe_and_restored_after_it():
     import gc
 
     states = []
+    torch.manual_seed(0)  # (an initialisation whose ReLUs all die has a zero gradient, measured again in float64)
     model = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))
 
     def loss_fn(output, batch):
