@@ -385,7 +385,8 @@ def _wrappable(modules: list[tuple[str, nn.Module]]) -> bool:
 
 
 def owns_parameters(module: nn.Module) -> bool:
-    return any(p is not None for p in module._parameters.values())
+    # (most modules own none: their empty dict is told apart without starting a generator)
+    return bool(module._parameters) and any(p is not None for p in module._parameters.values())
 
 
 def _local_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -727,12 +728,12 @@ class _Recorder:
         self.calls = [0] * len(self.layers)
         self._activation_calls = {}
         # Layers whose output this pass keeps for a batched norm, unless it is large (_record's last case).
-        wide, immediate = self._wide_keys, self._immediate_keys
-        self._batched = [
-            self.autograd_passes and not first and index in self._seen
-            and (self._FORWARD, index) not in wide and (self._FORWARD, index) not in immediate
-            for index in range(len(self.layers))
-        ]  # fmt: skip
+        if self.autograd_passes and not first:
+            seen = self._seen
+            unbatched = {index for slot, index in (*self._wide_keys, *self._immediate_keys) if slot == self._FORWARD}
+            self._batched = [index in seen and index not in unbatched for index in range(len(self.layers))]
+        else:
+            self._batched = [False] * len(self.layers)
         self._activation_pass = _ActivationPass()
         self._kept_activations, self._kept_activation_bytes = [], 0
         self.activations_pending = False
