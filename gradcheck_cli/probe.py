@@ -1350,7 +1350,10 @@ def _is_weight(local_name: str) -> bool:
 
 
 def _median(values: list[float]) -> float:
-    ordered = sorted(values)
+    return _median_of_sorted(sorted(values))
+
+
+def _median_of_sorted(ordered: list[float]) -> float:
     middle = len(ordered) // 2
     return float(ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2)
 
@@ -1696,8 +1699,7 @@ def _pass_figures(index: int, per_pass: list[_PassFigures], weight_norm: float |
         if not values:
             continue
         ordered = sorted(values)
-        middle = len(ordered) // 2
-        out[key] = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+        out[key] = _median_of_sorted(ordered)
         spread[key] = (ordered[0], ordered[-1]) if ordered_is_exact else (min(values), max(values))
     out["spread"] = spread
     seen = sum(c[2] for c in fp16)
