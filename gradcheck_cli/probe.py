@@ -1602,7 +1602,7 @@ def _norms_and_sums(tensors: list[torch.Tensor], summed: list[int]) -> torch.Ten
     groups: dict[tuple, list[int]] = {}
     for k, tensor in enumerate(tensors):
         groups.setdefault((tensor.shape, tensor.dtype, tensor.device), []).append(k)
-    order: list[int] = []  # positions, in the order of the rows below
+    stacked: list[int] = []  # positions, in the order of the rows below
     norm_rows: list[torch.Tensor] = []
     sum_rows: list[torch.Tensor] = []
     alone: list[int] = []
@@ -1618,20 +1618,18 @@ def _norms_and_sums(tensors: list[torch.Tensor], summed: list[int]) -> torch.Ten
             rows = torch.stack([tensors[k] for k in chunk]).view(len(chunk), first.numel())
             norm_rows.append(torch.linalg.vector_norm(rows, dim=1, dtype=dtype))
             sum_rows.append(torch.sum(rows, dim=1, dtype=dtype))
-            order.extend(chunk)
+            stacked.extend(chunk)
     if alone:
         norm_rows.append(_stack(_norms([tensors[k] for k in alone]), device))
-        order.extend(alone)
-    positions = torch.tensor(order, device=device)
     norms = _joined(torch.cat, norm_rows, device).to(_NORM_DTYPE)
-    norms = torch.empty_like(norms).index_copy_(0, positions, norms)
+    norms = torch.empty_like(norms).index_copy_(0, torch.tensor([*stacked, *alone], device=device), norms)
     if not summed:
         return norms
-    stacked = set(order[: len(order) - len(alone)])
-    alone_summed = [k for k in summed if k not in stacked]
+    in_stacks = set(stacked)
+    alone_summed = [k for k in summed if k not in in_stacks]
     if alone_summed:  # a sum each, only where asked for
         sum_rows.append(_stack([torch.sum(tensors[k], dtype=_narrow_dtype(tensors[k])) for k in alone_summed], device))
-    sum_order = [*order[: len(order) - len(alone)], *alone_summed]
+    sum_order = [*stacked, *alone_summed]
     sums = _joined(torch.cat, sum_rows, device).to(_NORM_DTYPE)
     sums = torch.zeros(len(tensors), dtype=_NORM_DTYPE, device=device).index_copy_(
         0, torch.tensor(sum_order, device=device), sums
