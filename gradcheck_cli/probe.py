@@ -1374,7 +1374,7 @@ def _assemble(
     weight_figures = _weight_figures(recorder.layers, recorder.reducer)
     for index in recorder.ranked():
         layer_name, module = recorder.layers[index]
-        own = [p for p in module._parameters.values() if p is not None]  # _local_parameters, without the names
+        own = [p for _, p in _local_parameters(module)]
         shared_with = None
         for p in own:
             if id(p) in owners and owners[id(p)] != layer_name:
