@@ -16,3 +16,7 @@ class ModelRunError(GradcheckError):
         super().__init__(message)
         self.stage = stage  # "forward pass", "loss" or "backward pass"
         self.layer = layer  # the innermost module whose forward raised, when known
+
+
+class UserCodeExit(ModelRunError):
+    """The user's code raised SystemExit (``sys.exit``, ``exit()``): a scan that ends so was not measured."""

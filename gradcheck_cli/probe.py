@@ -23,6 +23,7 @@ from torch import nn
 from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.utils.hooks import RemovableHandle
 
+from gradcheck_cli import stages
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError, ModelRunError
 from gradcheck_cli.nonfinite import trace_nonfinite
 from gradcheck_cli.stats import ActivationStats, LayerStats, ModelStructure, ProbeResult, RecurrentStats
@@ -276,7 +277,8 @@ def probe_model(
             rng = _rng_state(devices)
             inexact = None
             while True:
-                batch = make_batch(index)
+                with stages.user_code(stages.INPUTS):
+                    batch = make_batch(index)
                 recorder.start_pass(index == 0, amp, loss_scale, inexact)
                 loss = _forward_backward(model, params, batch, loss_fn, recorder, amp, loss_scale)
                 figures = recorder.finish_pass(loss, _batch_size(batch))
@@ -456,11 +458,13 @@ def _forward_backward(
     loss_scale: float = 1.0,
 ) -> torch.Tensor:
     batch = _on_device(batch, params)
-    stage = "forward pass"
+    stage = stages.FORWARD
+    stages.enter(stage)
     try:
         with torch.autocast(params[0].device.type, dtype=amp) if amp is not None and params else nullcontext():
             output = model(*batch.args, **batch.kwargs)
-            stage = "loss"
+            stage = stages.LOSS
+            stages.enter(stage)
             loss = loss_fn(output, batch)
         recorder.reduce_kept_activations()  # before the backward frees them
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
@@ -474,7 +478,8 @@ def _forward_backward(
         if recorder.read_skips:
             recorder.residual = has_skip_connections(loss)  # before backward frees the graph
             recorder.read_skips = False
-        stage = "backward pass"
+        stage = stages.BACKWARD
+        stages.enter(stage)
         scaled = loss * loss_scale if loss_scale != 1.0 else loss
         if recorder.autograd_passes:
             recorder.take_gradients(scaled)
@@ -484,6 +489,8 @@ def _forward_backward(
         scaled.backward()
     except GradcheckError:
         raise
+    except SystemExit as error:  # sys.exit() in the user's forward or loss: never a passing scan
+        raise stages.exit_error(error, stage) from error
     except Exception as error:  # the user's code: say where it failed, keep the original as the cause
         layer = _failing_layer(model, error) if stage == "forward pass" else None
         if layer is not None:
