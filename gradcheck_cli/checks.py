@@ -18,8 +18,9 @@ from torch import nn
 
 from gradcheck_cli.choices import FailOn, LossKind, Optimizer
 from gradcheck_cli.diagnosis import Thresholds
+from gradcheck_cli.options import ScanOptions
 from gradcheck_cli.report import Report
-from gradcheck_cli.scan import ScanOptions, scan_model, scan_target
+from gradcheck_cli.scan import scan_model, scan_target
 
 _THRESHOLD_NAMES = tuple(f.name for f in fields(Thresholds))
 

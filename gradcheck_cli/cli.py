@@ -318,8 +318,8 @@ def scan(
     [dim]Example: gradcheck scan examples/vanishing_mlp.py[/]
     """
     _quiet_torch_import()
-    from gradcheck_cli.inputs import InputOptions, parse_shape
-    from gradcheck_cli.scan import ScanOptions, scan_target
+    from gradcheck_cli.options import InputOptions, ScanOptions, parse_shape
+    from gradcheck_cli.scan import scan_target
 
     try:
         rank = _torchrun_rank(ctx, distributed, fsdp)

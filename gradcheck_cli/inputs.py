@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.options import InputOptions
 from gradcheck_cli.probe import Batch, owns_parameters
 
 EXAMPLE_INPUT_NAMES = ("example_inputs", "sample_input", "get_inputs")
@@ -35,33 +36,12 @@ DTYPES = {
 }
 
 
-@dataclass(frozen=True)
-class InputOptions:
-    shapes: tuple[tuple[int, ...], ...] = ()
-    dtype: str | None = None  # a key of DTYPES; None: the model's floating dtype (int64 for tokens)
-    vocab_size: int | None = None
-    seq_len: int | None = None
-    batch_size: int | None = None
-
-
 @dataclass
 class InputPlan:
     description: str  # where the inputs come from, shown in the report
     shapes: str  # the shapes tried, for error messages, e.g. "(8, 3, 32, 32)"
     make_batch: Callable[[int], Batch]
     assumed: bool = False  # True when inferred: a failing forward pass then points to the options
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """'8,3,32,32' or '8x3x32x32' -> (8, 3, 32, 32)."""
-    parts = [p for p in text.replace("x", ",").replace(" ", "").split(",") if p]
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
-    if not shape or any(d < 1 for d in shape):
-        raise GradcheckError(f"--input-shape {text!r} is not a shape; write positive integers like 8,3,32,32.")
-    return shape
 
 
 def plan_inputs(

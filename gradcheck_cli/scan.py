@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from gradcheck_cli.api import check_model
-from gradcheck_cli.choices import LossKind, Optimizer
 from gradcheck_cli.diagnosis import Thresholds
 from gradcheck_cli.errors import GradcheckError, ModelRunError
-from gradcheck_cli.inputs import INPUT_OPTIONS_HINT, InputOptions, plan_inputs
+from gradcheck_cli.inputs import INPUT_OPTIONS_HINT, plan_inputs
 from gradcheck_cli.loading import load_target
 from gradcheck_cli.objective import Objective
+from gradcheck_cli.options import ScanOptions
 from gradcheck_cli.probe import ProgressFn, move_to_placement
 from gradcheck_cli.report import Report
 from gradcheck_cli.training import track_training
@@ -23,21 +22,6 @@ from gradcheck_cli.verify import try_on_copy, verify_fixes
 
 if TYPE_CHECKING:
     from gradcheck_cli.distributed import DistributedRun
-
-
-@dataclass(frozen=True)
-class ScanOptions:
-    entry: str | None = None
-    paths: tuple[str, ...] = ()
-    trust_pickle: bool = False
-    inputs: InputOptions = field(default_factory=InputOptions)
-    loss: LossKind | None = None  # None: the file's loss_fn, else chosen from the output
-    passes: int = 3
-    seed: int = 0
-    verify: bool = False  # try every suggested fix on a copy
-    steps: int = 0  # optimizer steps on a copy, measured after each
-    optimizer: Optimizer = Optimizer.SGD
-    ignore: tuple[str, ...] = ()  # glob patterns of layer names to measure but not judge
 
 
 def scan_target(

@@ -33,10 +33,11 @@ from gradcheck_cli.choices import (
 from gradcheck_cli.cli import app
 from gradcheck_cli.demo import run_demo
 from gradcheck_cli.diagnosis import Thresholds
+from gradcheck_cli.options import ScanOptions
 from gradcheck_cli.presets import DemoSpec
 from gradcheck_cli.probe import Batch
 from gradcheck_cli.report import summarize
-from gradcheck_cli.scan import ScanOptions, scan_target
+from gradcheck_cli.scan import scan_target
 from gradcheck_cli.training import track_training, train_copy
 from gradcheck_cli.verify import try_on_copy
 

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from gradcheck_cli.cli import app
 from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.loading import FACTORY_NAMES, load_target
-from gradcheck_cli.scan import ScanOptions, scan_target
+from gradcheck_cli.options import ScanOptions
+from gradcheck_cli.scan import scan_target
 
 HEADER = "import torch\nfrom torch import nn\n\n"
 SMALL = "nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))"  # 212 parameters, healthy
