@@ -86,3 +86,60 @@ def check_range(name: str, value: object, shown_as: str | None = None) -> object
     example = RANGES[name].example
     hint = f"; try {shown_as} {example}" if shown_as.startswith("--") else f", e.g. {shown_as}={example}"
     raise InvalidOptionError(f"{shown_as} {problem} (got {value!r}){hint}.")
+
+
+# --max-memory: a size with a binary unit, or a share of the machine's memory.
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+DEFAULT_MEMORY_SHARE = 0.75  # of the machine's (or the container's) memory: room is left for the system
+MIN_MEMORY = 256 * 2**20  # below this even `import torch` fails, which would read as the model's fault
+
+
+def parse_memory(text: str, shown_as: str = "--max-memory") -> int:
+    """'8G', '512MiB', '75%' or a number of bytes -> bytes. Units are binary (G = 2**30 bytes)."""
+    cleaned = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    try:
+        if cleaned.endswith("%"):
+            share = float(cleaned[:-1])
+            if not 0 < share <= 100:
+                raise ValueError
+            size = int(machine_memory() * share / 100)
+        else:
+            unit = cleaned[-1:] if cleaned[-1:] in _UNITS else ""
+            number = float(cleaned[: len(cleaned) - len(unit)])
+            if not math.isfinite(number):
+                raise ValueError
+            size = int(number * _UNITS[unit])
+    except (ValueError, OverflowError):
+        raise InvalidOptionError(
+            f"{shown_as} takes a size such as 8G, 512M or 75% (of this machine's memory), not {text!r}."
+        ) from None
+    if size < MIN_MEMORY:
+        raise InvalidOptionError(f"{shown_as} {text} is below 256M, too little to run torch; try {shown_as} 4G.")
+    return size
+
+
+def machine_memory() -> int:
+    """Physical memory, or the container's limit (cgroup v2 / v1) where that is lower."""
+    import os
+
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(limit_file) as file:
+                value = file.read().strip()
+        except OSError:
+            continue
+        if value.isdigit():
+            total = min(total, int(value))
+    return total
+
+
+def default_memory() -> int:
+    return int(machine_memory() * DEFAULT_MEMORY_SHARE)
+
+
+def show_bytes(size: int) -> str:
+    for unit in ("T", "G", "M", "K"):
+        if size >= _UNITS[unit]:
+            return f"{size / _UNITS[unit]:.3g}{unit}"
+    return f"{size}B"
