@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -33,8 +34,12 @@ from gradcheck_cli.choices import (
     OutputFormat,
 )
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.limits import RANGES, check_range
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+# Seconds a target may run in its worker before it is stopped (--timeout): long enough for a large model's
+# few passes on a CPU, short enough that a hang does not eat a CI job's hours.
+DEFAULT_TIMEOUT = 900.0
 
 app = typer.Typer(
     name="gradcheck",
@@ -70,8 +75,12 @@ def _root(
 
 
 # Options shared by the commands, declared once.
-SeedOption = Annotated[int, typer.Option(help="Seed for the weights and the random batches.")]
-PassesOption = Annotated[int, typer.Option(min=1, help="Forward/backward passes to aggregate (median).")]
+SeedOption = Annotated[
+    int, typer.Option(min=0, max=RANGES["seed"].maximum, help="Seed for the weights and the random batches.")
+]
+PassesOption = Annotated[
+    int, typer.Option(min=1, max=RANGES["passes"].maximum, help="Forward/backward passes to aggregate (median).")
+]
 FormatOption = Annotated[
     OutputFormat, typer.Option("--format", envvar="GRADCHECK_FORMAT", help="Report format (also GRADCHECK_FORMAT).")
 ]
@@ -100,7 +109,10 @@ VerifyOption = Annotated[
     bool, typer.Option("--verify", help="Apply each suggested fix to a copy of the model and measure it again.")
 ]
 StepsOption = Annotated[
-    int, typer.Option(min=0, help="Also train a copy for N optimizer steps and measure it after each.")
+    int,
+    typer.Option(
+        min=0, max=RANGES["steps"].maximum, help="Also train a copy for N optimizer steps and measure it after each."
+    ),
 ]
 OptimizerOption = Annotated[Optimizer, typer.Option(help="Optimizer for --steps.")]
 DeviceOption = Annotated[Device, typer.Option(help="Where the passes run: cuda when torch can use it (auto), or cpu.")]
@@ -123,6 +135,23 @@ LrOption = Annotated[
     float,
     typer.Option(help="Learning rate you train with: for --steps and the learning-rate risk."),
 ]
+TimeoutOption = Annotated[
+    float,
+    typer.Option(
+        min=0,
+        max=RANGES["timeout"].maximum,
+        help="Seconds each target may take before it is stopped and reported (exit 2); 0: no limit.",
+    ),
+]
+MaxMemoryOption = Annotated[
+    str | None,
+    typer.Option(
+        "--max-memory",
+        help="Memory the model's process may use, e.g. 8G or 50%; past it the target is stopped and reported "
+        "(exit 2). Default: 75% of this machine's (or container's) memory.",
+        show_default=False,
+    ),
+]
 
 
 def _fail(error: GradcheckError) -> NoReturn:
@@ -140,11 +169,6 @@ def _report_error(error: GradcheckError, prefix: str = "") -> None:
     stderr.print(f"[bold red]error:[/] {escape(f'{prefix}{error}')}", soft_wrap=True, markup=True, highlight=False)
 
 
-def _quiet_torch_import() -> None:
-    # torch warns on import when NumPy is absent; gradcheck does not use NumPy, so the warning is noise.
-    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
-
-
 @app.command()
 def demo(
     ctx: typer.Context,
@@ -152,11 +176,18 @@ def demo(
     depth: Annotated[
         int | None,
         typer.Option(
-            min=1, help="Hidden layers (mlp, cnn; default 50) or stacked recurrent layers (rnn, lstm; default 1)."
+            min=1,
+            max=RANGES["depth"].maximum,
+            help="Hidden layers (mlp, cnn; default 50) or stacked recurrent layers (rnn, lstm; default 1).",
         ),
     ] = None,
     width: Annotated[
-        int | None, typer.Option(min=1, help="Units, channels or hidden size (default 256 mlp, 128 cnn and rnn/lstm).")
+        int | None,
+        typer.Option(
+            min=1,
+            max=RANGES["width"].maximum,
+            help="Units, channels or hidden size (default 256 mlp, 128 cnn and rnn/lstm).",
+        ),
     ] = None,
     activation: Annotated[
         Activation | None,
@@ -170,9 +201,12 @@ def demo(
         Norm, typer.Option(help="Normalization in each hidden block: after the weight layer, or first with --residual.")
     ] = Norm.NONE,
     residual: Annotated[bool, typer.Option("--residual", help="Use pre-activation residual blocks.")] = False,
-    seq_len: Annotated[int, typer.Option(min=1, help="Time steps of the rnn/lstm presets.")] = 50,
+    seq_len: Annotated[
+        int, typer.Option(min=1, max=RANGES["seq_len_demo"].maximum, help="Time steps of the rnn/lstm presets.")
+    ] = 50,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Batch size (default 64 mlp, 16 cnn, 32 rnn/lstm).")
+        int | None,
+        typer.Option(min=1, max=RANGES["batch_size"].maximum, help="Batch size (default 64 mlp, 16 cnn, 32 rnn/lstm)."),
     ] = None,
     seed: SeedOption = 0,
     passes: PassesOption = 3,
@@ -202,30 +236,39 @@ def demo(
     config: ConfigOption = None,
     isolated: IsolatedOption = False,
     verbose: VerboseOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    max_memory: MaxMemoryOption = None,
 ) -> None:
     """Build a preset deep model and watch its gradients vanish or explode, and the fix that cures it.
 
     [dim]Example: gradcheck demo --depth 50 --activation relu --init kaiming[/]
     """
-    _quiet_torch_import()
     try:
-        from gradcheck_cli.demo import run_demo
-        from gradcheck_cli.presets import DemoSpec
+        from gradcheck_cli.isolation import DemoJob
 
         settings = _Settings(ctx, _load_config(config, isolated, verbose))
         plot_as = _check_plot(plot)
-        spec = DemoSpec(
-            arch=arch, depth=depth, width=width, activation=activation, init=init, gain=gain, norm=norm,
-            residual=residual, seq_len=seq_len, batch_size=batch_size,
-        ).resolved()  # fmt: skip
-        with _progress(f"Probing {spec.describe()}", silent), _placement(settings, device, amp):
-            report = run_demo(
-                spec, seed=settings.get("seed", seed), passes=settings.get("passes", passes),
-                thresholds=settings.thresholds(lr), try_fix=fix, verify=settings.get("verify", verify),
-                steps=settings.get("steps", steps), optimizer=settings.get("optimizer", optimizer),
-                ignore=tuple(settings.get("ignore", tuple(ignore or ()))),
-            )  # fmt: skip
+        if gain is not None:
+            check_range("gain", gain)
+        spec = {
+            "arch": arch, "depth": depth, "width": width, "activation": activation, "init": init, "gain": gain,
+            "norm": norm, "residual": residual, "seq_len": seq_len, "batch_size": batch_size,
+        }  # fmt: skip
+        run = {
+            "seed": settings.get("seed", seed), "passes": settings.get("passes", passes),
+            "thresholds": settings.thresholds(lr), "try_fix": fix, "verify": settings.get("verify", verify),
+            "steps": settings.get("steps", steps), "optimizer": settings.get("optimizer", optimizer),
+            "ignore": tuple(settings.get("ignore", tuple(ignore or ()))),
+        }  # fmt: skip
+        job = DemoJob(spec, run, *_placement(settings, device, amp))
+        limits = _limits(settings, timeout, max_memory)
         output_settings = settings.output(output_format, fail_on)
+        with _progress(f"Probing the {arch.value} preset", silent), _worker_run([job], limits, silent) as run:
+            (outcome,) = list(run.outcomes())
+        if outcome.error is not None:
+            _report_worker_error(outcome)
+            raise typer.Exit(EXIT_USAGE)
+        report = outcome.report
         _emit([report], False, output_settings, output, all_layers, quiet, silent, color)
         if plot is not None:
             _write_plot(report, Path(plot), plot_as, silent)
@@ -261,9 +304,18 @@ def scan(
     input_dtype: Annotated[
         str | None, typer.Option(help="dtype of the inputs: float32, float64, float16, bfloat16, int64, int32, bool.")
     ] = None,
-    vocab_size: Annotated[int | None, typer.Option(min=1, help="Token models: draw token ids below this.")] = None,
-    seq_len: Annotated[int | None, typer.Option(min=1, help="Sequence length for token and sequence inputs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Batch size of inferred inputs (default 8).")] = None,
+    vocab_size: Annotated[
+        int | None,
+        typer.Option(min=1, max=RANGES["vocab_size"].maximum, help="Token models: draw token ids below this."),
+    ] = None,
+    seq_len: Annotated[
+        int | None,
+        typer.Option(min=1, max=RANGES["seq_len"].maximum, help="Sequence length for token and sequence inputs."),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, max=RANGES["batch_size"].maximum, help="Batch size of inferred inputs (default 8)."),
+    ] = None,
     loss: Annotated[
         LossKind | None, typer.Option(help="Loss to differentiate (default: the file's loss_fn, else ce or mse).")
     ] = None,
@@ -312,43 +364,47 @@ def scan(
     config: ConfigOption = None,
     isolated: IsolatedOption = False,
     verbose: VerboseOption = False,
+    timeout: TimeoutOption = DEFAULT_TIMEOUT,
+    max_memory: MaxMemoryOption = None,
 ) -> None:
     """Scan your model: measure every layer's gradient health over a few passes and say what to change.
 
     [dim]Example: gradcheck scan examples/vanishing_mlp.py[/]
     """
-    _quiet_torch_import()
+    from gradcheck_cli.isolation import Distributed, ScanJob
     from gradcheck_cli.options import InputOptions, ScanOptions, parse_shape
-    from gradcheck_cli.scan import scan_target
 
     try:
         rank = _torchrun_rank(ctx, distributed, fsdp)
         file_config = _load_config(config, isolated, verbose)
         # A target named on the command line that the file also lists keeps the file's settings for it.
         listed = {_same_target(item.target): item for item in file_config.targets}
-        jobs = [
+        targets_and_configs = [
             (
                 target,
                 file_config.for_target(listed[_same_target(target)]) if _same_target(target) in listed else file_config,
             )
             for target in targets or ()
         ] or [(item.target, file_config.for_target(item)) for item in file_config.targets]
-        if not jobs:
+        if not targets_and_configs:
             raise InvalidOptionError(
                 "no target: name a model (gradcheck scan model.py) or list targets in gradcheck.yaml."
             )
-        output_settings = _Settings(ctx, file_config).output(output_format, fail_on)
+        top_settings = _Settings(ctx, file_config)
+        output_settings = top_settings.output(output_format, fail_on)
+        if output is not None and not output.strip():
+            raise InvalidOptionError("--output needs a file name (or - is not supported: leave it out for stdout).")
         compare_with = _load_baseline(baseline)
         plot_as = _check_plot(plot)
-        ranks = None
-        if rank is not None:
-            ranks = _join_torchrun(ctx, rank, fsdp, _Settings(ctx, file_config).get("device", device))
+        limits = _limits(top_settings, timeout, max_memory)
+        placement_device = top_settings.get("device", device)
+        spread = None if rank is None else Distributed(fsdp, placement_device.value)
     except GradcheckError as error:
         _fail(error)
-    if ranks is not None and not ranks.primary:  # the first process writes the report, baseline and plot
+    if rank:  # the first process writes the report, baseline and plot
         silent, output, save_baseline, plot = True, None, None, None
-    reports, exit_code = [], EXIT_OK
-    for target, target_config in jobs:
+    jobs, tolerances, refused = [], [], {}
+    for position, (target, target_config) in enumerate(targets_and_configs):
         settings = _Settings(ctx, target_config)
         try:
             shapes = settings.get("input_shape", tuple(parse_shape(text) for text in input_shape or ()))
@@ -365,35 +421,65 @@ def scan(
                     batch_size=settings.get("batch_size", batch_size),
                 ),
             )  # fmt: skip
-            with _progress(f"Scanning {target}", silent), _placement(settings, device, amp):
-                report = scan_target(target, options, settings.thresholds(lr), ranks=ranks)
-            if compare_with is not None:
-                tolerance = settings.get("baseline_tolerance", baseline_tolerance)
-                _compare(report, compare_with, tolerance, silent, Path(baseline).parent)
+            _check_input_memory(options.inputs, limits)
+            tolerance = settings.get("baseline_tolerance", baseline_tolerance)
+            check_range("baseline_tolerance", tolerance)
+            jobs.append(ScanJob(target, options, settings.thresholds(lr), *_placement(settings, device, amp)))
+            tolerances.append(tolerance)
         except GradcheckError as error:
+            refused[position] = error
+    reports, exit_code, outcomes, run = [], EXIT_OK, {}, None
+    with contextlib.ExitStack() as stack:
+        if jobs:
+            label = jobs[0].target if len(jobs) == 1 else f"{len(jobs)} targets"
+            try:
+                with _progress(f"Scanning {label}", silent):
+                    run = stack.enter_context(_worker_run(jobs, limits, silent, spread))
+                    outcomes = {outcome.index: outcome for outcome in run.outcomes()}
+            except GradcheckError as error:
+                _fail(error)
+        job_at = 0
+        for position, (target, _) in enumerate(targets_and_configs):
+            if position in refused:
+                exit_code = EXIT_USAGE
+                named = len(targets_and_configs) > 1 and not str(refused[position]).startswith(target)
+                _report_error(refused[position], prefix=f"{target}: " if named else "")
+                continue
+            outcome, tolerance = outcomes[job_at], tolerances[job_at]
+            job_at += 1
+            if outcome.error is not None:
+                exit_code = EXIT_USAGE
+                _report_worker_error(outcome)
+                continue
+            report = outcome.report
+            try:
+                if compare_with is not None:
+                    _compare(report, compare_with, tolerance, silent, Path(baseline).parent)
+            except GradcheckError as error:
+                exit_code = EXIT_USAGE
+                _report_error(error)
+                continue
+            reports.append(report)
+            if report.fails(output_settings.fail_on) and not exit_zero:
+                exit_code = max(exit_code, EXIT_FINDINGS)
+        try:
+            if save_baseline and reports:
+                from gradcheck_cli.baseline import save_baseline as save
+
+                save(reports, Path(save_baseline))
+            _emit(reports, len(targets_and_configs) > 1, output_settings, output, all_layers, quiet, silent, color)
+            if plot is not None:
+                from gradcheck_cli.plot import plot_paths
+
+                paths = plot_paths(plot, [target for target, _ in targets_and_configs])
+                for report in reports:
+                    _write_plot(report, paths[report.target], plot_as, silent)
+        except GradcheckError as error:
+            _report_error(error)
             exit_code = EXIT_USAGE
-            named = len(jobs) > 1 and not str(error).startswith(target)
-            _report_error(error, prefix=f"{target}: " if named else "")
-            continue
-        reports.append(report)
-        if report.fails(output_settings.fail_on) and not exit_zero:
-            exit_code = max(exit_code, EXIT_FINDINGS)
-    try:
-        if save_baseline and reports:
-            from gradcheck_cli.baseline import save_baseline as save
-
-            save(reports, Path(save_baseline))
-        _emit(reports, len(jobs) > 1, output_settings, output, all_layers, quiet, silent, color)
-        if plot is not None:
-            from gradcheck_cli.plot import plot_paths
-
-            paths = plot_paths(plot, [target for target, _ in jobs])
-            for report in reports:
-                _write_plot(report, paths[report.target], plot_as, silent)
-    except GradcheckError as error:
-        _report_error(error)
-        exit_code = EXIT_USAGE
-    raise typer.Exit(exit_code if ranks is None else ranks.agree_exit_code(exit_code))
+        if run is not None:
+            exit_code = run.agree(exit_code)
+    raise typer.Exit(exit_code)
 
 
 @app.command(name="config")
@@ -466,8 +552,7 @@ class _Settings:
         values = self.config.thresholds(effective)
         if "lr" not in values:
             values["lr"] = lr
-        if not values["lr"] > 0:
-            raise InvalidOptionError(f"--lr must be a positive learning rate (got {values['lr']:g}); try --lr 1e-3.")
+        check_range("lr", values["lr"])
         return Thresholds(**values)
 
     def output(self, output_format: OutputFormat, fail_on: FailOn) -> _OutputSettings:
@@ -551,19 +636,65 @@ def _emit(reports, many, settings, output, all_layers, quiet, silent, color) -> 
             raise GradcheckError(f"cannot write the report to {output}: {error.strerror or error}.") from error
 
 
-def _placement(settings: _Settings, device: Device, amp: Amp | None) -> contextlib.AbstractContextManager:
-    """--device and --amp (or the config file's) for the passes of one command."""
-    from gradcheck_cli.probe import placement, resolve_placement
-
+def _placement(settings: _Settings, device: Device, amp: Amp | None) -> tuple[str, str | None]:
+    """--device and --amp (or the config file's), as the worker takes them."""
     chosen = settings.get("amp", amp)
-    where, dtype = resolve_placement(settings.get("device", device).value, chosen.value if chosen else None)
-    return placement(where, dtype)
+    return settings.get("device", device).value, chosen.value if chosen else None
+
+
+def _limits(settings: _Settings, timeout: float, max_memory: str | None) -> Any:
+    """--timeout and --max-memory (or the config file's); the memory default is a share of this machine's."""
+    from gradcheck_cli.isolation import Limits
+    from gradcheck_cli.limits import default_memory, parse_memory
+
+    seconds = settings.get("timeout", timeout)
+    memory = settings.get("max_memory", parse_memory(max_memory) if max_memory is not None else None, "max_memory")
+    return Limits(timeout=seconds or None, max_memory=memory if memory is not None else default_memory())
+
+
+def _check_input_memory(inputs: Any, limits: Any) -> None:
+    """Inputs given by shape are refused before anything runs when they alone would not fit --max-memory."""
+    from gradcheck_cli.limits import show_bytes
+
+    bytes_per_element = {"float64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "bool": 1}.get(inputs.dtype or "", 4)
+    for shape in inputs.shapes:
+        size = math.prod(shape) * bytes_per_element
+        if size > limits.max_memory:
+            shown = ",".join(str(d) for d in shape)
+            raise InvalidOptionError(
+                f"--input-shape {shown} alone takes {show_bytes(size)}, more than --max-memory "
+                f"{show_bytes(limits.max_memory)}; use a smaller shape or raise --max-memory."
+            )
+
+
+@contextlib.contextmanager
+def _worker_run(jobs: list, limits: Any, silent: bool, spread: Any = None) -> Any:
+    """The jobs in worker processes (gradcheck_cli/isolation.py); what they print reaches stderr, labelled."""
+    from gradcheck_cli.isolation import Request, WorkerRun
+
+    def relay(label: str, line: str) -> None:
+        if not silent:
+            stderr.print(f"{_printable(label)}| {_printable(line)}", markup=False, highlight=False, soft_wrap=True)
+
+    with WorkerRun(Request(jobs, limits, spread, debug=_State.debug), relay) as run:
+        yield run
+
+
+def _printable(text: str) -> str:
+    """The user's output as it is, less what could steer a terminal (escape sequences, carriage returns)."""
+    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
+
+
+def _report_worker_error(outcome: Any) -> None:
+    if _State.debug and outcome.details:
+        sys.stderr.write(outcome.details)
+    stderr.print(f"[bold red]error:[/] {escape(outcome.error)}", soft_wrap=True, markup=True, highlight=False)
 
 
 def _torchrun_rank(ctx: typer.Context, distributed: bool, fsdp: bool) -> int | None:
     """--distributed, or torchrun's environment: this process's rank, else None. Every process after the
     first prints nothing for the rest of the command (no warnings either): the first prints for all."""
-    from gradcheck_cli.distributed import torchrun_rank
+    from gradcheck_cli.torchrun import torchrun_rank
 
     rank = torchrun_rank(distributed, fsdp)
     if rank:
@@ -571,13 +702,6 @@ def _torchrun_rank(ctx: typer.Context, distributed: bool, fsdp: bool) -> int | N
         warnings.simplefilter("ignore")
         ctx.with_resource(_muted(stderr))
     return rank
-
-
-def _join_torchrun(ctx: typer.Context, rank: int, fsdp: bool, device: Any) -> Any:
-    """The process group, held until the command ends (its exit code included)."""
-    from gradcheck_cli.distributed import distributed_run
-
-    return ctx.with_resource(distributed_run(rank, fsdp=fsdp, device=getattr(device, "value", str(device))))
 
 
 @contextlib.contextmanager

@@ -28,11 +28,6 @@ from torch.overrides import TorchFunctionMode
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 from gradcheck_cli.probe import Batch, BatchFn, LossFn
 
-# What torchrun sets for every process and init_process_group("env://") reads.
-TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
-LAUNCH_HINT = (
-    "launch gradcheck with torchrun, e.g. torchrun --nproc-per-node 2 -m gradcheck_cli scan model.py --distributed"
-)
 SHARD_HOOK = "shard_model"
 # A collective that waits this long means another process failed or hangs: it raises rather than blocking
 # for ever. Generous, since loading a large model on a busy node can keep the others waiting that long.
@@ -40,27 +35,6 @@ COLLECTIVE_TIMEOUT = timedelta(minutes=5)
 # The sync points agree on errors over their own gloo group, which outlives a timed-out collective on the
 # default group: a process stuck there still reaches the next sync point and learns who failed.
 SYNC_TIMEOUT = 2 * COLLECTIVE_TIMEOUT
-
-
-def torchrun_rank(requested: bool, fsdp: bool, environ: Mapping[str, str] = os.environ) -> int | None:
-    """This process's rank when the scan runs distributed (``--distributed``, or torchrun's environment
-    found), else None; one sentence when it was asked for outside torchrun."""
-    missing = [name for name in TORCHRUN_VARIABLES if not environ.get(name)]
-    if missing and (requested or fsdp):
-        option = "--distributed" if requested else "--fsdp"
-        unset = f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set"
-        raise InvalidOptionError(f"{option} runs only under torchrun ({unset}); {LAUNCH_HINT}.")
-    if missing:
-        return None
-    try:
-        rank, world = int(environ["RANK"]), int(environ["WORLD_SIZE"])
-    except ValueError:
-        raise InvalidOptionError(
-            f"RANK={environ['RANK']!r} and WORLD_SIZE={environ['WORLD_SIZE']!r} are not process numbers; {LAUNCH_HINT}."
-        ) from None
-    if not 0 <= rank < world:
-        raise InvalidOptionError(f"RANK={rank} is outside WORLD_SIZE={world}; {LAUNCH_HINT}.")
-    return rank
 
 
 @contextmanager

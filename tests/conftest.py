@@ -1,3 +1,4 @@
+import os
 import warnings
 
 import pytest
@@ -11,6 +12,7 @@ def pytest_configure(config):
     import torch
 
     torch.set_num_threads(1)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the scan's worker processes, likewise
 
 
 @pytest.fixture

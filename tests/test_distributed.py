@@ -20,15 +20,14 @@ from typer.testing import CliRunner
 
 from gradcheck_cli.cli import app
 from gradcheck_cli.distributed import (
-    TORCHRUN_VARIABLES,
     DistributedRun,
     _WholeBatchDraws,
     split_batch,
     top_level_blocks,
-    torchrun_rank,
 )
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 from gradcheck_cli.probe import Batch
+from gradcheck_cli.torchrun import TORCHRUN_VARIABLES, torchrun_rank
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARDED_EXAMPLE = str(ROOT / "docs" / "examples" / "sharded_model.py")
