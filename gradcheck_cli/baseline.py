@@ -17,6 +17,7 @@ from typing import Any
 
 from gradcheck_cli import __version__
 from gradcheck_cli.choices import FindingKind, Severity, Verdict
+from gradcheck_cli.config import NotARegularFileError, read_regular_file
 from gradcheck_cli.diagnosis import Finding, add_findings
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 from gradcheck_cli.files import write_whole
@@ -141,12 +142,17 @@ def load_baseline(path: Path) -> dict[str, dict[str, Any]]:
     """The entries of a baseline file by target; a GradcheckError that says what to do if it cannot be used."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_regular_file(path)
     except FileNotFoundError:
         raise GradcheckError(f"No baseline at {path}: {_HOW_TO_CREATE}.") from None
     except IsADirectoryError:
         raise GradcheckError(
             f"The baseline {path} is a directory, not a file: give the file's path, or {_HOW_TO_CREATE}."
+        ) from None
+    except NotARegularFileError:  # /dev/zero never ends, a FIFO blocks
+        raise GradcheckError(
+            f"The baseline {path} is not a regular file (a device, FIFO or socket): give the file's path, or "
+            f"{_HOW_TO_CREATE}."
         ) from None
     except OSError as error:
         raise GradcheckError(f"Cannot read the baseline {path}: {error.strerror or error}.") from error
@@ -159,6 +165,11 @@ def load_baseline(path: Path) -> dict[str, dict[str, Any]]:
             else ""
         )
         raise GradcheckError(f"The baseline {path} is not JSON{where}: {_HOW_TO_CREATE} again.") from None
+    except RecursionError:  # the json module recurses per level of nesting; no baseline nests past five
+        raise GradcheckError(
+            f"The baseline {path} nests arrays or objects too deeply to be a gradcheck baseline: {_HOW_TO_CREATE} "
+            "again."
+        ) from None
     if (
         not isinstance(document, dict)
         or not isinstance(document.get("tool"), dict)
@@ -197,26 +208,50 @@ def _entry_problem(entry: Any) -> str | None:
     if not isinstance(layers, list) or not all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in layers):
         return "has no list of named layers"
     for layer in layers:
-        if not all(_is_figure(layer.get(key)) for key in ("backward", "ratio")):
-            return f"has a layer {layer['name']!r} whose backward or ratio is not a number"
+        for key in _LAYER_FIGURES:
+            problem = _figure_problem(layer.get(key), at_least_zero=True)
+            if problem:
+                return f"has a layer {layer['name']!r} whose {key} {problem}"
     findings = entry.get("findings")
     severities = {s.value for s in Severity}
     if not isinstance(findings, list) or not all(
         isinstance(f, dict) and isinstance(f.get("kind"), str) and f.get("severity") in severities for f in findings
     ):
         return "has no list of findings with a kind and a known severity"
-    if not _is_figure(entry["profile"].get("decades")):
-        return "has a profile whose decades is not a number"
+    for key in _PROFILE_FIGURES:
+        problem = _figure_problem(entry["profile"].get(key), at_least_zero=key == "gain_per_layer")
+        if problem:
+            return f"has a profile whose {key} {problem}"
     time_profiles = entry.get("time_profiles", [])
     if not isinstance(time_profiles, list) or not all(
-        isinstance(p, dict) and isinstance(p.get("name"), str) and _is_figure(p.get("decades")) for p in time_profiles
+        isinstance(p, dict) and isinstance(p.get("name"), str) for p in time_profiles
     ):
         return "has time profiles without a name and decades"
+    for series in time_profiles:
+        problem = _figure_problem(series.get("decades"), at_least_zero=False)
+        if problem:
+            return f"has a time profile {series['name']!r} whose decades {problem}"
     return None
 
 
-def _is_figure(value: Any) -> bool:
-    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+# The figures baseline_entry writes: finite numbers, or null where there was none to measure (a NaN or a
+# negative norm would make every comparison false, and a layer compared so never regresses).
+_LAYER_FIGURES = ("backward", "ratio", "weight_grad_norm", "relative_grad")  # norms and their ratios: >= 0
+_PROFILE_FIGURES = ("decades", "gain_per_layer", "forward_decades")
+
+
+def _figure_problem(value: Any, at_least_zero: bool) -> str | None:
+    """What is wrong with a stored figure ("is NaN, not a finite number"), or None."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        shown = {list: "a list", dict: "an object"}.get(type(value)) or repr(value)[:40]
+        return f"is {shown}, not a number"
+    if not math.isfinite(value):
+        return f"is {json.dumps(value)}, not a finite number"
+    if at_least_zero and value < 0:
+        return f"is {value:g}, below zero"
+    return None
 
 
 def compare(report: Report, entry: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE) -> BaselineComparison:

@@ -10,19 +10,15 @@ The same measurement and diagnosis as ``gradcheck scan``; inputs and loss follow
 from __future__ import annotations
 
 import io
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from gradcheck_cli.api import check_arguments, choice_argument
 from gradcheck_cli.choices import FailOn, LossKind, Optimizer
-from gradcheck_cli.diagnosis import Thresholds
-from gradcheck_cli.options import ScanOptions
 from gradcheck_cli.report import Report
 from gradcheck_cli.scan import scan_model, scan_target
-
-_THRESHOLD_NAMES = tuple(f.name for f in fields(Thresholds))
 
 
 def check(
@@ -45,15 +41,20 @@ def check(
     one of those (called once per pass); None infers them from the first layer. ``loss_fn(output, inputs)``
     overrides the loss chosen from the output. ``thresholds``: any field of ``Thresholds`` (``lr``,
     ``decades_warning``, ...). The model is left as found.
+
+    The arguments are checked before anything runs. TypeError: ``model`` is neither an ``nn.Module``
+    instance nor a path or target string (a class, None, a number); ``inputs`` is of another kind (a
+    string); ``loss_fn`` is not callable; ``passes``, ``seed`` or ``steps`` is not an integer (``"3"``,
+    ``2.5``); ``ignore`` is a string instead of a list of globs; ``verify`` is not a bool; a threshold is
+    unknown or not a number. ValueError: a number out of its range (``passes`` 1 to 1000, ``seed`` 0 to
+    2**63 - 1, ``steps`` 0 to 100000, ``lr`` above 0 and at most 1000, every threshold finite); ``loss`` or
+    ``optimizer`` not one of its choices; an empty batch (a first dimension of 0); ``inputs`` or ``loss_fn``
+    given with a target, whose model file defines them.
     """
-    unknown = sorted(set(thresholds) - set(_THRESHOLD_NAMES))
-    if unknown:
-        raise TypeError(f"unknown threshold(s) {', '.join(unknown)}; the thresholds are {', '.join(_THRESHOLD_NAMES)}")
-    options = ScanOptions(
-        loss=LossKind(loss) if loss is not None else None, passes=passes, seed=seed, ignore=tuple(ignore),
-        verify=verify, steps=steps, optimizer=Optimizer(optimizer),
+    options, limits = check_arguments(
+        model, inputs, loss=loss, loss_fn=loss_fn, passes=passes, seed=seed, ignore=ignore, verify=verify,
+        steps=steps, optimizer=optimizer, thresholds=thresholds,
     )  # fmt: skip
-    limits = Thresholds(**thresholds)
     if isinstance(model, (str, Path)):
         return scan_target(str(model), options, limits)
     namespace = {"loss_fn": loss_fn} if loss_fn is not None else {}
@@ -67,9 +68,11 @@ def assert_gradients_healthy(
 ) -> Report:
     """``check`` the model and raise ``AssertionError`` whose message is the condensed report when a
     finding is at or above ``fail_on`` (``"error"`` by default, ``"warning"`` to be strict). Returns
-    the report otherwise."""
+    the report otherwise. The arguments are checked as ``check`` checks them; a ``fail_on`` that is not
+    one of error, warning, never raises ValueError before anything runs."""
+    fail_on = choice_argument(FailOn, fail_on, "fail_on")
     report = check(model, inputs, **kwargs)
-    if report.fails(FailOn(fail_on)):
+    if report.fails(fail_on):
         raise AssertionError(condensed_text(report))
     return report
 

@@ -8,15 +8,23 @@ YAML is composed into nodes (``yaml.compose`` semantics with the safe loader) ra
 error names the file and the line of the offending key or value; tomllib keeps no lines, so for
 pyproject.toml the line is found by searching the text of the ``[tool.gradcheck...]`` tables (best effort).
 No torch here: the CLI reads the configuration at start-up.
+
+A config file may sit in any parent folder (a world-writable /tmp among them), so it is read as untrusted
+input (issue 21): only regular files up to MAX_CONFIG_BYTES, no YAML anchors or aliases (an alias bomb
+expands exponentially), every number within its range in ``limits.RANGES``, and ``trust-pickle: true``
+only from a file the user named with ``--config``.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import difflib
+import errno
 import math
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +36,8 @@ from typing import Any, NoReturn
 import yaml
 
 from gradcheck_cli.choices import Amp, Device, FailOn, LossKind, Optimizer, OutputFormat
-from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.limits import RANGES, parse_memory, range_problem
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,6 +81,8 @@ KEYS = (
     "baseline-tolerance",
     "device",
     "amp",
+    "timeout",
+    "max-memory",
     "thresholds",
     "targets",
 )
@@ -79,6 +90,8 @@ TOP_LEVEL_ONLY_KEYS = ("fail-on", "format", "targets")
 TARGET_KEYS = tuple(key for key in KEYS if key not in TOP_LEVEL_ONLY_KEYS)
 # The same suffixes as loading.CHECKPOINT_SUFFIXES, plus .py: a target ending so is a file, not a module.
 _FILE_SUFFIXES = (".py", ".pt", ".pth", ".pt2", ".ts", ".jit", ".torchscript", ".ckpt", ".bin")
+# A config file is a few dozen lines; anything much larger is not one (or is meant to exhaust memory).
+MAX_CONFIG_BYTES = 2**20
 # YAML 1.1 (PyYAML) reads 1e-3 as a string; YAML 1.2 and every user read it as a number.
 _EXPONENT_FLOAT = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -118,6 +131,8 @@ class Settings:
     baseline_tolerance: float | None = None
     device: Device | None = None
     amp: Amp | None = None
+    timeout: float | None = None  # seconds a target may run; 0: no limit
+    max_memory: int | None = None  # bytes ("8G" and "75%" are read into bytes on this machine)
     # Thresholds kwargs (snake_case) set in the file, in THRESHOLD_KEYS order; a tuple keeps this hashable.
     threshold_values: tuple[tuple[str, float], ...] = ()
 
@@ -222,10 +237,21 @@ def _settings_data(settings: Settings) -> dict[str, Any]:
             value = value.value
         elif item.name == "input_shape":
             value = [",".join(str(size) for size in shape) for shape in value]
+        elif item.name == "max_memory":
+            value = _memory_text(value)
         elif isinstance(value, tuple):
             value = list(value)
         data[_key_name(item.name)] = value
     return data
+
+
+def _memory_text(size: int) -> str | int:
+    """Bytes as the largest binary unit that holds them exactly ("8G"), else the number of bytes: it reads
+    back to the same size."""
+    for unit, factor in (("T", 2**40), ("G", 2**30), ("M", 2**20), ("K", 2**10)):
+        if size % factor == 0:
+            return f"{size // factor}{unit}"
+    return size
 
 
 def _target_data(target: TargetConfig) -> str | dict[str, Any]:
@@ -254,19 +280,49 @@ def find_config(start: Path) -> Path | None:
 
 def load_config(path: Path | str | None = None, *, isolated: bool = False, start: Path | None = None) -> Config:
     """``isolated``: defaults only. ``path``: that file (missing or unreadable is an error). Otherwise the
-    file ``find_config`` finds from ``start`` (default: the working folder), or defaults when none."""
+    file ``find_config`` finds from ``start`` (default: the working folder), or defaults when none; such a
+    found file may not set ``trust-pickle: true`` (see docs/config.md)."""
     if isolated:
         return Config(isolated=True)
+    named = path is not None
     if path is None:
         path = find_config(Path.cwd() if start is None else start)
         if path is None:
             return Config()
-    return _load_file(Path(os.path.abspath(path)))
+    return _load_file(Path(os.path.abspath(path)), named=named)
+
+
+class NotARegularFileError(OSError):
+    """A device, FIFO or socket where a file to read was expected."""
+
+
+class FileTooLargeError(OSError):
+    """A file larger than its reader accepts."""
+
+
+def read_regular_file(path: Path, max_bytes: int | None = None) -> bytes:
+    """The bytes of ``path`` if it is a regular file (after symlinks) of at most ``max_bytes``. A device
+    (/dev/zero) never ends and a FIFO blocks until someone writes: both raise NotARegularFileError, checked
+    on the open descriptor (O_NONBLOCK: opening a FIFO does not wait for a writer), so the file cannot be
+    swapped between the check and the read. Too large: FileTooLargeError. Other failures: OSError."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(descriptor, "rb") as stream:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise NotARegularFileError(f"{path} is not a regular file")
+        data = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise FileTooLargeError(f"{path} is larger than {max_bytes} bytes")
+    return data
 
 
 def _has_gradcheck_table(path: Path) -> bool:
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular_file(path, MAX_CONFIG_BYTES).decode("utf-8-sig")
+    except FileTooLargeError:
+        return True  # loading reports the size: skipping it could silently drop settings such as fail-on
     except (OSError, UnicodeDecodeError):
         return False
     try:
@@ -277,25 +333,51 @@ def _has_gradcheck_table(path: Path) -> bool:
     return isinstance(tool, dict) and "gradcheck" in tool
 
 
-def _load_file(path: Path) -> Config:
+def _load_file(path: Path, named: bool) -> Config:
+    """``named``: the user gave this file (--config), so it may grant trust-pickle."""
     shown = _shown(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        raw = read_regular_file(path, MAX_CONFIG_BYTES)
     except FileNotFoundError:
         raise ConfigError(f"config file {shown} not found; check the path.") from None
     except IsADirectoryError:
         raise ConfigError(f"config file {shown} is a folder; pass a gradcheck.yaml or pyproject.toml.") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {shown} is not UTF-8 text; save it as UTF-8.") from None
+    except NotARegularFileError:
+        raise ConfigError(
+            f"config file {shown} is not a regular file (a device, FIFO or socket); pass a gradcheck.yaml or "
+            "pyproject.toml."
+        ) from None
+    except FileTooLargeError:
+        raise ConfigError(
+            f"config file {shown} is larger than {MAX_CONFIG_BYTES // 2**20} MiB, too large to be a config file; "
+            "check that it is the right file."
+        ) from None
     except OSError as error:
-        raise ConfigError(f"config file {shown} cannot be read ({error.strerror}); check its permissions.") from None
-    if path.suffix == ".toml":
-        source, root = _parse_toml(text, path, shown)
-    else:
-        source = _Source(shown)
-        root = _parse_yaml(text, source)
-    context = _Context(source=source, base_dir=path.parent, cwd=Path.cwd())
+        reason = error.strerror or str(error)
+        raise ConfigError(f"config file {shown} cannot be read ({reason}); check its permissions.") from None
+    text = _decoded(raw, shown)
+    try:
+        if path.suffix == ".toml":
+            source, root = _parse_toml(text, path, shown)
+        else:
+            source = _Source(shown)
+            root = _parse_yaml(text, source)
+    except RecursionError:  # lists nested thousands deep: no config is written so
+        raise ConfigError(f"config file {shown} nests lists or tables too deeply to be read; flatten it.") from None
+    context = _Context(source=source, base_dir=path.parent, cwd=Path.cwd(), named=named)
     return _build_config(root, context, path)
+
+
+def _decoded(raw: bytes, shown: str) -> str:
+    """UTF-8 text (a byte-order mark dropped); otherwise an error that names the line of the first bad byte."""
+    body = raw.removeprefix(codecs.BOM_UTF8)
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = body.count(b"\n", 0, error.start) + 1
+        raise ConfigError(
+            f"{shown}:{line}: the file is not UTF-8 text (byte 0x{body[error.start]:02x}); save it as UTF-8."
+        ) from None
 
 
 # --- Parsed documents, with lines ----------------------------------------------------------------------
@@ -327,12 +409,14 @@ class _Source:
 
 
 def _parse_yaml(text: str, source: _Source) -> _Node:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    loader_class = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_class(text)
     try:
+        _refuse_anchors(text, loader_class, source)
         root = loader.get_single_node()
         if root is None:  # an empty file, or only comments
             return _Node([], 1, mapping=True)
-        return _yaml_node(root, loader, set())
+        return _yaml_node(root, loader)
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         problem = error.problem or error.context or "cannot be parsed"
@@ -346,13 +430,24 @@ def _parse_yaml(text: str, source: _Source) -> _Node:
         loader.dispose()
 
 
+def _refuse_anchors(text: str, loader_class: type, source: _Source) -> None:
+    """Anchors and aliases are refused from the event stream, before anything is composed: walking the
+    nodes of an alias bomb ("billion laughs", nine aliases of nine aliases ...) visits 9**9 nodes, and a
+    config file has no need to repeat itself. Syntax errors surface here as during composing."""
+    for event in yaml.parse(text, Loader=loader_class):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise ConfigError(
+                f"{source.at(event.start_mark.line + 1)}: YAML anchors and aliases (&name, *name) are not "
+                "allowed in a config file; write the value out where it is used."
+            )
+
+
 _YAML_SEQUENCE, _YAML_MAPPING = "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"
 
 
-def _yaml_node(node: yaml.Node, loader: Any, parents: set[int]) -> _Node:
+def _yaml_node(node: yaml.Node, loader: Any) -> _Node:
+    """The node as _Node; a tree, since _refuse_anchors let no alias through."""
     line = node.start_mark.line + 1
-    if id(node) in parents:  # an alias that contains itself; reported like any YAML error
-        raise yaml.constructor.ConstructorError(None, None, "an alias contains itself", node.start_mark)
     if isinstance(node, yaml.ScalarNode):
         value = loader.construct_object(node, deep=True)
         if isinstance(value, str) and not node.style and _EXPONENT_FLOAT.fullmatch(value):
@@ -360,14 +455,13 @@ def _yaml_node(node: yaml.Node, loader: Any, parents: set[int]) -> _Node:
         return _Node(value, line)
     if node.tag not in (_YAML_SEQUENCE, _YAML_MAPPING):  # !!set, !!omap, !!python/...: not safe_load's
         raise yaml.constructor.ConstructorError(None, None, f"the tag {node.tag} is not allowed", node.start_mark)
-    inner = parents | {id(node)}
     if isinstance(node, yaml.SequenceNode):
-        return _Node([_yaml_node(item, loader, inner) for item in node.value], line)
+        return _Node([_yaml_node(item, loader) for item in node.value], line)
     entries = []
     for key_node, value_node in node.value:
         # A list or mapping as a key is reported as such ("keys must be names, not a list").
         key = loader.construct_object(key_node, deep=True) if isinstance(key_node, yaml.ScalarNode) else []
-        entries.append(_Entry(key, key_node.start_mark.line + 1, _yaml_node(value_node, loader, inner)))
+        entries.append(_Entry(key, key_node.start_mark.line + 1, _yaml_node(value_node, loader)))
     return _Node(entries, line, mapping=True)
 
 
@@ -507,6 +601,7 @@ class _Context:
     source: _Source
     base_dir: Path  # the config file's folder: relative paths and targets are relative to it
     cwd: Path
+    named: bool  # the user named the file (--config); False: found by searching upward
 
     def fail(self, line: int | None, message: str) -> NoReturn:
         raise ConfigError(f"{self.source.at(line)}: {message}")
@@ -545,6 +640,19 @@ def _integer(minimum: int) -> _Check:
     return check
 
 
+def _ranged(name: str) -> _Check:
+    """A number in ``limits.RANGES[name]``: the same range as the command line's option and the API's
+    argument (a seed past 2**63 would otherwise reach torch and fail there)."""
+
+    def check(node: _Node, key: str, context: _Context) -> int | float:
+        problem = range_problem(name, node.value)
+        if problem is not None:
+            context.fail(node.line, f"'{key}' {problem}, not {_show(node)}.")
+        return node.value if RANGES[name].integer else float(node.value)
+
+    return check
+
+
 def _number(above: float) -> _Check:
     def check(node: _Node, key: str, context: _Context) -> float:
         value = node.value
@@ -563,6 +671,31 @@ def _boolean(node: _Node, key: str, context: _Context) -> bool:
     if not isinstance(node.value, bool):
         context.fail(node.line, f"'{key}' must be true or false, not {_show(node)}.")
     return node.value
+
+
+def _trust_pickle(node: _Node, key: str, context: _Context) -> bool:
+    """Unpickling runs code, so the consent to it cannot come from a file the user did not name: the search
+    goes up to the filesystem root, and a folder above (a shared or world-writable /tmp) may hold a config
+    file that someone else wrote. Refused rather than ignored, so that the user sees why it did not apply."""
+    value = _boolean(node, key, context)
+    if value and not context.named:
+        context.fail(
+            node.line,
+            f"'{key}' is honoured only from --trust-pickle or a file given with --config, not from a config "
+            "file found by searching the parent folders; pass --trust-pickle, or name this file with --config.",
+        )
+    return value
+
+
+def _memory(node: _Node, key: str, context: _Context) -> int:
+    """A size such as "8G", "512M" or "75%" (of this machine's memory), or a number of bytes -> bytes."""
+    value = node.value
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        context.fail(node.line, f"'{key}' must be a size such as 8G, 512M or 75%, not {_show(node)}.")
+    try:
+        return parse_memory(str(value), shown_as=f"'{key}'")
+    except InvalidOptionError as error:
+        context.fail(node.line, str(error))
 
 
 def _text(node: _Node, key: str, context: _Context) -> str:
@@ -632,6 +765,13 @@ def _shape(node: _Node, key: str, context: _Context) -> tuple[int, ...]:
         context.fail(
             node.line, f"'{key}' must be a list of shapes such as \"8,3,32,32\" or [8, 3, 32, 32], not {_show(node)}."
         )
+    too_large = [size for size in shape if range_problem("input_dim", size)]
+    if too_large:
+        context.fail(
+            node.line,
+            f"'{key}' has a size of {too_large[0]}; each size {range_problem('input_dim', too_large[0])}, and the "
+            "whole input must fit max-memory.",
+        )
     return shape
 
 
@@ -640,25 +780,27 @@ _THRESHOLD_CHECKS: dict[str, _Check] = {
 }
 
 _SETTING_CHECKS: dict[str, _Check] = {
-    "passes": _integer(1),
-    "seed": _integer(0),
+    "passes": _ranged("passes"),
+    "seed": _ranged("seed"),
     "loss": _choice(LossKind),
     "ignore": _patterns,
     "input-shape": _shapes,
     "input-dtype": _one_of(DTYPE_NAMES),
-    "vocab-size": _integer(1),
-    "seq-len": _integer(1),
-    "batch-size": _integer(1),
+    "vocab-size": _ranged("vocab_size"),
+    "seq-len": _ranged("seq_len"),
+    "batch-size": _ranged("batch_size"),
     "entry": _text,
     "path": _folders,
-    "trust-pickle": _boolean,
-    "lr": _number(0),
+    "trust-pickle": _trust_pickle,
+    "lr": _ranged("lr"),
     "optimizer": _choice(Optimizer),
-    "steps": _integer(0),
+    "steps": _ranged("steps"),
     "verify": _boolean,
-    "baseline-tolerance": _number(1),
+    "baseline-tolerance": _ranged("baseline_tolerance"),
     "device": _choice(Device),
     "amp": _choice(Amp),
+    "timeout": _ranged("timeout"),
+    "max-memory": _memory,
 }
 
 

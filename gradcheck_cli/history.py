@@ -17,6 +17,7 @@ from typing import Any
 
 from gradcheck_cli import __version__
 from gradcheck_cli.choices import CauseId, FindingKind, Severity
+from gradcheck_cli.config import NotARegularFileError, read_regular_file
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 from gradcheck_cli.stats import LayerStats, ModelStructure, ProbeResult
 
@@ -480,11 +481,15 @@ def read_history(path: Path) -> History:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path).decode("utf-8")
     except FileNotFoundError:
         raise HistoryError(f"No history at {path}: {_HOW_TO_WRITE}.") from None
     except IsADirectoryError:
         raise HistoryError(f"{path} is a directory, not a history file: give the file's path.") from None
+    except NotARegularFileError:  # /dev/zero never ends, a FIFO blocks
+        raise HistoryError(
+            f"{path} is not a regular file (a device, FIFO or socket), so not a gradcheck history: {_HOW_TO_WRITE}."
+        ) from None
     except UnicodeDecodeError:
         raise HistoryError(f"{path} is not a text file, so not a gradcheck history: {_HOW_TO_WRITE}.") from None
     except OSError as error:
@@ -500,6 +505,11 @@ def read_history(path: Path) -> History:
             continue
         try:
             documents.append((number, json.loads(line)))
+        except RecursionError:  # the json module recurses per level; no history line nests past a few
+            raise HistoryError(
+                f"{path} line {number} nests arrays or objects too deeply to be a gradcheck history record: "
+                f"{_HOW_TO_WRITE}."
+            ) from None
         except ValueError as error:
             if number == len(lines) and not complete and documents:
                 notes.append(f"line {number} is cut short (the run stopped while writing it) and was left out")
@@ -562,7 +572,7 @@ def _header(path: Path, number: int, document: Any) -> HistoryHeader:
             note=str(document.get("note") or ""),
             tool_version=str((document.get("tool") or {}).get("version", "")),
         )
-    except (KeyError, TypeError, ValueError, GradcheckError) as error:
+    except (KeyError, TypeError, ValueError, RecursionError, GradcheckError) as error:
         raise HistoryError(
             f"{path} line {number} is not a usable history header ({_why(error)}): {_HOW_TO_WRITE}."
         ) from None
@@ -628,7 +638,7 @@ def _record(path: Path, number: int, document: Any, header: HistoryHeader) -> St
             layers=layers,
             problems=problems,
         )
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, RecursionError) as error:
         raise HistoryError(
             f"{path} line {number} is not a usable history record ({_why(error)}): {_HOW_TO_WRITE}."
         ) from None
@@ -671,6 +681,8 @@ def _median(values: list[float]) -> float:
 def _why(error: BaseException) -> str:
     if isinstance(error, KeyError):
         return f"no {error.args[0]!r}"
+    if isinstance(error, RecursionError):
+        return "it nests too deeply"
     return str(error)
 
 

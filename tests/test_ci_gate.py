@@ -237,7 +237,7 @@ def test_config_show_prints_the_file_used_and_the_effective_yaml(runner, project
 CONFIG_ERRORS = {
     "unknown key": ("passes: 1\npases: 2\n", 2, ["unknown key 'pases'", "did you mean 'passes'"]),
     "wrong type": ("seed: 1\npasses: two\n", 2, ["'passes' must be an integer", "'two'"]),
-    "out of range": ("seed: 1\npasses: 0\n", 2, ["'passes' must be an integer of at least 1", "not 0"]),
+    "out of range": ("seed: 1\npasses: 0\n", 2, ["'passes' must be an integer from 1 to 1000", "not 0"]),
     "bad enum": ("fail-on: warnings\n", 1, ["'fail-on' must be one of", "did you mean 'warning'"]),
     "yaml syntax": ("passes: 1\nseed: 2: 3\n", 2, ["invalid YAML"]),
     "threshold": ("thresholds:\n  decades-warning: 3\n  decades-error: 2\n", 1, ["do not fit together"]),
