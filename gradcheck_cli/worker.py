@@ -10,11 +10,13 @@ and sends them to its stderr); the worker itself prints nothing.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from gradcheck_cli import stages
@@ -63,6 +65,25 @@ def main() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+def run_inline(request: Request, scratch: str) -> Iterator[Any]:
+    """The jobs in this process, each message through the same pickling as across the pipe (isolation's
+    INLINE_VARIABLE, for the test suite)."""
+    from gradcheck_cli.isolation import Outcome, _ReportUnpickler
+
+    frames = io.BytesIO()
+    channel = _Channel(frames)
+    for index, job in enumerate(request.jobs):
+        frames.seek(0)
+        frames.truncate()
+        _run_one(index, job, None, request, channel)
+        data = frames.getvalue()
+        message = _ReportUnpickler(io.BytesIO(data[FRAME_HEADER.size :])).load()
+        if message[0] == "report":
+            yield Outcome(index, report=message[2])
+        else:
+            yield Outcome(index, error=message[2], details=message[3])
 
 
 def _run_one(index: int, job: Job, ranks: Any, request: Request, channel: _Channel) -> None:

@@ -13,6 +13,9 @@ def pytest_configure(config):
 
     torch.set_num_threads(1)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the scan's worker processes, likewise
+    # CLI tests run the scan's jobs in the test process (isolation.INLINE_VARIABLE); the tests of the process
+    # boundary itself take the real worker with the `real_worker` fixture.
+    os.environ["GRADCHECK_INLINE_WORKER"] = "1"
 
 
 @pytest.fixture
@@ -21,3 +24,9 @@ def torch_seed():
 
     torch.manual_seed(0)
     return 0
+
+
+@pytest.fixture
+def real_worker(monkeypatch):
+    """The scan's jobs in a real worker process, as for a user."""
+    monkeypatch.delenv("GRADCHECK_INLINE_WORKER", raising=False)

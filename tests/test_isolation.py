@@ -62,6 +62,11 @@ def example_inputs():
     return str(path)
 
 
+@pytest.fixture(autouse=True)
+def _every_test_takes_the_real_worker(real_worker):
+    pass
+
+
 @pytest.fixture
 def runner():
     return CliRunner()
