@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradcheck_cli import stages
 from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.options import InputOptions
 from gradcheck_cli.probe import Batch, owns_parameters
@@ -107,10 +108,13 @@ def _device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 def _from_function(name: str, function: Callable, device: torch.device, label: str | None = None) -> InputPlan:
     def call() -> Any:
-        try:
-            return function()
-        except Exception as error:
-            raise GradcheckError(f"{name}() raised {type(error).__name__}: {error}") from error
+        with stages.user_code(stages.INPUTS):
+            try:
+                return function()
+            except Exception as error:
+                raise GradcheckError(
+                    f"{name}() raised {type(error).__name__}: {' '.join(str(error).split())}"
+                ) from error
 
     with torch.random.fork_rng(devices=[]):
         sample = call()
@@ -215,9 +219,9 @@ def _infer(model: nn.Module, options: InputOptions, device: torch.device, float_
                     f"{INPUT_OPTIONS_HINT}."
                 )
             continue
-        shape, integer, detail = inferred
-        if integer:
-            vocab = options.vocab_size or getattr(module, "num_embeddings", None)
+        shape, num_embeddings, detail = inferred
+        if num_embeddings is not None:
+            vocab = options.vocab_size or num_embeddings
             description = f"assumed from the first layer {label}: {detail}, tokens {shape} below {vocab}"
             return _from_shapes((shape,), torch.int64, vocab, device, "inferred", description, batch)
         description = f"assumed from the first layer {label}: {detail}, randn{shape}"
@@ -230,35 +234,82 @@ def _type_name(module: nn.Module) -> str:
     return getattr(module, "original_name", None) or type(module).__name__
 
 
-def _input_for(module: nn.Module, batch: int, seq_len: int) -> tuple[tuple[int, ...], bool, str] | None:
-    """(shape, is-integer, what was read) for the layers whose input size is known, else None."""
+def _input_for(module: nn.Module, batch: int, seq_len: int) -> tuple[tuple[int, ...], int | None, str] | None:
+    """(shape, number of token ids for an integer input else None, what was read) for the layers whose
+    input size is known, else None. A TorchScript module made by torch.jit.trace keeps its parameters but
+    none of its Python attributes (in_features, kernel_size...): those are read off the weights' shapes."""
     kind = _type_name(module)
     if isinstance(module, nn.RNNBase) or kind in ("RNN", "LSTM", "GRU"):
-        features = module.input_size
+        features = _size(module, "input_size", "weight_ih_l0", 1)
+        if features is None:
+            return None
+        # A traced RNN does not keep batch_first: PyTorch's default, time-major, is assumed.
         batch_first = getattr(module, "batch_first", False)
         shape = (batch, seq_len, features) if batch_first else (seq_len, batch, features)
         order = "batch-first" if batch_first else "time-major"
-        return shape, False, f"input_size={features}, {seq_len} steps, {order}"
+        return shape, None, f"input_size={features}, {seq_len} steps, {order}"
     if isinstance(module, (nn.Embedding, nn.EmbeddingBag)) or kind in ("Embedding", "EmbeddingBag"):
-        return (batch, seq_len), True, f"num_embeddings={module.num_embeddings}"
+        count = _size(module, "num_embeddings", "weight", 0)
+        return None if count is None else ((batch, seq_len), count, f"num_embeddings={count}")
     if isinstance(module, nn.modules.conv._ConvNd) or kind in ("Conv1d", "Conv2d", "Conv3d"):
-        dims = len(module.kernel_size)
+        weight = _tensor(module, "weight")
+        kernel_size = getattr(module, "kernel_size", None)
+        if kernel_size is not None:
+            dims = len(kernel_size)
+        elif weight is not None and weight.dim() >= 3:
+            dims = weight.dim() - 2
+        else:
+            return None
+        channels = getattr(module, "in_channels", None)
+        if not isinstance(channels, int):
+            if weight is None or weight.dim() < 3:
+                return None
+            # weight: (out_channels, in_channels / groups, *kernel); a traced conv keeps no groups: 1 is assumed.
+            channels = int(weight.shape[1]) * getattr(module, "groups", 1)
         size = SPATIAL_SIZE.get(dims, 8)
-        return (batch, module.in_channels, *([size] * dims)), False, f"in_channels={module.in_channels}"
+        return (batch, channels, *([size] * dims)), None, f"in_channels={channels}"
     if isinstance(module, nn.Linear) or kind == "Linear":
-        return (batch, module.in_features), False, f"in_features={module.in_features}"
-    if isinstance(module, nn.MultiheadAttention):
-        shape = (batch, seq_len, module.embed_dim) if module.batch_first else (seq_len, batch, module.embed_dim)
-        return shape, False, f"embed_dim={module.embed_dim}, {seq_len} positions"
-    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
-        return _input_for(module.self_attn, batch, seq_len)
-    if isinstance(module, nn.LayerNorm):
-        return (batch, *module.normalized_shape), False, f"normalized_shape={tuple(module.normalized_shape)}"
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        features = _size(module, "in_features", "weight", 1)
+        return None if features is None else ((batch, features), None, f"in_features={features}")
+    if isinstance(module, nn.MultiheadAttention) or kind == "MultiheadAttention":
+        embed_dim = _size(module, "embed_dim", "in_proj_weight", 1) or _size(module, "embed_dim", "q_proj_weight", 1)
+        if embed_dim is None:
+            return None
+        batch_first = getattr(module, "batch_first", False)
+        shape = (batch, seq_len, embed_dim) if batch_first else (seq_len, batch, embed_dim)
+        return shape, None, f"embed_dim={embed_dim}, {seq_len} positions"
+    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)) or kind in (
+        "TransformerEncoderLayer",
+        "TransformerDecoderLayer",
+    ):
+        attention = getattr(module, "self_attn", None)
+        return None if attention is None else _input_for(attention, batch, seq_len)
+    if isinstance(module, nn.LayerNorm) or kind == "LayerNorm":
+        normalized = getattr(module, "normalized_shape", None)
+        if normalized is None:
+            weight = _tensor(module, "weight")
+            normalized = None if weight is None else tuple(weight.shape)
+        if normalized is None:
+            return None
+        return (batch, *normalized), None, f"normalized_shape={tuple(normalized)}"
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) or kind in ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d"):
+        features = _size(module, "num_features", "weight", 0) or _size(module, "num_features", "running_mean", 0)
+        if features is None:
+            return None
         dims = {"BatchNorm1d": 0, "BatchNorm2d": 2, "BatchNorm3d": 3}.get(kind, 0)
-        return (
-            (batch, module.num_features, *([SPATIAL_SIZE.get(dims, 8)] * dims)),
-            False,
-            f"num_features={module.num_features}",
-        )
+        return (batch, features, *([SPATIAL_SIZE.get(dims, 8)] * dims)), None, f"num_features={features}"
     return None
+
+
+def _tensor(module: nn.Module, name: str) -> torch.Tensor | None:
+    value = getattr(module, name, None)
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _size(module: nn.Module, attribute: str, tensor: str, dim: int) -> int | None:
+    """The module's ``attribute`` (an int), else dimension ``dim`` of its parameter or buffer ``tensor``."""
+    value = getattr(module, attribute, None)
+    if isinstance(value, int):
+        return value
+    weight = _tensor(module, tensor)
+    return int(weight.shape[dim]) if weight is not None and weight.dim() > dim else None

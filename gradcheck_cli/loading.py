@@ -3,18 +3,29 @@
 Targets: a Python file (``model.py``, ``model.py:NAME``), an importable object (``pkg.module:factory``),
 or a saved model (TorchScript archive, ``torch.export`` program, or, with ``--trust-pickle``, a pickled
 module). Every failure is a ``GradcheckError`` whose message names the problem and the way out.
-``sys.path`` and ``sys.modules`` are restored after importing the user's code.
+``sys.path`` and ``sys.modules`` are restored after importing the user's code, and no bytecode is written
+beside it. Nothing is unpickled without ``trust_pickle``, whatever the file is named (issue 21).
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
 import importlib
+import importlib.machinery
 import importlib.util
 import inspect
+import io
 import itertools
+import json
+import logging
+import os
 import re
+import stat
 import sys
+import tokenize
 import traceback
+import warnings
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +36,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradcheck_cli import stages
 from gradcheck_cli.errors import GradcheckError
 
 # Conventions for finding the model in a file, in the order they are tried.
@@ -50,21 +62,32 @@ def load_target(
     target: str, *, entry: str | None = None, paths: list[str] | None = None, trust_pickle: bool = False
 ) -> LoadedModel:
     """Resolve ``target`` to a model. ``entry`` picks a name in a file or module explicitly."""
+    if target.endswith(":") and len(target) > 2 and not Path(target).exists():  # "C:" is a drive, not a name
+        raise GradcheckError(
+            f"the name after ':' in {target} is empty; write {target}NAME to pick a model, or drop the ':'."
+        )
     location, _, attribute = _split_target(target)
     if attribute and entry and attribute != entry:
         raise GradcheckError(f"{target} names {attribute!r} but --entry names {entry!r}; give only one of them.")
     entry = attribute or entry
     path = Path(location)
-    if path.suffix == ".py" or path.exists():
+    suffix = path.suffix.lower()  # MODEL.PY is a Python file too
+    if suffix == ".py" or path.exists():
         if not path.exists():
             raise GradcheckError(f"{location}: file not found; check the path (it is relative to {Path.cwd()}).")
         if path.is_dir():
             raise GradcheckError(f"{location} is a folder; point gradcheck at a model file (.py) or a saved model.")
-        if path.suffix.lower() in CHECKPOINT_SUFFIXES or (path.suffix != ".py" and zipfile.is_zipfile(path)):
+        if not path.is_file():
+            # Checked before anything opens it: reading a FIFO waits for a writer, /dev/zero never ends.
+            raise GradcheckError(
+                f"{location} is {_special_file_kind(path)}, not a regular file; point gradcheck at a model file "
+                "(.py) or a saved model."
+            )
+        if suffix in CHECKPOINT_SUFFIXES or (suffix != ".py" and zipfile.is_zipfile(path)):
             if entry:
                 raise GradcheckError(f"{location} is a saved model, which has no names to pick; drop :{entry}.")
             return load_checkpoint(path, trust_pickle=trust_pickle)
-        if path.suffix != ".py":
+        if suffix != ".py":
             raise GradcheckError(
                 f"{location} is not a Python file or a saved model; pass a .py file that builds the model, "
                 "a TorchScript / torch.export archive, or package.module:factory."
@@ -85,6 +108,19 @@ def load_target(
         return _find_model(vars(module), entry, where=location, module_name=module.__name__)
 
 
+def _special_file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
 def _split_target(target: str) -> tuple[str, str, str]:
     """'model.py:build' -> ('model.py', ':', 'build'); Windows drive letters are not split."""
     head, sep, tail = target.rpartition(":")
@@ -96,13 +132,17 @@ def _split_target(target: str) -> tuple[str, str, str]:
 @contextmanager
 def _importable(paths: list[str], extra: Path) -> Iterator[None]:
     """Put the target's folder and --path entries first on sys.path; restore sys.path and drop the
-    modules the user's code imported from those folders afterwards, so nothing is left half-done."""
+    modules the user's code imported from those folders afterwards, so nothing is left half-done. No
+    __pycache__ is written into the user's folders meanwhile (issue 21): gradcheck was not asked to."""
     saved_path = list(sys.path)
     saved_modules = set(sys.modules)
+    saved_dont_write_bytecode = sys.dont_write_bytecode
     sys.path[:0] = [str(Path(p).resolve()) for p in paths] + [str(extra)]
+    sys.dont_write_bytecode = True
     try:
         yield
     finally:
+        sys.dont_write_bytecode = saved_dont_write_bytecode
         sys.path[:] = saved_path
         roots = [str(Path(p).resolve()) for p in paths] + [str(extra)]
         for name in set(sys.modules) - saved_modules:
@@ -115,30 +155,54 @@ def _importable(paths: list[str], extra: Path) -> Iterator[None]:
 
 def _exec_file(path: Path) -> dict[str, Any]:
     name = f"_gradcheck_model_{next(_module_counter)}"
-    spec = importlib.util.spec_from_file_location(name, path)
+    # The loader named explicitly: spec_from_file_location picks one by suffix, and has none for MODEL.PY.
+    loader = importlib.machinery.SourceFileLoader(name, str(path))
+    spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     if spec is None or spec.loader is None:
         raise GradcheckError(f"{path}: cannot be imported as a Python file.")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up while it executes
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as error:
-        raise GradcheckError(
-            f"{error.filename or path}:{error.lineno}: syntax error: {error.msg}; fix the file and rerun."
-        ) from error
-    except ImportError as error:
-        line = _line_in(error, path)
-        missing = f"`{error.name}`" if getattr(error, "name", None) else "a module"
-        raise GradcheckError(
-            f"{path}{line} imports {missing}, which failed: {error}. Install it, or add its folder with --path."
-        ) from error
-    except Exception as error:
-        raise GradcheckError(
-            f"{path}{_line_in(error, path)} raised {type(error).__name__} while being imported: {error}"
-        ) from error
-    finally:
-        sys.modules.pop(name, None)
+    with stages.user_code(stages.IMPORT):
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as error:
+            raise GradcheckError(_syntax_error_message(error, path)) from error
+        except ImportError as error:
+            line = _line_in(error, path)
+            missing = f"`{error.name}`" if getattr(error, "name", None) else "a module"
+            raise GradcheckError(
+                f"{path}{line} imports {missing}, which failed: {_one_line(error)}. Install it, or add its folder with --path."
+            ) from error
+        except EOFError as error:
+            raise GradcheckError(_input_message(error, f"{path}{_line_in(error, path)}", stages.IMPORT)) from error
+        except Exception as error:
+            raise GradcheckError(
+                f"{path}{_line_in(error, path)} raised {type(error).__name__} while being imported: {_one_line(error)}"
+            ) from error
+        finally:
+            sys.modules.pop(name, None)
     return vars(module)
+
+
+def _syntax_error_message(error: SyntaxError, path: Path | str) -> str:
+    where = f"{error.filename or path}:{error.lineno}"
+    if "codec can't decode" in str(error.msg):
+        # PEP 263: a source file is UTF-8 unless a coding line on line 1 or 2 says otherwise.
+        return f"{where}: the file is not UTF-8; add a coding line (# -*- coding: latin-1 -*-) or save it as UTF-8."
+    return f"{where}: syntax error: {error.msg}; fix the file and rerun."
+
+
+def _input_message(error: EOFError, where: str, stage: str) -> str:
+    """input() at the end of stdin raises EOFError: the scan's stdin is empty (/dev/null in the CLI's worker)."""
+    when = "while being imported" if stage == stages.IMPORT else "while building the model"
+    if str(error) != "EOF when reading a line":
+        return f"{where} raised EOFError {when}: {_one_line(error)}"
+    fix = (
+        "move the prompt under `if __name__ == '__main__':`"
+        if stage == stages.IMPORT
+        else "take the value from a default or an environment variable instead"
+    )
+    return f"{where} asked for input {when} (input()), which a scan cannot give; {fix}."
 
 
 def _line_in(error: BaseException, path: Path) -> str:
@@ -148,23 +212,25 @@ def _line_in(error: BaseException, path: Path) -> str:
 
 
 def _import_module(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name and name.startswith(error.name):
+    with stages.user_code(stages.IMPORT):
+        try:
+            return importlib.import_module(name)
+        except ModuleNotFoundError as error:
+            if error.name and name.startswith(error.name):
+                raise GradcheckError(
+                    f"cannot import {name}: no module named {error.name!r} on the path; run from the folder "
+                    "that holds it or add that folder with --path."
+                ) from error
             raise GradcheckError(
-                f"cannot import {name}: no module named {error.name!r} on the path; run from the folder "
-                "that holds it or add that folder with --path."
+                f"{name} imports `{error.name}`, which is not installed: {_one_line(error)}. Install it, or add its folder "
+                "with --path."
             ) from error
-        raise GradcheckError(
-            f"{name} imports `{error.name}`, which is not installed: {error}. Install it, or add its folder with --path."
-        ) from error
-    except SyntaxError as error:
-        raise GradcheckError(
-            f"{error.filename}:{error.lineno}: syntax error: {error.msg}; fix the file and rerun."
-        ) from error
-    except Exception as error:
-        raise GradcheckError(f"importing {name} raised {type(error).__name__}: {error}") from error
+        except SyntaxError as error:
+            raise GradcheckError(_syntax_error_message(error, name)) from error
+        except EOFError as error:
+            raise GradcheckError(_input_message(error, name, stages.IMPORT)) from error
+        except Exception as error:
+            raise GradcheckError(f"importing {name} raised {type(error).__name__}: {_one_line(error)}") from error
 
 
 def _find_model(namespace: dict[str, Any], entry: str | None, where: str, module_name: str) -> LoadedModel:
@@ -203,12 +269,21 @@ def _source_of(namespace: dict[str, Any], name: str) -> tuple[str | None, int | 
         if inspect.isfunction(obj) or inspect.isclass(obj):
             return _relative(filename), inspect.getsourcelines(obj)[1]
         assignment = re.compile(rf"^{re.escape(name)}\s*(:[^=]*)?=")
-        for number, line in enumerate(Path(filename).read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(_read_source(filename).splitlines(), 1):
             if assignment.match(line):
                 return _relative(filename), number
-    except (OSError, TypeError):
+    except (OSError, TypeError, SyntaxError):
         pass
     return _relative(filename), None
+
+
+def _read_source(filename: str) -> str:
+    """The file's text in the encoding Python read it with (PEP 263 coding line, else UTF-8). Python
+    accepts undecodable bytes in comments, so they are replaced here rather than failing."""
+    with open(filename, "rb") as file:
+        encoding, _ = tokenize.detect_encoding(file.readline)
+        file.seek(0)
+        return file.read().decode(encoding, errors="replace")
 
 
 def _relative(filename: str) -> str:
@@ -273,49 +348,77 @@ def _materialize(name: str, value: Any, where: str) -> tuple[nn.Module, str]:
         raise GradcheckError(
             f"{name!r} in {where} is a {type(value).__name__}, not a model or a function that builds one."
         )
-    try:
-        model = value()
-    except Exception as error:
-        raise GradcheckError(f"{name}() in {where} raised {type(error).__name__}: {_device_hint(error)}") from error
+    with stages.user_code(stages.BUILD):
+        try:
+            model = value()
+        except EOFError as error:
+            raise GradcheckError(_input_message(error, f"{name}() in {where}", stages.BUILD)) from error
+        except Exception as error:
+            raise GradcheckError(f"{name}() in {where} raised {type(error).__name__}: {_device_hint(error)}") from error
     if not isinstance(model, nn.Module):
         raise GradcheckError(f"{name}() in {where} returned a {type(model).__name__}, not an nn.Module.")
     return model, how
 
 
 def _device_hint(error: Exception) -> str:
-    text = str(error)
+    text = _one_line(error)
     if "CUDA" in text or "cuda" in text:
         return f"{text} (the model asks for a GPU this machine does not have; build it on the CPU)"
     return text
 
 
+_SAVE_ADVICE = (
+    "save the model with torch.export.save(torch.export.export(model, example_inputs), ...), or save its "
+    "state_dict and scan a model.py whose build_model() loads it"
+)
+
+
 def load_checkpoint(path: Path, *, trust_pickle: bool) -> LoadedModel:
     """Tell the saved formats apart by their archive contents, and refuse to unpickle without consent."""
     names = _archive_names(path)
-    if any(name.endswith("archive_format") for name in names) or path.suffix == ".pt2":
-        return _load_export(path)
+    if path.suffix.lower() == ".pt2" or any(
+        name.endswith(("archive_format", "serialized_exported_program.json")) for name in names
+    ):
+        return _load_export(path, trust_pickle=trust_pickle)
     if any(name.endswith("constants.pkl") for name in names):
         return _load_torchscript(path)
     if not _is_torch_save(path, names):
         raise GradcheckError(
-            f"{path} is not a saved model gradcheck can read: save it with torch.jit.script(model).save(...), "
-            "torch.export.save(...) or torch.save(model), or scan the .py file that builds it."
+            f"{path} is not a saved model gradcheck can read: {_SAVE_ADVICE}, or scan the .py file that builds it."
         )
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with _quiet_torch():
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         if "Weights only load failed" not in str(error):
-            raise GradcheckError(f"{path} could not be read as a torch.save file: {error}") from error
+            raise GradcheckError(f"{path} could not be read as a torch.save file: {_one_line(error)}") from error
         if not trust_pickle:
             raise GradcheckError(
                 f"{path} is a pickled Python object; unpickling runs arbitrary code from the file, so gradcheck "
-                "loads it only with --trust-pickle (use it for files you trust), or save the model with "
-                "torch.jit.script(model).save(...) or torch.export instead."
+                f"loads it only with --trust-pickle (use it for files you trust), or {_SAVE_ADVICE}."
             ) from error
         obj = _unpickle(path)
     if isinstance(obj, nn.Module):
         return LoadedModel(obj, f"the pickled module in {path}", source_path=str(path))
     raise GradcheckError(_not_a_model(path, obj))
+
+
+@contextmanager
+def _quiet_torch() -> Iterator[None]:
+    """torch logs tracebacks (a truncated .pt2: 13 lines) and warns (FutureWarning, deprecations) while it
+    reads a saved model; the user gets gradcheck's one sentence instead. Restored afterwards."""
+    disabled = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(disabled)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def _is_torch_save(path: Path, names: list[str]) -> bool:
@@ -336,24 +439,39 @@ def _archive_names(path: Path) -> list[str]:
 
 def _load_torchscript(path: Path) -> LoadedModel:
     try:
-        model = torch.jit.load(str(path))
+        with _quiet_torch():
+            model = torch.jit.load(str(path))
     except RuntimeError as error:
         if "cuda" in str(error).lower():
             raise GradcheckError(
                 f"{path} was saved on a CUDA device, which this machine does not have; re-save it from the CPU "
                 "(model.cpu()) or scan it where a GPU is."
             ) from error
-        raise GradcheckError(f"{path} is not a readable TorchScript archive: {error}") from error
+        raise GradcheckError(f"{path} is not a readable TorchScript archive: {_one_line(error)}") from error
     return LoadedModel(model, f"the TorchScript module in {path}", source_path=str(path))
 
 
-def _load_export(path: Path) -> LoadedModel:
+def _load_export(path: Path, *, trust_pickle: bool) -> LoadedModel:
+    # Read once: what is inspected is what torch loads, and a buffer spares torch's warning about a
+    # file not named .pt2 (the format is read from the content, issue 21).
+    data = path.read_bytes()
+    if not trust_pickle:
+        hazard = _export_hazard(data)
+        if hazard:
+            raise GradcheckError(
+                f"{path} is a torch.export archive that holds {hazard}, and loading it can run code from the file, "
+                "so gradcheck loads it only with --trust-pickle (use it for files you trust)."
+            )
     try:
-        program = torch.export.load(str(path))
-        # unflatten restores the original module hierarchy, so layers can be hooked one by one.
-        model = torch.export.unflatten(program)
+        with _quiet_torch():
+            program = torch.export.load(io.BytesIO(data))
+            # unflatten restores the original module hierarchy, so layers can be hooked one by one.
+            model = torch.export.unflatten(program)
     except Exception as error:
-        raise GradcheckError(f"{path} is not a readable torch.export program: {error}") from error
+        raise GradcheckError(
+            f"{path} is not a readable torch.export program ({_one_line(error)[:300]}); re-save it with "
+            "torch.export.save, or scan the .py file that builds the model."
+        ) from error
     loaded = LoadedModel(model, f"the torch.export program in {path}", source_path=str(path))
     # The program was traced with example inputs and may be specialized to their shapes: reuse them.
     if getattr(program, "example_inputs", None) is not None:
@@ -361,17 +479,194 @@ def _load_export(path: Path) -> LoadedModel:
     return loaded
 
 
+# --- What loading a torch.export archive would run as code ---------------------------------------------
+# torch.export.load (torch 2.13) unpickles the saved sample inputs, legacy weight and constant files and
+# every payload marked use_pickle, falling back to weights_only=False; it pickle.loads custom and opaque
+# objects; it loads AOTInductor shared libraries; and it evaluates every shape expression with
+# sympy.sympify, which is Python's eval. Each is checked here, on the same bytes, before torch sees them.
+# Call targets in the graph are checked by torch's own verifier as it loads (tests/test_hostile_loading.py).
+
+# Read by the older (torch 2.7) zip format that torch.export.load falls back to; each is unpickled.
+_LEGACY_EXPORT_PICKLES = (
+    "serialized_state_dict.pt",
+    "serialized_state_dict.json",
+    "serialized_constants.pt",
+    "serialized_constants.json",
+    "serialized_example_inputs.pt",
+)
+_MAX_FORMULA_LENGTH = 10_000
+# Strings in a shape formula are symbol names or numbers (Symbol('s0'), Float('1.5')): a string that
+# sympy parses again can then only name something, never call it.
+_FORMULA_STRING = re.compile(r"[A-Za-z][A-Za-z0-9_]*|[-+0-9.eE]+")
+_FORMULA_NODES = (
+    ast.Expression, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.Call, ast.keyword, ast.Name, ast.Load,
+    ast.Constant, ast.Tuple, ast.operator, ast.unaryop, ast.cmpop, ast.boolop,
+)  # fmt: skip
+
+
+def _export_hazard(data: bytes) -> str | None:
+    """What in this torch.export archive loading would run as code, said for the user; None when it holds
+    only what ``torch.load(weights_only=True)`` reads and shape formulas. Both formats torch.export.load
+    tries are checked: the .pt2 archive, then the older zip format it falls back to."""
+    return _pt2_hazard(data) or _legacy_export_hazard(data)
+
+
+def _pt2_hazard(data: bytes) -> str | None:
+    from torch.export.pt2_archive import PT2ArchiveReader
+    from torch.export.pt2_archive import constants as pt2
+
+    try:
+        with _quiet_torch():
+            reader = PT2ArchiveReader(io.BytesIO(data))
+            names = set(reader.get_file_names())
+    except Exception:
+        return None  # not a .pt2 archive: torch.export.load reads none of it either
+    if any(name.startswith(pt2.AOTINDUCTOR_DIR) for name in names):
+        return "compiled AOTInductor code"
+
+    def read(name: str) -> bytes | None:
+        return reader.read_bytes(name) if name in names else None
+
+    prefix, suffix = pt2.MODELS_FILENAME_FORMAT.split("{}")
+    for file in sorted(names):
+        if not file.startswith(pt2.MODELS_DIR):
+            continue
+        model_name = file[len(prefix) : -len(suffix)]  # as torch.export.load slices it
+        expression = _unsafe_expression(read(file))
+        if expression is not None:
+            return f"a shape expression that is not a formula ({expression[:60]!r})"
+        pickled = [pt2.SAMPLE_INPUTS_FILENAME_FORMAT.format(model_name)]
+        for directory, config_format in (
+            (pt2.WEIGHTS_DIR, pt2.WEIGHTS_CONFIG_FILENAME_FORMAT),
+            (pt2.CONSTANTS_DIR, pt2.CONSTANTS_CONFIG_FILENAME_FORMAT),
+        ):
+            legacy = f"{directory}{model_name}.pt"
+            if legacy in names:
+                pickled.append(legacy)
+                continue
+            for path_name, use_pickle in _payloads(read(config_format.format(model_name))):
+                if path_name.startswith((pt2.CUSTOM_OBJ_FILENAME_PREFIX, pt2.OPAQUE_OBJ_FILENAME_PREFIX)):
+                    return f"pickled Python objects ({os.path.join(directory, path_name)})"
+                if use_pickle:
+                    pickled.append(os.path.join(directory, path_name))
+        for name in pickled:
+            if not _loads_weights_only(read(name)):
+                return f"pickled Python objects ({name})"
+    return None
+
+
+def _legacy_export_hazard(data: bytes) -> str | None:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            if "version" not in archive.namelist():
+                return None  # torch.export.load refuses the file before reading any of it
+            for info in archive.infolist():  # read the way torch.export.load reads them
+                if info.filename == "serialized_exported_program.json":
+                    expression = _unsafe_expression(archive.read(info.filename))
+                    if expression is not None:
+                        return f"a shape expression that is not a formula ({expression[:60]!r})"
+                elif info.filename in _LEGACY_EXPORT_PICKLES and not _loads_weights_only(archive.read(info.filename)):
+                    return f"pickled Python objects ({info.filename})"
+    except (zipfile.BadZipFile, OSError, RuntimeError, ValueError, EOFError):
+        return None  # unreadable here is unreadable to torch.export.load too, before anything is unpickled
+    return None
+
+
+def _payloads(config: bytes | None) -> Iterator[tuple[str, bool]]:
+    """(path_name, use_pickle) of each payload a weights or constants config lists."""
+    try:
+        entries = json.loads(config or b"{}").get("config") or {}
+    except (ValueError, RecursionError, AttributeError):
+        return  # torch cannot read the config either, and stops there
+    for entry in entries.values() if isinstance(entries, dict) else ():
+        if isinstance(entry, dict) and isinstance(entry.get("path_name"), str):
+            yield entry["path_name"], bool(entry.get("use_pickle"))
+
+
+def _loads_weights_only(data: bytes | None) -> bool:
+    """Whether the weights-only unpickler, which runs no code from the file, reads ``data``."""
+    if not data:
+        return True  # torch reads an empty artifact as {} without unpickling
+    try:
+        with _quiet_torch():
+            torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
+def _unsafe_expression(program_json: bytes | None) -> str | None:
+    """The first shape expression (``expr_str``) in a serialized program that is not a plain formula."""
+    try:
+        document = json.loads(program_json or b"{}")
+    except (ValueError, RecursionError):
+        return None  # torch cannot read the program either
+    stack = [document]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "expr_str" and not (isinstance(value, str) and _is_formula(value)):
+                    return str(value)
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
+def _is_formula(text: str) -> bool:
+    """A sympy expression as torch writes it (``Max(Integer(1), Symbol('s0', positive=True))``): calls of
+    sympy expression classes on names, numbers and formulas. No attributes, subscripts or other calls,
+    which sympify would evaluate as Python."""
+    if len(text) > _MAX_FORMULA_LENGTH:
+        return False
+    try:
+        tree = ast.parse(text, mode="eval")
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    for node in ast.walk(tree):
+        if not isinstance(node, _FORMULA_NODES):
+            return False
+        if isinstance(node, ast.Call):
+            if not isinstance(node.func, ast.Name) or not _is_expression_class(node.func.id):
+                return False
+            if any(keyword.arg is None for keyword in node.keywords):
+                return False
+        elif isinstance(node, ast.Name) and (node.id.startswith("_") or hasattr(builtins, node.id)):
+            return False
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if not _FORMULA_STRING.fullmatch(node.value):
+                return False
+        elif isinstance(node, ast.Constant) and not isinstance(node.value, (int, float, bool)):
+            return False
+    return True
+
+
+def _is_expression_class(name: str) -> bool:
+    """A sympy expression class, or one of torch's (FloorDiv, ModularIndexing...), that sympify would
+    call by this name."""
+    import sympy
+    import torch.utils._sympy.functions as torch_functions
+
+    if name.startswith("_") or hasattr(builtins, name):
+        return False
+    # sympify looks a name up in torch's table first, then in sympy's: both, where they exist, must be classes.
+    found = [getattr(module, name) for module in (torch_functions, sympy) if hasattr(module, name)]
+    return bool(found) and all(isinstance(value, type) and issubclass(value, sympy.Basic) for value in found)
+
+
 def _unpickle(path: Path) -> Any:
     try:
-        return torch.load(path, map_location=None, weights_only=False)
+        with _quiet_torch():
+            return torch.load(path, map_location=None, weights_only=False)
     except RuntimeError as error:
         if "cuda" in str(error).lower():
             raise GradcheckError(
                 f"{path} holds tensors on a CUDA device, which this machine does not have; save it from the CPU."
             ) from error
-        raise GradcheckError(f"{path} could not be unpickled: {error}") from error
+        raise GradcheckError(f"{path} could not be unpickled: {_one_line(error)}") from error
     except Exception as error:
-        raise GradcheckError(f"{path} could not be unpickled: {type(error).__name__}: {error}") from error
+        raise GradcheckError(f"{path} could not be unpickled: {type(error).__name__}: {_one_line(error)}") from error
 
 
 def _not_a_model(path: Path, obj: Any) -> str:
@@ -385,4 +680,4 @@ def _not_a_model(path: Path, obj: Any) -> str:
             f"{path} is a training checkpoint (a dict with a state_dict), not a model; write a model.py whose "
             "build_model() creates the model and loads checkpoint['state_dict'], and scan that."
         )
-    return f"{path} holds a {type(obj).__name__}, not a model; save the nn.Module itself (TorchScript or torch.export)."
+    return f"{path} holds a {type(obj).__name__}, not a model; {_SAVE_ADVICE}."
