@@ -17,10 +17,15 @@ The figure has up to three panels, input end on the left:
 
 from __future__ import annotations
 
+import atexit
 import html
 import io
 import math
+import os
 import re
+import shutil
+import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from enum import Enum
@@ -30,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from gradcheck_cli import __version__
 from gradcheck_cli.choices import LayerStatus
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.render.names import LINE_CHARS, Names, shown
 
 if TYPE_CHECKING:
     from gradcheck_cli.report import Report
@@ -98,6 +104,7 @@ def plot_format(path: str | Path) -> PlotFormat:
 
 def require_matplotlib() -> None:
     """Fail early, before anything is measured, when matplotlib cannot be imported."""
+    _own_config_dir()
     try:
         import matplotlib  # noqa: F401
     except ImportError as error:
@@ -135,6 +142,19 @@ def _target_stem(target: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-") or "target"
 
 
+def _own_config_dir() -> None:
+    """matplotlib writes its font cache and config into ~/.cache/matplotlib and ~/.config/matplotlib when it
+    is first imported: nothing goes into the user's home unless asked (issue 21). Unless MPLCONFIGDIR is set
+    (the user's choice) or matplotlib is already imported (the configuration is read once per process), it
+    gets a folder of gradcheck's own, removed at exit. The price is a font cache built afresh on each run:
+    about 0.15 s where this was measured (a few dozen fonts); more on a machine with thousands of fonts."""
+    if "MPLCONFIGDIR" in os.environ or "matplotlib" in sys.modules:
+        return
+    folder = tempfile.mkdtemp(prefix="gradcheck-mpl-")
+    os.environ["MPLCONFIGDIR"] = folder
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+
 # Fixed ids and no date in the SVG, fonts drawn as paths (an HTML page fetches none): the same report
 # gives the same file, so regenerated documentation figures only change when the report does.
 STYLE = {"svg.hashsalt": "gradcheck", "svg.fonttype": "path", "font.size": 9, "axes.titlesize": 10}
@@ -166,13 +186,14 @@ def _html(report: Report, svg: str) -> str:
     """One file a browser opens anywhere: the SVG inline (matplotlib draws text as paths, so no fonts are
     fetched), the findings as text, no scripts, no external styles."""
     svg = svg[svg.index("<svg") :]  # drop the XML declaration and DOCTYPE: not allowed inside HTML
+    names = Names.of(report)
     findings = "".join(
         f"<li><b>{html.escape(f.severity.value)}</b> <code>{html.escape(f.kind.value)}</code>: "
-        f"{html.escape(f.message)}</li>"
+        f"{html.escape(names.prose(f.message))}</li>"
         for f in report.diagnosis.findings
     )
     findings_block = f"<h2>Findings</h2><ol>{findings}</ol>" if findings else "<p>No findings.</p>"
-    title = html.escape(report.title)
+    title = html.escape(shown(report.title, LINE_CHARS))
     return (
         "<!DOCTYPE html>\n"
         '<html lang="en">\n<head>\n<meta charset="utf-8">\n'
@@ -230,7 +251,7 @@ def _trend_text(report: Report, tex: bool = False) -> str:
     if profile.gain_per_layer is not None:
         parts.append(f"gain x{profile.gain_per_layer:.3g}/layer")
     for time in report.diagnosis.time_profiles:
-        parts.append(f"{time.name} first/last step {_power(time.decades, tex)}")
+        parts.append(f"{_label(time.name) if tex else shown(time.name)} first/last step {_power(time.decades, tex)}")
     return (" \u00b7 " + " \u00b7 ".join(parts)) if parts else ""
 
 
@@ -251,11 +272,10 @@ def _positions(before: Report, after: Report) -> dict[str, int]:
     return positions
 
 
-def _short(name: str) -> str:
-    if len(name) <= NAME_CHARS_MAX:
-        return name
-    keep = NAME_CHARS_MAX - 1
-    return name[: keep // 2] + "\u2026" + name[-(keep - keep // 2) :]
+def _label(text: str, limit: int | None = NAME_CHARS_MAX) -> str:
+    """A name drawn in the figure: shown as every report shows it (render/names.py), its "$" escaped so
+    that matplotlib draws it rather than reading it as mathtext (which a stray "$" makes fail)."""
+    return shown(text, limit).replace("$", r"\$")
 
 
 def _finite_positive(value: float | None) -> bool:
@@ -285,12 +305,12 @@ def _figure(report: Report) -> Any:
     # A recurrent model has two or three layers: its per-layer panel needs less room than its time panel.
     heights = [3.0 if len(layers) > FEW_LAYERS else 2.2] + ([2.8] if judged else []) + [2.4] * len(recurrent)
     many = len(layers) > NAMED_LAYERS_MAX
-    longest = max((len(_short(layer.name)) for layer in layers), default=0)
+    longest = max((len(_label(layer.name)) for layer in layers), default=0)
     tick_room = 0.5 if many else 0.15 + 0.05 * longest
     figure = Figure(figsize=(FIGURE_WIDTH, sum(heights) + 1.0 + tick_room), layout="constrained")
     FigureCanvasAgg(figure)  # explicitly the Agg canvas: no display, whatever the default backend
     verdict = f"Verdict: {report.verdict.value.upper()}{_trend_text(report, tex=True)}"
-    figure.suptitle(f"{textwrap.shorten(report.title, 110)}\n{verdict}", fontsize=11)
+    figure.suptitle(f"{_label(report.title, 110)}\n{verdict}", fontsize=11)
     grid = figure.add_gridspec(len(heights), 2, height_ratios=heights, width_ratios=[1, LEGEND_COLUMN])
     measured = figure.add_subplot(grid[0, 0])
     panels = [(measured, grid[0, 1])]
@@ -375,7 +395,7 @@ def _judged_panel(axes: Any, report: Report, curves: list[Curve]) -> None:
     _keep_lines_in_view(axes, thresholds.decades_error)
     signal = "backward signal" if diagnosis.profile.hooked else "weight-gradient norm"
     axes.set_ylabel(f"{signal} \u00f7 output end")
-    trend = diagnosis.profile.role or diagnosis.profile.layer_type or "its type"
+    trend = _label(diagnosis.profile.role or diagnosis.profile.layer_type or "its type", None)
     axes.set_title(
         f"Judged: {signal} over the output end of the layer's kind (trend layers: {trend}; the head is left out)",
         loc="left",
@@ -393,14 +413,16 @@ def _time_panel(axes: Any, report: Report, name: str, curves: list[Curve]) -> No
         if profile is None:
             continue
         kind, steps = kind or profile.type, max(steps, profile.steps)
-        measure = f"{profile.type}, first/last step {_power(profile.decades, tex=True)}"
+        measure = f"{_label(profile.type)}, first/last step {_power(profile.decades, tex=True)}"
         _plot_curve(axes, curve, list(range(1, profile.steps + 1)), profile.ratio_to_last, _curve_label(curve, measure))
     axes.set_yscale("log")
     _keep_lines_in_view(axes, thresholds.decades_error)
     axes.set_xlim(0.5, steps + 0.5)
     axes.set_xlabel("time step (the loss reads the last one)")
     axes.set_ylabel("dL/dx_t \u00f7 last step")
-    axes.set_title(f"Through time: {name} ({kind}), the gradient reaching each step's input", loc="left")
+    axes.set_title(
+        f"Through time: {_label(name)} ({_label(kind)}), the gradient reaching each step's input", loc="left"
+    )
     axes.grid(True, which="major", axis="y", alpha=0.3)
 
 
@@ -501,7 +523,7 @@ def _layer_ticks(axes: Any, names: list[str]) -> None:
         return
     axes.set_xlim(-0.6, len(names) - 0.4)
     if len(names) <= NAMED_LAYERS_MAX:
-        labels = [_short(name) for name in names]
+        labels = [_label(name) for name in names]
         # Level when every name fits in its slot (a few layers), else slanted so that neighbours never overlap.
         level = len(names) * (max(len(label) for label in labels) + 2) <= LEVEL_LABEL_CHARS
         axes.set_xticks(range(len(names)), labels, rotation=0 if level else 45, ha="center" if level else "right")
@@ -511,7 +533,7 @@ def _layer_ticks(axes: Any, names: list[str]) -> None:
         count = min(NAMED_TICKS_MANY, len(names))
         chosen = sorted({round(i * (len(names) - 1) / (count - 1)) for i in range(count)})
         axes.set_xticks(range(len(names)), minor=True)
-        axes.set_xticks(chosen, [f"{i}: {_short(names[i])}" for i in chosen], rotation=20, ha="right", fontsize=7)
+        axes.set_xticks(chosen, [f"{i}: {_label(names[i])}" for i in chosen], rotation=20, ha="right", fontsize=7)
         axes.set_xlabel(f"layer (index: name), {len(names)} layers, input end \u2192 output end")
     for label in axes.get_xticklabels():
         label.set_rotation_mode("anchor")

@@ -2,7 +2,9 @@
 defines the model (``::error file=...,line=...,title=...::message``), then one plain summary line per target.
 
 Escaping follows the runner's own (actions/toolkit, packages/core/src/command.ts): the message escapes
-``%``, CR and LF; property values also ``:`` and ``,``, which would otherwise end the value.
+``%``, CR and LF; property values also ``:`` and ``,``, which would otherwise end the value. The names and
+messages in them are first shown as every report shows them (render/names.py): one line, no control
+character, long names cut.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import TextIO
 from gradcheck_cli.choices import Severity
 from gradcheck_cli.diagnosis import Finding
 from gradcheck_cli.render.interface import RenderOptions
+from gradcheck_cli.render.names import LINE_CHARS, Names, escape, shown
 from gradcheck_cli.render.sarif import source_path
 from gradcheck_cli.report import Report
 
@@ -24,25 +27,29 @@ class GithubRenderer:
 
     def render_many(self, reports: list[Report], stream: TextIO, options: RenderOptions) -> None:
         """Every target's annotations first, then the summaries: the log reads as a list of what failed."""
-        lines = [_annotation(report, finding) for report in reports for finding in report.diagnosis.findings]
+        lines = [
+            _annotation(report, finding, Names.of(report))
+            for report in reports
+            for finding in report.diagnosis.findings
+        ]
         lines += [summary(report) for report in reports]
         stream.write("\n".join(lines) + "\n")
 
 
-def _annotation(report: Report, finding: Finding) -> str:
+def _annotation(report: Report, finding: Finding, names: Names) -> str:
     properties = []
     if report.source_path is not None:
-        properties.append(f"file={escape_property(source_path(report.source_path))}")
+        properties.append(f"file={escape_property(escape(source_path(report.source_path)))}")
         if report.source_line is not None:
             properties.append(f"line={report.source_line}")
     properties.append(f"title={escape_property(f'gradcheck {finding.kind.value}')}")
-    text = [finding.message]
+    text = [names.prose(finding.message)]
     if report.source_path is None:  # no file to annotate: say which target it is about
-        text.insert(0, f"{report.title}:")
+        text.insert(0, f"{shown(report.title, LINE_CHARS)}:")
     if finding.causes:
-        text.append(f"Cause: {finding.causes[0].summary}")
+        text.append(f"Cause: {names.prose(finding.causes[0].summary)}")
     if finding.fixes:
-        text.append(f"Fix: [{finding.fixes[0].id}] {finding.fixes[0].title}")
+        text.append(f"Fix: [{finding.fixes[0].id}] {names.prose(finding.fixes[0].title)}")
     return f"::{COMMAND[finding.severity]} {','.join(properties)}::{escape_data(chr(10).join(text))}"
 
 
@@ -54,8 +61,7 @@ def summary(report: Report) -> str:
     )
     counts = f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}" + (f", {notes} info" if notes else "")
     # Kept on one line: a title's newline could start a line the runner would read as a command.
-    title = " ".join(report.title.split())
-    return f"gradcheck: {title}: {report.verdict.value} ({counts})"
+    return f"gradcheck: {shown(report.title, LINE_CHARS)}: {report.verdict.value} ({counts})"
 
 
 def escape_data(text: str) -> str:

@@ -23,6 +23,7 @@ from gradcheck_cli.choices import HistoryFormat, LayerStatus
 from gradcheck_cli.history import HistorySummary, Problem, StepRecord, record_scalars
 from gradcheck_cli.render.chart import Bar, draw_bar_chart, group_bars
 from gradcheck_cli.render.json import json_safe, layer_figures
+from gradcheck_cli.render.names import LINE_CHARS, Names, shown
 from gradcheck_cli.render.text import SEVERITY_STYLE, STATUS_STYLE, VERDICT_STYLE, number_text
 from gradcheck_cli.stats import LayerStats
 
@@ -43,29 +44,32 @@ class HistoryTextRenderer:
     def render(self, summary: HistorySummary, stream: TextIO, *, color: bool | None = None, all_layers: bool = False):
         console = _console(stream, color)
         header, records = summary.header, summary.history.records
-        console.print(Text.assemble(("gradcheck report", "bold"), f"  {summary.path}"))
+        # Every text of a history file is shown escaped (render/names.py): the file may come from anywhere.
+        names = Names(layer.name for layer in header.layers)
+        console.print(Text.assemble(("gradcheck report", "bold"), f"  {shown(str(summary.path), LINE_CHARS)}"))
         facts = (
-            f"{header.model} · {header.param_count:,} parameters · {len(header.layers)} layers · {header.dtype} on "
-            f"{header.device} · sampled every {header.every} step{'s' if header.every != 1 else ''} · "
+            f"{shown(header.model)} · {header.param_count:,} parameters · {len(header.layers)} layers · "
+            f"{shown(header.dtype)} on {shown(header.device)} · "
+            f"sampled every {header.every} step{'s' if header.every != 1 else ''} · "
             f"{len(records)} record{'s' if len(records) != 1 else ''}, steps {records[0].step}-{records[-1].step}"
         )
         console.print(Text(facts, style="dim"))
         for line in ([header.note] if header.note else []) + summary.history.notes:
-            console.print(Text(f"note: {line}", style="dim"))
+            console.print(Text(f"note: {names.prose(line)}", style="dim"))
         console.print()
         problems = summary.problems
         if problems:
             console.print(Text(f"Problems: {len(problems)}", style=PROBLEM_STYLE))
             types = {layer.name: layer.type for layer in header.layers}
             for number, problem in enumerate(problems, 1):
-                _print_problem(console, number, problem, types)
+                _print_problem(console, number, problem, types, names)
         else:
             last = records[-1].step
             console.print(Text(f"No problems from step {header.start_step} to step {last}.", style="green"))
         console.print()
         _print_chart(console, records)
         console.print()
-        _print_shown(console, summary, all_layers)
+        _print_shown(console, summary, all_layers, names)
 
 
 class HistoryJsonRenderer:
@@ -151,20 +155,21 @@ def _console(stream: TextIO, color: bool | None) -> Console:
     return Console(file=stream, highlight=False, soft_wrap=False, **colour)
 
 
-def _print_problem(console: Console, number: int, problem: Problem, types: dict[str, str]) -> None:
-    where = f"layer {problem.layer} ({types.get(problem.layer, '?')})" if problem.layer is not None else "the loss"
+def _print_problem(console: Console, number: int, problem: Problem, types: dict[str, str], names: Names) -> None:
+    where = "the loss"
+    if problem.layer is not None:
+        where = f"layer {shown(problem.layer)} ({shown(types.get(problem.layer, '?'))})"
     head = Text(f"{number}. ")
-    head.append(problem.kind, style=PROBLEM_STYLE)
+    head.append(shown(problem.kind), style=PROBLEM_STYLE)
     head.append(f" at step {problem.step}, {where}", style="bold")
     if problem.found_at != problem.step:
         head.append(f" (found at the read-out of step {problem.found_at})", style="dim")
     console.print(head)
-    console.print(Padding(Text(problem.message), (0, 0, 0, 3), expand=False))
+    console.print(Padding(Text(names.prose(problem.message)), (0, 0, 0, 3), expand=False))
     if len(problem.layers) > 1:
         more = f" and {len(problem.layers) - 6} more" if len(problem.layers) > 6 else ""
-        console.print(
-            Padding(Text(f"layers: {', '.join(problem.layers[:6])}{more}", style="dim"), (0, 0, 0, 3), expand=False)
-        )
+        listed = ", ".join(shown(name) for name in problem.layers[:6])
+        console.print(Padding(Text(f"layers: {listed}{more}", style="dim"), (0, 0, 0, 3), expand=False))
 
 
 def _print_chart(console: Console, records: list[StepRecord]) -> None:
@@ -173,7 +178,7 @@ def _print_chart(console: Console, records: list[StepRecord]) -> None:
         Bar(
             label=f"step {record.step}",
             value=record.max_total_grad_norm,
-            mark=", ".join(dict.fromkeys(problem.kind for problem in record.problems)),
+            mark=", ".join(dict.fromkeys(shown(problem.kind) for problem in record.problems)),
             style=PROBLEM_STYLE if record.problems else "cyan",
             severity=1 if record.problems else 0,
         )
@@ -187,14 +192,14 @@ def _print_chart(console: Console, records: list[StepRecord]) -> None:
         console.print(line)
 
 
-def _print_shown(console: Console, summary: HistorySummary, all_layers: bool) -> None:
-    shown, diagnosis = summary.shown, summary.diagnosis
-    title = Text(f"Step {shown.step}", style="bold")
-    title.append(f" ({summary.shown_because})")
-    facts = [f"loss {number_text(shown.loss)}", f"total |g| {number_text(shown.total_grad_norm)}"]
-    if shown.batch_size:
-        facts.append(f"batch {shown.batch_size}")
-    if not shown.signals:
+def _print_shown(console: Console, summary: HistorySummary, all_layers: bool, names: Names) -> None:
+    step, diagnosis = summary.shown, summary.diagnosis
+    title = Text(f"Step {step.step}", style="bold")
+    title.append(f" ({names.prose(summary.shown_because)})")
+    facts = [f"loss {number_text(step.loss)}", f"total |g| {number_text(step.total_grad_norm)}"]
+    if step.batch_size:
+        facts.append(f"batch {step.batch_size}")
+    if not step.signals:
         facts.append("weight gradients only (no output-gradient figures at this step)")
     title.append("  " + " · ".join(facts), style="dim")
     console.print(title)
@@ -205,12 +210,12 @@ def _print_shown(console: Console, summary: HistorySummary, all_layers: bool) ->
     if diagnosis.profile.gain_per_layer is not None:
         verdict.append(f" · gain x{diagnosis.profile.gain_per_layer:.3g}/layer")
     console.print(verdict)
-    console.print(_layer_table(shown, diagnosis, all_layers, console.width))
+    console.print(_layer_table(step, diagnosis, all_layers, console.width))
     for number, finding in enumerate(diagnosis.findings, 1):
         line = Text(f"{number}. ")
         line.append(finding.severity.value.upper(), style=SEVERITY_STYLE[finding.severity])
         line.append(f" {finding.kind.value}: ", style="bold")
-        line.append(finding.message)
+        line.append(names.prose(finding.message))
         if finding.fixes:
             line.append(f"  fixes: {', '.join(fix.id for fix in finding.fixes)}", style="cyan")
         console.print(line)
@@ -219,8 +224,8 @@ def _print_shown(console: Console, summary: HistorySummary, all_layers: bool) ->
 # (header, cell, the narrowest terminal that shows it): the optional columns go first on narrow terminals.
 _COLUMNS: list[tuple[str, Callable[[int, LayerStats, Any], str], int]] = [
     ("#", lambda i, layer, d: str(i), FULL_WIDTH),
-    ("layer", lambda i, layer, d: layer.name, 0),
-    ("type", lambda i, layer, d: layer.type, MEDIUM_WIDTH),
+    ("layer", lambda i, layer, d: shown(layer.name), 0),
+    ("type", lambda i, layer, d: shown(layer.type), MEDIUM_WIDTH),
     (
         "grad W",
         lambda i, layer, d: number_text(
@@ -258,7 +263,8 @@ def _layer_table(record: StepRecord, diagnosis: Any, all_layers: bool, width: in
         if index - previous > 1:
             add_skipped(index - previous - 1)
         layer, status = record.layers[index], statuses[index]
-        cells = [cell(index, layer, diagnosis) for _, cell, _ in columns]
+        # Text, not str: a str cell is read as Rich markup, and a name such as "[/x]" is not valid markup.
+        cells = [Text(cell(index, layer, diagnosis)) for _, cell, _ in columns]
         table.add_row(*cells, Text(status.value, style=STATUS_STYLE[status]))
         previous = index
     if previous < len(statuses) - 1:

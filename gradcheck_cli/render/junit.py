@@ -3,6 +3,9 @@ checks, the same fixed list on every run (so a dashboard tracks each check's his
 
 A check fails when a finding of its kind is at or above ``--fail-on``; findings below it are written to the
 case's ``<system-out>``, so the report loses nothing and the dashboard stays green.
+
+Names are kept whole, with their control characters shown as escapes (render/names.py): XML 1.0 allows
+almost none of them, even escaped, and a dashboard shows the text as it is.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from gradcheck_cli.choices import FailOn, FindingKind, Severity
 from gradcheck_cli.diagnosis import Finding
 from gradcheck_cli.render.github import summary as github_summary
 from gradcheck_cli.render.interface import RenderOptions
+from gradcheck_cli.render.names import Names, shown
 from gradcheck_cli.report import Report
 
 # Every check a target is tested for, in a fixed order. zero_init is not a check: it is an info finding
@@ -34,7 +38,8 @@ CHECKS = [
     FindingKind.FP16_RANGE,  # skipped without --amp
 ]
 VERDICT_CASE = "verdict"
-# XML 1.0 forbids most control characters even when escaped; a message must never make the file unreadable.
+# XML 1.0 forbids most control characters even when escaped: what names.py leaves (a lone surrogate, U+FFFE)
+# must never make the file unreadable either.
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
@@ -54,19 +59,23 @@ class JunitRenderer:
 
 
 def _suite(report: Report, fail_on: FailOn) -> ET.Element:
-    name = report.target or report.title
+    name = shown(report.target or report.title, None)
+    names = Names.of(report, limit=None)
     suite = ET.Element("testsuite", name=_clean(name))
     properties = ET.SubElement(suite, "properties")
-    for key, value in (("title", report.title), ("verdict", report.verdict.value), ("fail_on", fail_on.value)):
+    title = shown(report.title, None)
+    for key, value in (("title", title), ("verdict", report.verdict.value), ("fail_on", fail_on.value)):
         ET.SubElement(properties, "property", name=key, value=_clean(value))
     classname = _clean(f"gradcheck.{name}")
-    cases = [_check(suite, classname, kind, report, fail_on) for kind in CHECKS]
-    cases.append(_verdict(suite, classname, report, fail_on))
+    cases = [_check(suite, classname, kind, report, fail_on, names) for kind in CHECKS]
+    cases.append(_verdict(suite, classname, report, fail_on, names))
     _set_counts(suite, cases, seconds=report.result.seconds)
     return suite
 
 
-def _check(suite: ET.Element, classname: str, kind: FindingKind, report: Report, fail_on: FailOn) -> ET.Element:
+def _check(
+    suite: ET.Element, classname: str, kind: FindingKind, report: Report, fail_on: FailOn, names: Names
+) -> ET.Element:
     """One check: failed by its findings at or above fail_on; the ones below go to its output."""
     case = ET.SubElement(suite, "testcase", classname=classname, name=kind.value, time="0")
     if kind is FindingKind.BASELINE_REGRESSION and report.baseline is None:
@@ -78,28 +87,29 @@ def _check(suite: ET.Element, classname: str, kind: FindingKind, report: Report,
     of_kind = [finding for finding in report.diagnosis.findings if finding.kind is kind]
     failing = [finding for finding in of_kind if _fails(finding, fail_on)]
     if failing:
-        message = failing[0].message if len(failing) == 1 else f"{len(failing)} findings: {failing[0].message}"
+        first = names.prose(failing[0].message)
+        message = first if len(failing) == 1 else f"{len(failing)} findings: {first}"
         failure = ET.SubElement(case, "failure", message=_clean(message), type=kind.value)
-        failure.text = _clean("\n\n".join(_body(finding) for finding in failing))
+        failure.text = _clean("\n\n".join(_body(finding, names) for finding in failing))
     passing = [finding for finding in of_kind if not _fails(finding, fail_on)]
     if passing:
-        ET.SubElement(case, "system-out").text = _clean("\n\n".join(_body(finding) for finding in passing))
+        ET.SubElement(case, "system-out").text = _clean("\n\n".join(_body(finding, names) for finding in passing))
     return case
 
 
-def _verdict(suite: ET.Element, classname: str, report: Report, fail_on: FailOn) -> ET.Element:
+def _verdict(suite: ET.Element, classname: str, report: Report, fail_on: FailOn, names: Names) -> ET.Element:
     """Fails when the report fails (the CLI's exit code 1); carries the findings no check covers."""
     # The measurement's time goes on this case, so the cases' times add up to the suite's.
     case = ET.SubElement(suite, "testcase", classname=classname, name=VERDICT_CASE, time=f"{report.result.seconds:.3f}")
     summary = github_summary(report)
     unchecked = [finding for finding in report.diagnosis.findings if finding.kind not in CHECKS]
     if report.fails(fail_on):
-        body = [summary, *(_body(finding) for finding in unchecked if _fails(finding, fail_on))]
+        body = [summary, *(_body(finding, names) for finding in unchecked if _fails(finding, fail_on))]
         failure = ET.SubElement(case, "failure", message=_clean(summary), type=VERDICT_CASE)
         failure.text = _clean("\n\n".join(body))
-        output = [_body(finding) for finding in unchecked if not _fails(finding, fail_on)]
+        output = [_body(finding, names) for finding in unchecked if not _fails(finding, fail_on)]
     else:
-        output = [summary, *(_body(finding) for finding in unchecked)]
+        output = [summary, *(_body(finding, names) for finding in unchecked)]
     if output:
         ET.SubElement(case, "system-out").text = _clean("\n\n".join(output))
     return case
@@ -126,15 +136,20 @@ def _fails(finding: Finding, fail_on: FailOn) -> bool:
     return fail_on is not FailOn.NEVER and finding.severity.rank >= Severity(fail_on.value).rank
 
 
-def _body(finding: Finding) -> str:
+def _body(finding: Finding, names: Names) -> str:
     """The message, the layers, the causes and the first fix with its code."""
-    lines = [f"{finding.severity.value} {finding.kind.value}: {finding.message}"]
+    lines = [f"{finding.severity.value} {finding.kind.value}: {names.prose(finding.message)}"]
     if finding.layers:
-        lines.append(f"layers ({len(finding.layers)}): {', '.join(finding.layers)}")
-    lines += [f"cause [{cause.id.value}]: {cause.summary}" for cause in finding.causes]
+        lines.append(f"layers ({len(finding.layers)}): {', '.join(shown(name, None) for name in finding.layers)}")
+    lines += [f"cause [{cause.id.value}]: {names.prose(cause.summary)}" for cause in finding.causes]
     if finding.fixes:
         fix = finding.fixes[0]
-        lines += [f"fix [{fix.id}]: {fix.title}", fix.detail, "", fix.code.rstrip()]
+        lines += [
+            f"fix [{fix.id}]: {names.prose(fix.title)}",
+            names.prose(fix.detail),
+            "",
+            names.code(fix.code).rstrip(),
+        ]
     return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from typing import TextIO
 from gradcheck_cli.choices import Severity, Verdict
 from gradcheck_cli.diagnosis import Finding
 from gradcheck_cli.render.interface import RenderOptions
+from gradcheck_cli.render.names import LINE_CHARS, Names, shown
 from gradcheck_cli.report import Report, summarize
 
 # The findings table holds one line per finding; the whole message follows in the finding's section.
@@ -35,32 +36,36 @@ class MarkdownRenderer:
         lines += ["| target | verdict | errors | warnings |", "|---|---|--:|--:|"]
         for report in reports:
             errors, warnings = _count(report, Severity.ERROR), _count(report, Severity.WARNING)
-            lines.append(f"| {_text(report.title)} | {report.verdict.value} | {errors} | {warnings} |")
+            lines.append(
+                f"| {_text(shown(report.title, LINE_CHARS))} | {report.verdict.value} | {errors} | {warnings} |"
+            )
         for report in reports:
             lines += ["", "---", "", *_section(report)]
         stream.write("\n".join(lines) + "\n")
 
 
 def _section(report: Report) -> list[str]:
-    lines = [f"### gradcheck: {_text(report.title)}: **{report.verdict.value.upper()}**", "", _profile(report), ""]
+    names = Names.of(report)
+    title = _text(shown(report.title, LINE_CHARS))
+    lines = [f"### gradcheck: {title}: **{report.verdict.value.upper()}**", "", _profile(report, names), ""]
     findings = report.diagnosis.findings
     if not findings:
         lines += ["No findings: gradients flow through every layer."]
     else:
         lines += ["| # | severity | kind | message | layers |", "|--:|---|---|---|--:|"]
         for number, finding in enumerate(findings, 1):
-            message = _text(_shorten(finding.message, TABLE_MESSAGE_CHARS))
+            message = _text(_shorten(names.prose(finding.message), TABLE_MESSAGE_CHARS))
             lines.append(
                 f"| {number} | {finding.severity.value} | `{finding.kind.value}` | {message} | {len(finding.layers)} |"
             )
         for number, finding in enumerate(findings, 1):
-            lines += ["", *_finding(number, finding)]
+            lines += ["", *_finding(number, finding, names)]
     if report.fix_trials:
-        lines += ["", *_trials(report)]
+        lines += ["", *_trials(report, names)]
     return lines
 
 
-def _profile(report: Report) -> str:
+def _profile(report: Report, names: Names) -> str:
     """The depth trend (or each recurrent module's trend through time) on one line."""
     profile = report.diagnosis.profile
     parts = []
@@ -72,7 +77,7 @@ def _profile(report: Report) -> str:
         parts.append(f"forward 10^{profile.forward_decades:+.1f}")
     for series in report.diagnosis.time_profiles:
         parts.append(
-            f"{_text(series.name)} ({series.steps} steps): first/last step 10^{series.decades:+.1f}, "
+            f"{_text(shown(series.name))} ({series.steps} steps): first/last step 10^{series.decades:+.1f}, "
             f"x{series.gain_per_step:.3g}/step"
         )
     result = report.result
@@ -80,24 +85,28 @@ def _profile(report: Report) -> str:
     return f"{' · '.join(parts) or 'no depth trend measured'} ({facts})"
 
 
-def _finding(number: int, finding: Finding) -> list[str]:
-    lines = [f"#### {number}. {finding.severity.value}: `{finding.kind.value}`", "", _text(finding.message)]
+def _finding(number: int, finding: Finding, names: Names) -> list[str]:
+    lines = [
+        f"#### {number}. {finding.severity.value}: `{finding.kind.value}`",
+        "",
+        _text(names.prose(finding.message)),
+    ]
     if finding.layers:
-        shown = ", ".join(f"`{name}`" for name in finding.layers[:SHOWN_LAYERS])
+        listed = ", ".join(_code_span(shown(name)) for name in finding.layers[:SHOWN_LAYERS])
         more = len(finding.layers) - SHOWN_LAYERS
-        lines += ["", f"Layers: {shown}{f' and {more} more' if more > 0 else ''}"]
+        lines += ["", f"Layers: {listed}{f' and {more} more' if more > 0 else ''}"]
     if finding.causes:
         lines += ["", "Causes, most supported first:", ""]
-        lines += [f"- **{cause.id.value}**: {_text(cause.summary)}" for cause in finding.causes]
+        lines += [f"- **{cause.id.value}**: {_text(names.prose(cause.summary))}" for cause in finding.causes]
     for rank, fix in enumerate(finding.fixes, 1):
         # Inside an HTML block GitHub reads no Markdown until the blank line: the summary is HTML-escaped.
-        summary = html.escape(f"fix {rank}: [{fix.id}] {fix.title}", quote=False)
-        lines += ["", f"<details><summary>{summary}</summary>", "", _text(fix.detail), ""]
-        lines += [_fence(fix.code), "", "</details>"]
+        summary = html.escape(f"fix {rank}: [{fix.id}] {names.prose(fix.title)}", quote=False)
+        lines += ["", f"<details><summary>{summary}</summary>", "", _text(names.prose(fix.detail)), ""]
+        lines += [_fence(names.code(fix.code)), "", "</details>"]
     return lines
 
 
-def _trials(report: Report) -> list[str]:
+def _trials(report: Report, names: Names) -> list[str]:
     """Each fix tried on a copy of the model: the verdict and the depth trend, as measured first."""
     before = summarize(report)
     lines = ["Fixes tried on a copy of the model:", "", "| fix | verdict | input/output |", "|---|---|--:|"]
@@ -109,6 +118,15 @@ def _trials(report: Report) -> list[str]:
         after = summarize(trial.report)
         lines.append(f"| {_text(trial.fix_id)} | {after['verdict']} | {_decades(after['decades'])} |")
     return lines
+
+
+def _code_span(text: str) -> str:
+    """Inline code that holds any backticks: delimited by a longer run of them, padded with a space when
+    the text starts or ends with one (CommonMark strips one space from each end)."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    padded = f" {text} " if text[:1] == "`" or text[-1:] == "`" else text
+    return f"{fence}{padded}{fence}"
 
 
 def _fence(code: str) -> str:

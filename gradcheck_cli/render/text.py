@@ -21,6 +21,7 @@ from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, Verdict
 from gradcheck_cli.diagnosis import Diagnosis, Finding, TimeProfile, signal_of
 from gradcheck_cli.render.chart import Bar, chart_layout, draw_bar_chart, group_bars, group_size, log_scale
 from gradcheck_cli.render.interface import RenderOptions
+from gradcheck_cli.render.names import LINE_CHARS, Names, shown
 from gradcheck_cli.report import Report, summarize
 from gradcheck_cli.stats import LayerStats, RecurrentStats
 
@@ -76,33 +77,35 @@ CHART_SEVERITY = {
 class TextRenderer:
     def render(self, report: Report, stream: TextIO, options: RenderOptions) -> None:
         console = _console(stream, options)
+        names = Names.of(report)
         if options.quiet:  # -q: the findings only, under one line naming the model and the verdict
-            console.print(Text.assemble(("gradcheck  ", "bold"), report.title, "  ", _verdict_text(report.verdict)))
+            title = shown(report.title, LINE_CHARS)
+            console.print(Text.assemble(("gradcheck  ", "bold"), title, "  ", _verdict_text(report.verdict)))
             for number, finding in enumerate(report.diagnosis.findings, 1):
-                _print_finding(console, number, finding)
+                _print_finding(console, number, finding, names)
             return
         # one fix tried (the demo): the before and after charts share their axes, so their bars compare directly
         companion = report.fix_trials[0].report if len(report.fix_trials) == 1 else None
-        _render_report(console, report, options, heading=None, companion=companion)
+        _render_report(console, report, options, names, heading=None, companion=companion)
         if report.baseline is not None:
             console.print()
-            console.print(_baseline(report.baseline))
+            console.print(_baseline(report.baseline, names))
         if report.training:
             console.print()
             console.print(_training(report))
         applied = [trial for trial in report.fix_trials if trial.applied]
         if len(report.fix_trials) > 1 or (report.fix_trials and not applied):
             console.print()
-            console.print(_trials(report))
+            console.print(_trials(report, names))
         elif applied:  # one fix tried (the demo): show it whole
             (trial,) = applied
             console.print()
             console.print(Rule(f"After the suggested fix: {trial.fix_id}", style="cyan"))
-            console.print(Text(f"Applied to a copy: {trial.description}.", style="cyan"))
+            console.print(Text(f"Applied to a copy: {names.prose(trial.description)}.", style="cyan"))
             console.print()
-            console.print(_comparison(report, trial.report))
+            console.print(_comparison(report, trial.report, names))
             console.print()
-            _render_report(console, trial.report, options, heading="after", companion=report)
+            _render_report(console, trial.report, options, names, heading="after", companion=report)
 
     def render_many(self, reports: list[Report], stream: TextIO, options: RenderOptions) -> None:
         for index, report in enumerate(reports):
@@ -128,21 +131,26 @@ def _verdict_text(verdict: Verdict) -> Text:
 
 
 def _render_report(
-    console: Console, report: Report, options: RenderOptions, heading: str | None, companion: Report | None = None
+    console: Console,
+    report: Report,
+    options: RenderOptions,
+    names: Names,
+    heading: str | None,
+    companion: Report | None = None,
 ) -> None:
     """One report; ``companion`` (the other side of a before/after) only widens the charts' axes."""
-    console.print(_header(report, heading))
+    console.print(_header(report, heading, names))
     console.print()
     _print_chart(
         console,
-        _layer_bars(report),
-        _layer_bars(companion) if companion else [],
+        _layer_bars(report, names),
+        _layer_bars(companion, names) if companion else [],
         "Gradient flow, input end first",
         _layer_legend(report),
         "layers",
         None if options.all_layers else CHART_ROWS,
     )
-    console.print(_layer_table(report, options, console.width))
+    console.print(_layer_table(report, options, console.width, names))
     profiles = {profile.name: profile for profile in report.diagnosis.time_profiles}
     for series in report.result.recurrent:
         console.print()
@@ -152,34 +160,36 @@ def _render_report(
             console,
             _step_bars(series, profiles.get(series.name), report.diagnosis),
             [bar for s in other for bar in _step_bars(s, other_profiles.get(s.name), companion.diagnosis)],
-            f"Gradient through time in {series.name} ({series.type}), first step first",
+            f"Gradient through time in {shown(series.name)} ({shown(series.type)}), first step first",
             "Bar: per-sample RMS of dL/dx_t, the gradient reaching each step's input; log scale.",
             "steps",
             CHART_ROWS,
         )
-        console.print(_time_table(series, profiles.get(series.name)))
+        console.print(_time_table(series, profiles.get(series.name), names))
     console.print()
     findings = report.diagnosis.findings
     if not findings:
         console.print(Text("No findings: gradients flow through every layer.", style="green"))
     for number, finding in enumerate(findings, 1):
-        _print_finding(console, number, finding)
+        _print_finding(console, number, finding, names)
 
 
-def _header(report: Report, heading: str | None) -> Group:
+def _header(report: Report, heading: str | None, names: Names) -> Group:
     result, diagnosis = report.result, report.diagnosis
     title = Text()
     title.append("gradcheck", style="bold")
     if heading:
         title.append(f" ({heading})", style="cyan")
-    title.append(f"  {report.title}")
+    title.append(f"  {shown(report.title, LINE_CHARS)}")
     facts = Text(
         f"{result.param_count:,} parameters ({result.trainable_param_count:,} trainable) · "
         f"{len(result.layers)} layers · batch {result.batch_size} · {result.passes} pass{'es' if result.passes != 1 else ''} · seed {result.seed} · "
         f"{result.dtype} on {result.device} · {result.seconds:.2f} s",
         style="dim",
     )
-    context = [Text.assemble((f"{what}: ", "bold dim"), (how, "dim")) for what, how in report.context]
+    context = [
+        Text.assemble((f"{shown(what)}: ", "bold dim"), (shown(how, LINE_CHARS), "dim")) for what, how in report.context
+    ]
     verdict = Text("Verdict: ")
     verdict.append(diagnosis.verdict.value.upper(), style=VERDICT_STYLE[diagnosis.verdict])
     profile = diagnosis.profile
@@ -190,7 +200,9 @@ def _header(report: Report, heading: str | None) -> Group:
     if profile.forward_decades is not None:
         verdict.append(f" · forward 10^{profile.forward_decades:+.1f}")
     for series in diagnosis.time_profiles:
-        verdict.append(f"   {series.name}: first/last step 10^{series.decades:+.1f}, x{series.gain_per_step:.3g}/step")
+        verdict.append(
+            f"   {shown(series.name)}: first/last step 10^{series.decades:+.1f}, x{series.gain_per_step:.3g}/step"
+        )
     return Group(title, facts, *context, verdict)
 
 
@@ -204,8 +216,8 @@ class _Column:
 
 _COLUMNS = [
     _Column("#", lambda i, layer, d: str(i), FULL_WIDTH),
-    _Column("layer", lambda i, layer, d: layer.name, 0, number=False),
-    _Column("type", lambda i, layer, d: layer.type, MEDIUM_WIDTH, number=False),
+    _Column("layer", lambda i, layer, d: shown(layer.name), 0, number=False),
+    _Column("type", lambda i, layer, d: shown(layer.type), MEDIUM_WIDTH, number=False),
     _Column("grad W", lambda i, layer, d: number_text(_weight_grad(layer)), MEDIUM_WIDTH),
     _Column("|g|/|w|", lambda i, layer, d: number_text(layer.relative_grad), FULL_WIDTH),
     _Column("dL/dout", lambda i, layer, d: number_text(layer.backward), 0),
@@ -214,7 +226,7 @@ _COLUMNS = [
 ]
 
 
-def _layer_table(report: Report, options: RenderOptions, width: int) -> Table:
+def _layer_table(report: Report, options: RenderOptions, width: int, names: Names) -> Table:
     result, diagnosis = report.result, report.diagnosis
     # Columns in order of importance: the narrower the terminal, the fewer of the optional ones.
     # Numbers and statuses keep their width; only the layer and type names give way (ellipsis).
@@ -241,8 +253,9 @@ def _layer_table(report: Report, options: RenderOptions, width: int) -> Table:
         if index - previous > 1:
             add_skipped(statuses[previous + 1 : index])
         layer, status = result.layers[index], statuses[index]
-        label = status.value + (f" (tied to {layer.shared_with})" if layer.shared_with else "")
-        cells = [column.cell(index, layer, diagnosis) for column in columns]
+        label = status.value + (f" (tied to {shown(layer.shared_with)})" if layer.shared_with else "")
+        # Text, not str: a str cell is read as Rich markup, and a name such as "[/x]" is not valid markup.
+        cells = [Text(column.cell(index, layer, diagnosis)) for column in columns]
         table.add_row(*cells, Text(label, style=STATUS_STYLE[status]))
         previous = index
     if previous < len(statuses) - 1:
@@ -283,9 +296,9 @@ def _print_chart(
     console.print()
 
 
-def _layer_bars(report: Report) -> list[Bar]:
+def _layer_bars(report: Report, names: Names) -> list[Bar]:
     result, statuses = report.result, report.diagnosis.statuses
-    return [_bar(layer.name, signal_of(layer, result.hooked), statuses[layer.name]) for layer in result.layers]
+    return [_bar(shown(layer.name), signal_of(layer, result.hooked), statuses[layer.name]) for layer in result.layers]
 
 
 def _layer_legend(report: Report) -> str:
@@ -352,27 +365,30 @@ def _rows_to_show(statuses: list[LayerStatus], all_layers: bool) -> list[int]:
     return sorted(keep)
 
 
-def _time_table(series: RecurrentStats, profile: TimeProfile | None) -> Group:
-    title = Text(f"Time steps of {series.name} ({series.type}): gradient reaching each step's input", style="italic")
+def _time_table(series: RecurrentStats, profile: TimeProfile | None, names: Names) -> Group:
+    title = Text(
+        f"Time steps of {shown(series.name)} ({shown(series.type)}): gradient reaching each step's input",
+        style="italic",
+    )
     table = Table(header_style="bold", box=box.SIMPLE_HEAD)
     table.add_column("step", justify="right")
     table.add_column("dL/dx_t", justify="right")
     table.add_column("ratio to last", justify="right")
     steps = series.time_steps
     count = len(steps)
-    shown = (
+    rows = (
         sorted({round(i * (count - 1) / (TIME_STEP_ROWS - 1)) for i in range(TIME_STEP_ROWS)})
         if count > TIME_STEP_ROWS
         else range(count)
     )
-    for t in shown:
+    for t in rows:
         ratio = profile.ratio_to_last[t] if profile is not None else None
         table.add_row(str(t + 1), number_text(steps[t]), number_text(ratio))
     return Group(title, table)
 
 
-def _print_finding(console: Console, number: int, finding: Finding) -> None:
-    for part in _finding(number, finding):
+def _print_finding(console: Console, number: int, finding: Finding, names: Names) -> None:
+    for part in _finding(number, finding, names):
         if isinstance(part, _Code):
             console.print(part.text, soft_wrap=True)
             console.print()
@@ -380,34 +396,34 @@ def _print_finding(console: Console, number: int, finding: Finding) -> None:
             console.print(part)
 
 
-def _finding(number: int, finding: Finding) -> list:
+def _finding(number: int, finding: Finding, names: Names) -> list:
     head = Text(f"{number}. ")
     head.append(finding.severity.value.upper(), style=SEVERITY_STYLE[finding.severity])
     head.append(f" {finding.kind.value}: ", style="bold")
-    head.append(finding.message)
+    head.append(names.prose(finding.message))
     parts: list = [head]
     evidence = ", ".join(
-        f"{key}={_evidence_value(value)}" for key, value in finding.evidence.items() if value is not None
+        f"{key}={names.prose(_evidence_value(value))}" for key, value in finding.evidence.items() if value is not None
     )
     if evidence:
         parts.append(Padding(Text(f"evidence: {evidence}", style="dim"), (0, 0, 0, 3)))
     if finding.layers:
-        shown = ", ".join(finding.layers[:4]) + (
+        listed = ", ".join(shown(name) for name in finding.layers[:4]) + (
             f" and {len(finding.layers) - 4} more" if len(finding.layers) > 4 else ""
         )
-        parts.append(Padding(Text(f"layers: {shown}", style="dim"), (0, 0, 0, 3)))
+        parts.append(Padding(Text(f"layers: {listed}", style="dim"), (0, 0, 0, 3)))
     for rank, cause in enumerate(finding.causes, 1):
         line = Text(f"cause {rank}: ", style="bold magenta")
         line.append(f"[{cause.id.value}] ", style="magenta")
-        line.append(cause.summary)
+        line.append(names.prose(cause.summary))
         parts.append(Padding(line, (1 if rank == 1 else 0, 0, 0, 3)))
     for rank, fix in enumerate(finding.fixes, 1):
         title = Text(f"fix {rank}: ", style="bold cyan")
         title.append(f"[{fix.id}] ", style="cyan")
-        title.append(fix.title, style="bold")
+        title.append(names.prose(fix.title), style="bold")
         parts.append(Padding(title, (1 if rank == 1 else 0, 0, 0, 3)))
-        parts.append(Padding(Text(fix.detail), (0, 0, 0, 5)))
-        parts.append(_Code(fix.code))
+        parts.append(Padding(Text(names.prose(fix.detail)), (0, 0, 0, 5)))
+        parts.append(_Code(names.code(fix.code)))
     return parts
 
 
@@ -421,7 +437,7 @@ class _Code:
         self.text.rstrip()
 
 
-def _comparison(before: Report, after: Report) -> Table:
+def _comparison(before: Report, after: Report, names: Names) -> Table:
     table = Table(title="Before -> after", title_justify="left", header_style="bold", box=box.SIMPLE_HEAD)
     table.add_column("measure")
     table.add_column("before", justify="right")
@@ -445,18 +461,19 @@ def _comparison(before: Report, after: Report) -> Table:
         number_text(_first_grad(after.result.layers)),
     )
     for series_b, series_a in zip(b.time_profiles, a.time_profiles):
+        name = shown(series_b.name)
         table.add_row(
-            f"{series_b.name}: first/last time step (decades)", _decades(series_b.decades), _decades(series_a.decades)
+            Text(f"{name}: first/last time step (decades)"), _decades(series_b.decades), _decades(series_a.decades)
         )
         table.add_row(
-            f"{series_b.name}: gain per step", number_text(series_b.gain_per_step), number_text(series_a.gain_per_step)
+            Text(f"{name}: gain per step"), number_text(series_b.gain_per_step), number_text(series_a.gain_per_step)
         )
     errors = [sum(f.severity is Severity.ERROR for f in r.findings) for r in (b, a)]
     table.add_row("error findings", str(errors[0]), str(errors[1]))
     return table
 
 
-def _trials(report: Report) -> Group:
+def _trials(report: Report, names: Names) -> Group:
     """Every fix tried on a copy (--verify): the verdict and the depth trend before -> after."""
     before = summarize(report)
     table = Table(
@@ -480,7 +497,12 @@ def _trials(report: Report) -> Group:
     for trial in report.fix_trials:
         if trial.report is None:
             table.add_row(
-                Text(trial.fix_id), Text("not applied", style="dim"), "", "", "", Text(trial.description, style="dim")
+                Text(trial.fix_id),
+                Text("not applied", style="dim"),
+                "",
+                "",
+                "",
+                Text(names.prose(trial.description), style="dim"),
             )
             continue
         after = summarize(trial.report)
@@ -490,12 +512,12 @@ def _trials(report: Report) -> Group:
             _decades(after["decades"]),
             number_text(after["gain_per_layer"]),
             number_text(after["max_total_grad_norm"]),
-            Text(trial.description),
+            Text(names.prose(trial.description)),
         )
     return Group(table)
 
 
-def _baseline(comparison) -> Group:
+def _baseline(comparison, names: Names) -> Group:
     """--baseline: the verdict of the comparison, then the layers that moved most."""
     if comparison.regressed:
         head = Text(f"Baseline: REGRESSED (tolerance x{comparison.tolerance:g}); see the baseline_regression finding.")
@@ -509,7 +531,7 @@ def _baseline(comparison) -> Group:
         table.add_column(column, justify="right" if column in ("before", "after", "factor") else "left")
     for change in comparison.changes[:10]:
         table.add_row(
-            Text(change.layer), change.what, number_text(change.before), number_text(change.after), number_text(change.factor),
+            Text(shown(change.layer)), change.what, number_text(change.before), number_text(change.after), number_text(change.factor),
             Text("regression", style="bold red") if change.regression else "",
         )  # fmt: skip
     return Group(head, table)
