@@ -10,7 +10,7 @@ $(BIN)/gradcheck: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev,plot,docs]"
 	touch $@
 
-.PHONY: demo test lint bench docs
+.PHONY: demo test test-slow lint bench docs
 # The default preset vanishes on purpose, so its exit code is 1 (a finding); only 2 is a failure here.
 demo: $(BIN)/gradcheck
 	$(BIN)/gradcheck demo --depth 50 || [ $$? -eq 1 ]
@@ -21,6 +21,10 @@ lint: $(BIN)/gradcheck
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The slow cases (pytest -m slow: the deepest models); CI runs them after `make test`.
+test-slow: $(BIN)/gradcheck
+	$(BIN)/python -m pytest -m slow
 
 # Overhead, start-up, scale and memory, as ratios measured side by side (see benchmarks/README.md).
 bench: $(BIN)/gradcheck

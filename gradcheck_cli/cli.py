@@ -165,8 +165,15 @@ def _report_error(error: GradcheckError, prefix: str = "") -> None:
         import traceback
 
         traceback.print_exception(error, file=sys.stderr)
-    # The message is plain text: escaped, so Rich does not take "[plot]" or "[tool.gradcheck]" for markup.
-    stderr.print(f"[bold red]error:[/] {escape(f'{prefix}{error}')}", soft_wrap=True, markup=True, highlight=False)
+    _print_error(f"{prefix}{error}")
+
+
+def _print_error(message: str) -> None:
+    """One line on stderr. The message carries the user's text (layer names, their exception's words), shown
+    with control characters escaped (render/names.py), and Rich-escaped so "[plot]" is not taken for markup."""
+    from gradcheck_cli.render.names import shown
+
+    stderr.print(f"[bold red]error:[/] {escape(shown(message, None))}", soft_wrap=True, markup=True, highlight=False)
 
 
 @app.command()
@@ -247,6 +254,7 @@ def demo(
         from gradcheck_cli.isolation import DemoJob
 
         settings = _Settings(ctx, _load_config(config, isolated, verbose))
+        _check_output(output)
         plot_as = _check_plot(plot)
         if gain is not None:
             check_range("gain", gain)
@@ -392,8 +400,7 @@ def scan(
             )
         top_settings = _Settings(ctx, file_config)
         output_settings = top_settings.output(output_format, fail_on)
-        if output is not None and not output.strip():
-            raise InvalidOptionError("--output needs a file name (or - is not supported: leave it out for stdout).")
+        _check_output(output)
         compare_with = _load_baseline(baseline)
         plot_as = _check_plot(plot)
         limits = _limits(top_settings, timeout, max_memory)
@@ -671,24 +678,20 @@ def _check_input_memory(inputs: Any, limits: Any) -> None:
 def _worker_run(jobs: list, limits: Any, silent: bool, spread: Any = None) -> Any:
     """The jobs in worker processes (gradcheck_cli/isolation.py); what they print reaches stderr, labelled."""
     from gradcheck_cli.isolation import Request, WorkerRun
+    from gradcheck_cli.render.names import shown
 
     def relay(label: str, line: str) -> None:
-        if not silent:
-            stderr.print(f"{_printable(label)}| {_printable(line)}", markup=False, highlight=False, soft_wrap=True)
+        if not silent:  # what the model prints, shown but never obeyed: no escape sequence, no workflow command
+            stderr.print(f"{shown(label, None)}| {shown(line, None)}", markup=False, highlight=False, soft_wrap=True)
 
     with WorkerRun(Request(jobs, limits, spread, debug=_State.debug), relay) as run:
         yield run
 
 
-def _printable(text: str) -> str:
-    """The user's output as it is, less what could steer a terminal (escape sequences, carriage returns)."""
-    return "".join(c if c.isprintable() or c == "\t" else repr(c)[1:-1] for c in text)
-
-
 def _report_worker_error(outcome: Any) -> None:
     if _State.debug and outcome.details:
         sys.stderr.write(outcome.details)
-    stderr.print(f"[bold red]error:[/] {escape(outcome.error)}", soft_wrap=True, markup=True, highlight=False)
+    _print_error(outcome.error)
 
 
 def _torchrun_rank(ctx: typer.Context, distributed: bool, fsdp: bool) -> int | None:
@@ -711,6 +714,11 @@ def _muted(console: Console) -> Any:
         yield
     finally:
         console.quiet = quiet
+
+
+def _check_output(path: str | None) -> None:
+    if path is not None and not path.strip():
+        raise InvalidOptionError("--output needs a file name; leave it out to print the report.")
 
 
 def _check_plot(path: str | None) -> Any:

@@ -145,7 +145,7 @@ def test_escape_sequences_printed_by_the_model_are_shown_not_sent(runner, tmp_pa
     target = model_file(tmp_path, "ansi.py", top=r"print('\x1b[2J::error::x\r')")
     result = scan(runner, target)
     assert "\x1b" not in result.stderr and "\r" not in result.stderr
-    assert r"\x1b[2J::error::x\r" in result.stderr
+    assert r"\x1b[2J:\x3aerror:\x3ax\r" in result.stderr  # shown, and no line can start a workflow command
 
 
 def test_input_at_import_does_not_wait(runner, tmp_path):
