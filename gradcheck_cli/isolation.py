@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradcheck_cli.diagnosis import Thresholds
+from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.limits import show_bytes
 from gradcheck_cli.options import ScanOptions
 
@@ -181,6 +182,7 @@ class _Worker:
     stage: str | None = None
     started: float = 0.0
     finished: bool = False  # it said it has run every job
+    completed: int = 0  # jobs it reported on
 
 
 def _start(request: Request, pending: list[int], scratch: str) -> _Worker:
@@ -315,6 +317,8 @@ def _collect(worker: _Worker, request: Request, relay: Callable[[str, str], None
                     return
             if ended:
                 _drain_output(worker, label, relay)
+                if worker.current is None and worker.completed:
+                    return  # it died between jobs (say, freeing the last model): a fresh one takes the rest
                 if worker.current is None:
                     raise WorkerFailed(
                         f"gradcheck's worker process ended before it ran a target "
@@ -354,8 +358,8 @@ def _messages(worker: _Worker, timeout: float | None) -> Iterator[tuple]:
             return
 
 
-class WorkerFailed(RuntimeError):
-    """The worker could not run at all (not the user's code): an internal error of gradcheck."""
+class WorkerFailed(GradcheckError):
+    """The worker could not run a job at all (not the user's code): gradcheck's own installation is broken."""
 
 
 def _handle(worker: _Worker, message: tuple) -> Outcome | None:
@@ -368,6 +372,7 @@ def _handle(worker: _Worker, message: tuple) -> Outcome | None:
         worker.finished = True
     elif kind in ("report", "error"):
         worker.current = None
+        worker.completed += 1
         if kind == "report":
             return Outcome(message[1], report=message[2])
         return Outcome(message[1], error=message[2], details=message[3])
