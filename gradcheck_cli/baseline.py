@@ -17,10 +17,9 @@ from typing import Any
 
 from gradcheck_cli import __version__
 from gradcheck_cli.choices import FindingKind, Severity, Verdict
-from gradcheck_cli.config import NotARegularFileError, read_regular_file
 from gradcheck_cli.diagnosis import Finding, add_findings
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
-from gradcheck_cli.files import write_whole
+from gradcheck_cli.files import NotARegularFileError, read_regular_file, write_whole
 from gradcheck_cli.report import Report
 
 # Bump the major part when an existing key changes meaning or goes away; a reader accepts any minor.

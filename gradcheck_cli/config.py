@@ -20,11 +20,9 @@ from __future__ import annotations
 import codecs
 import dataclasses
 import difflib
-import errno
 import math
 import os
 import re
-import stat
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ import yaml
 
 from gradcheck_cli.choices import Amp, Device, FailOn, LossKind, Optimizer, OutputFormat
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.files import FileTooLargeError, NotARegularFileError, read_regular_file
 from gradcheck_cli.limits import RANGES, parse_memory, range_problem
 
 if sys.version_info >= (3, 11):
@@ -290,32 +289,6 @@ def load_config(path: Path | str | None = None, *, isolated: bool = False, start
         if path is None:
             return Config()
     return _load_file(Path(os.path.abspath(path)), named=named)
-
-
-class NotARegularFileError(OSError):
-    """A device, FIFO or socket where a file to read was expected."""
-
-
-class FileTooLargeError(OSError):
-    """A file larger than its reader accepts."""
-
-
-def read_regular_file(path: Path, max_bytes: int | None = None) -> bytes:
-    """The bytes of ``path`` if it is a regular file (after symlinks) of at most ``max_bytes``. A device
-    (/dev/zero) never ends and a FIFO blocks until someone writes: both raise NotARegularFileError, checked
-    on the open descriptor (O_NONBLOCK: opening a FIFO does not wait for a writer), so the file cannot be
-    swapped between the check and the read. Too large: FileTooLargeError. Other failures: OSError."""
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    with os.fdopen(descriptor, "rb") as stream:
-        mode = os.fstat(descriptor).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if not stat.S_ISREG(mode):
-            raise NotARegularFileError(f"{path} is not a regular file")
-        data = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
-    if max_bytes is not None and len(data) > max_bytes:
-        raise FileTooLargeError(f"{path} is larger than {max_bytes} bytes")
-    return data
 
 
 def _has_gradcheck_table(path: Path) -> bool:

@@ -1,4 +1,5 @@
-"""Writing a file the user will read (a report, a baseline, a figure): whole, or not at all.
+"""The user's files: a report, a baseline or a figure written whole, or not at all; a file read only when it is a
+regular one (a device never ends, a FIFO blocks until someone writes).
 
 What "the file" is depends on what the path names (issue 21): a regular file is replaced whole (a temporary
 file beside it, renamed over it); a symbolic link is followed and its final target replaced whole, so the
@@ -46,8 +47,7 @@ def write_whole(path: Path | str, text: str | bytes) -> None:
     elif stat.S_ISDIR(mode):
         raise IsADirectoryError(errno.EISDIR, "it is a directory, not a file", name)
     else:
-        kind = "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "a special file"
-        raise OSError(errno.EINVAL, f"it is {kind}, not a file to write a report to", name)
+        raise OSError(errno.EINVAL, f"it is {file_kind(mode)}, not a file to write a report to", name)
 
 
 def _own_descriptor(name: str) -> int | None:
@@ -113,3 +113,38 @@ def _replace(target: Path, data: bytes, mode: int | None) -> None:
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
+
+
+class NotARegularFileError(OSError):
+    """A device, FIFO or socket where a file to read was expected."""
+
+
+class FileTooLargeError(OSError):
+    """A file larger than its reader accepts."""
+
+
+def read_regular_file(path: Path, max_bytes: int | None = None) -> bytes:
+    """The bytes of ``path`` if it is a regular file (after symlinks) of at most ``max_bytes``. A device
+    (/dev/zero) never ends and a FIFO blocks until someone writes: both raise NotARegularFileError, checked
+    on the open descriptor (O_NONBLOCK: opening a FIFO does not wait for a writer), so the file cannot be
+    swapped between the check and the read. Too large: FileTooLargeError. Other failures: OSError."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with os.fdopen(descriptor, "rb") as stream:
+        mode = os.fstat(descriptor).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not stat.S_ISREG(mode):
+            raise NotARegularFileError(f"{path} is {file_kind(mode)}, not a regular file")
+        data = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise FileTooLargeError(f"{path} is larger than {max_bytes} bytes")
+    return data
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, for a sentence: "a named pipe (FIFO)", "a socket", ..."""
+    for test, kind in ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):  # fmt: skip
+        if test(mode):
+            return kind
+    return "a special file"

@@ -17,8 +17,8 @@ from typing import Any
 
 from gradcheck_cli import __version__
 from gradcheck_cli.choices import CauseId, FindingKind, Severity
-from gradcheck_cli.config import NotARegularFileError, read_regular_file
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.files import NotARegularFileError, read_regular_file
 from gradcheck_cli.stats import LayerStats, ModelStructure, ProbeResult
 
 SCHEMA = "gradcheck.monitor-history"

@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import re
-import stat
 import sys
 import tokenize
 import traceback
@@ -38,6 +37,7 @@ from torch import nn
 
 from gradcheck_cli import stages
 from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.files import file_kind
 
 # Conventions for finding the model in a file, in the order they are tried.
 FACTORY_NAMES = ("build_model", "get_model", "create_model", "make_model", "model_fn")
@@ -80,7 +80,7 @@ def load_target(
         if not path.is_file():
             # Checked before anything opens it: reading a FIFO waits for a writer, /dev/zero never ends.
             raise GradcheckError(
-                f"{location} is {_special_file_kind(path)}, not a regular file; point gradcheck at a model file "
+                f"{location} is {file_kind(path.stat().st_mode)}, not a regular file; point gradcheck at a model file "
                 "(.py) or a saved model."
             )
         if suffix in CHECKPOINT_SUFFIXES or (suffix != ".py" and zipfile.is_zipfile(path)):
@@ -106,19 +106,6 @@ def load_target(
     with _importable(paths or [], extra=Path.cwd()):
         module = _import_module(location)
         return _find_model(vars(module), entry, where=location, module_name=module.__name__)
-
-
-def _special_file_kind(path: Path) -> str:
-    mode = path.stat().st_mode
-    if stat.S_ISFIFO(mode):
-        return "a named pipe (FIFO)"
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a special file"
 
 
 def _split_target(target: str) -> tuple[str, str, str]:
