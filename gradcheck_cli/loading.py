@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import stages
-from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.errors import GradcheckError, describe_exception, quoted
 from gradcheck_cli.files import file_kind
 
 # Conventions for finding the model in a file, in the order they are tried.
@@ -158,13 +158,13 @@ def _exec_file(path: Path) -> dict[str, Any]:
             line = _line_in(error, path)
             missing = f"`{error.name}`" if getattr(error, "name", None) else "a module"
             raise GradcheckError(
-                f"{path}{line} imports {missing}, which failed: {_one_line(error)}. Install it, or add its folder with --path."
+                f"{path}{line} imports {missing}, which failed: {quoted(error)}. Install it, or add its folder with --path."
             ) from error
         except EOFError as error:
             raise GradcheckError(_input_message(error, f"{path}{_line_in(error, path)}", stages.IMPORT)) from error
         except Exception as error:
             raise GradcheckError(
-                f"{path}{_line_in(error, path)} raised {type(error).__name__} while being imported: {_one_line(error)}"
+                f"{path}{_line_in(error, path)} raised {type(error).__name__} while being imported: {quoted(error)}"
             ) from error
         finally:
             sys.modules.pop(name, None)
@@ -183,7 +183,7 @@ def _input_message(error: EOFError, where: str, stage: str) -> str:
     """input() at the end of stdin raises EOFError: the scan's stdin is empty (/dev/null in the CLI's worker)."""
     when = "while being imported" if stage == stages.IMPORT else "while building the model"
     if str(error) != "EOF when reading a line":
-        return f"{where} raised EOFError {when}: {_one_line(error)}"
+        return f"{where} raised EOFError {when}: {quoted(error)}"
     fix = (
         "move the prompt under `if __name__ == '__main__':`"
         if stage == stages.IMPORT
@@ -209,7 +209,7 @@ def _import_module(name: str) -> Any:
                     "that holds it or add that folder with --path."
                 ) from error
             raise GradcheckError(
-                f"{name} imports `{error.name}`, which is not installed: {_one_line(error)}. Install it, or add its folder "
+                f"{name} imports `{error.name}`, which is not installed: {quoted(error)}. Install it, or add its folder "
                 "with --path."
             ) from error
         except SyntaxError as error:
@@ -217,7 +217,7 @@ def _import_module(name: str) -> Any:
         except EOFError as error:
             raise GradcheckError(_input_message(error, name, stages.IMPORT)) from error
         except Exception as error:
-            raise GradcheckError(f"importing {name} raised {type(error).__name__}: {_one_line(error)}") from error
+            raise GradcheckError(f"importing {name} raised {describe_exception(error)}") from error
 
 
 def _find_model(namespace: dict[str, Any], entry: str | None, where: str, module_name: str) -> LoadedModel:
@@ -348,7 +348,7 @@ def _materialize(name: str, value: Any, where: str) -> tuple[nn.Module, str]:
 
 
 def _device_hint(error: Exception) -> str:
-    text = _one_line(error)
+    text = quoted(error)
     if "CUDA" in text or "cuda" in text:
         return f"{text} (the model asks for a GPU this machine does not have; build it on the CPU)"
     return text
@@ -378,7 +378,7 @@ def load_checkpoint(path: Path, *, trust_pickle: bool) -> LoadedModel:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         if "Weights only load failed" not in str(error):
-            raise GradcheckError(f"{path} could not be read as a torch.save file: {_one_line(error)}") from error
+            raise GradcheckError(f"{path} could not be read as a torch.save file: {quoted(error)}") from error
         if not trust_pickle:
             raise GradcheckError(
                 f"{path} is a pickled Python object; unpickling runs arbitrary code from the file, so gradcheck "
@@ -402,10 +402,6 @@ def _quiet_torch() -> Iterator[None]:
             yield
     finally:
         logging.disable(disabled)
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
 
 
 def _is_torch_save(path: Path, names: list[str]) -> bool:
@@ -434,7 +430,7 @@ def _load_torchscript(path: Path) -> LoadedModel:
                 f"{path} was saved on a CUDA device, which this machine does not have; re-save it from the CPU "
                 "(model.cpu()) or scan it where a GPU is."
             ) from error
-        raise GradcheckError(f"{path} is not a readable TorchScript archive: {_one_line(error)}") from error
+        raise GradcheckError(f"{path} is not a readable TorchScript archive: {quoted(error)}") from error
     return LoadedModel(model, f"the TorchScript module in {path}", source_path=str(path))
 
 
@@ -456,7 +452,7 @@ def _load_export(path: Path, *, trust_pickle: bool) -> LoadedModel:
             model = torch.export.unflatten(program)
     except Exception as error:
         raise GradcheckError(
-            f"{path} is not a readable torch.export program ({_one_line(error)[:300]}); re-save it with "
+            f"{path} is not a readable torch.export program ({quoted(error)}); re-save it with "
             "torch.export.save, or scan the .py file that builds the model."
         ) from error
     loaded = LoadedModel(model, f"the torch.export program in {path}", source_path=str(path))
@@ -651,9 +647,9 @@ def _unpickle(path: Path) -> Any:
             raise GradcheckError(
                 f"{path} holds tensors on a CUDA device, which this machine does not have; save it from the CPU."
             ) from error
-        raise GradcheckError(f"{path} could not be unpickled: {_one_line(error)}") from error
+        raise GradcheckError(f"{path} could not be unpickled: {quoted(error)}") from error
     except Exception as error:
-        raise GradcheckError(f"{path} could not be unpickled: {type(error).__name__}: {_one_line(error)}") from error
+        raise GradcheckError(f"{path} could not be unpickled: {describe_exception(error)}") from error
 
 
 def _not_a_model(path: Path, obj: Any) -> str:

@@ -60,7 +60,14 @@ from gradcheck_cli.history import (
     json_line,
     record_document,
 )
-from gradcheck_cli.probe import describe_structure, has_skip_connections, owns_parameters, tensors_in
+from gradcheck_cli.probe import (
+    describe_structure,
+    has_skip_connections,
+    owns_parameters,
+    release_nodes,
+    release_with_graph,
+    tensors_in,
+)
 from gradcheck_cli.stats import LayerStats
 
 # A float32 norm is exact to float32 precision when it lies in this range: below it the squares of the
@@ -244,6 +251,8 @@ class Monitor:
         self._full: list[bool] = [True] * self._capacity  # per row: every norm taken (else the watch's only)
         self._last_record_step = self.header.start_step - 1
         self._hooks: _SignalHooks | None = None
+        # Autograd nodes read from a step's graph (the skip walk's, the hooked outputs'): see _hand_over_nodes.
+        self._graph_nodes: list[Any] = []
         self._log = Path(log) if log is not None else None
         self._log_started = False
         if self._log is not None:
@@ -274,6 +283,7 @@ class Monitor:
         the problems found (and warns or raises as ``on_problem`` says)."""
         self._check_attached()
         entered = perf_counter()
+        release_nodes(self._graph_nodes)  # of an earlier step given no loss: its graph is gone by now
         if self._left_at is not None:
             self._intervals.append(entered - self._left_at)
         step = self._next_step
@@ -304,6 +314,7 @@ class Monitor:
                 self._choose_stride()
         if self._signals and self._sampled(step + 1) and not (found and self._on_problem is OnProblem.RAISE):
             self._arm()
+        self._hand_over_nodes(loss)
         self._left_at = perf_counter()
         self._emit(found, stacklevel=3)
         return found
@@ -393,7 +404,7 @@ class Monitor:
             # slow growth over residual blocks to a warning.
             self._skips_read = True
             if self.header.structure.residual is None and not isinstance(self._model, torch.jit.ScriptModule):
-                self.header.structure.residual = has_skip_connections(loss)
+                self.header.structure.residual = has_skip_connections(loss, self._graph_nodes)
 
     def _choose_stride(self) -> None:
         """norms_every="auto": the smallest of 1, 2, 4, 8 (and at most ``every``) at which the per-step norms,
@@ -503,6 +514,7 @@ class Monitor:
         self.problems += problems
         if hooks is not None:
             hooks.remove()
+            self._graph_nodes += hooks.take_nodes()
             self._hooks = None
         if self._log is not None:
             self._write_log(json_line(record_document(record)))
@@ -622,7 +634,9 @@ class Monitor:
         finally:
             if self._hooks is not None:
                 self._hooks.remove()
+                self._graph_nodes += self._hooks.take_nodes()
                 self._hooks = None
+            release_nodes(self._graph_nodes)
             self._attached = False
             self._norms = self._losses = None
         if raise_allowed or self._on_problem is not OnProblem.RAISE:
@@ -660,6 +674,14 @@ class Monitor:
         except OSError as error:
             raise GradcheckError(f"Cannot write the history to {self._log}: {error.strerror or error}.") from error
 
+    def _hand_over_nodes(self, loss: Any) -> None:
+        """The nodes this step read from its graph, which is the user's: torch frees a graph whose nodes Python has
+        read by recursion, which overflows the C stack on a deep model (probe.release_nodes). Handed to the graph
+        behind ``loss``, they are let go in order when the user drops it; without a loss, at the next step."""
+        if self._graph_nodes and isinstance(loss, torch.Tensor) and loss.grad_fn is not None:
+            release_with_graph(loss, self._graph_nodes)
+            self._graph_nodes = []
+
     def _check_attached(self) -> None:
         if not self._attached:
             raise InvalidOptionError("This Monitor was detached; create a new Monitor to watch the model again.")
@@ -680,6 +702,7 @@ class _SignalHooks:
         self.first_layer_batch = 0  # samples seen by the first layer to run, where the root is not called
         self._first: int | None = None
         self.active = True
+        self._nodes: list[Any] = []  # the graph nodes of the hooked outputs: see Monitor._hand_over_nodes
         self._handles = [root.register_forward_pre_hook(self._count_batch, with_kwargs=True)]
         for index, (_, module) in enumerate(layers):
             self._handles.append(module.register_forward_hook(self._forward(index, module)))
@@ -689,6 +712,11 @@ class _SignalHooks:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+    def take_nodes(self) -> list[Any]:
+        """The nodes read so far, no longer held here: the tensor hooks keep this object, and the nodes keep them."""
+        nodes, self._nodes = self._nodes, []
+        return nodes
 
     def _count_batch(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         if self.active and torch.is_grad_enabled():
@@ -716,6 +744,8 @@ class _SignalHooks:
                 self.numel[index] += tensor.numel()
                 if tensor.requires_grad:
                     tensor.register_hook(self._backward(index))
+                    if tensor.grad_fn is not None:
+                        self._nodes.append(tensor.grad_fn)
 
         return hook
 

@@ -33,9 +33,22 @@ def trace_nonfinite(model: nn.Module, batch: Batch, loss_fn: LossFn) -> Nonfinit
     ``.grad`` before its backward pass and removes every hook it added, also when the model raises.
     TorchScript modules take no hooks: a NaN made inside one is put on the watched module that called it.
     """
+    from gradcheck_cli.probe import clear_frames, release_nodes  # (the probe imports this module)
+
+    nodes: list[Any] = []  # the autograd nodes the tensor hooks read, held until the pass's graph is gone
+    try:
+        return _watched_pass(model, batch, loss_fn, nodes)
+    except BaseException as error:
+        clear_frames(error)  # they hold the graph, which must go first
+        raise
+    finally:
+        release_nodes(nodes)
+
+
+def _watched_pass(model: nn.Module, batch: Batch, loss_fn: LossFn, nodes: list[Any]) -> NonfiniteOrigin | None:
     names = {id(module): name or "(model)" for name, module in model.named_modules()}
     with ExitStack() as hooks:
-        watcher = _Watcher(names, hooks)
+        watcher = _Watcher(names, hooks, nodes)
         for module in model.modules():
             if isinstance(module, torch.jit.ScriptModule):
                 continue
@@ -121,9 +134,10 @@ class _GradEvent:
 class _Watcher:
     """Hook bodies: count what each module took in and gave out, and the gradients in firing order."""
 
-    def __init__(self, names: dict[int, str], hooks: ExitStack) -> None:
+    def __init__(self, names: dict[int, str], hooks: ExitStack, nodes: list[Any]) -> None:
         self.names = names
         self.hooks = hooks  # tensor hooks made during forward are removed with the module hooks
+        self.nodes = nodes  # the nodes of hooked tensors: see trace_nonfinite
         self.watching = True
         self.calls: list[_Call] = []  # in the order their forward hooks fired: children before parents
         self.events: list[_GradEvent] = []
@@ -179,6 +193,8 @@ class _Watcher:
         for tensor in tensors:
             if tensor.requires_grad:
                 self.hooks.callback(tensor.register_hook(partial(self._record, kind, call, what)).remove)
+                if tensor.grad_fn is not None:
+                    self.nodes.append(tensor.grad_fn)
 
     def _record(self, kind: str, call: _Call, what: str, grad: torch.Tensor | None) -> None:
         if grad is None:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gradcheck_cli.choices import LossKind
-from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.errors import GradcheckError, describe_exception
 from gradcheck_cli.probe import Batch
 
 # Output fields in order of preference: Hugging Face ModelOutput objects and dicts use these names.
@@ -43,7 +43,7 @@ class Objective:
                 return self.user_loss(output, batch.target)
             except Exception as error:
                 raise GradcheckError(
-                    f"{self.user_loss_name}() in the model file raised {type(error).__name__}: {error}"
+                    f"{self.user_loss_name}() in the model file raised {describe_exception(error)}"
                 ) from error
         tensor, where = select_output(output)
         self.output_description = where

@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import gc
 import math
+import operator
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from contextvars import ContextVar
@@ -24,7 +26,13 @@ from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.utils.hooks import RemovableHandle
 
 from gradcheck_cli import stages
-from gradcheck_cli.errors import GradcheckError, InvalidOptionError, ModelRunError
+from gradcheck_cli.errors import (
+    GradcheckError,
+    InvalidOptionError,
+    ModelRunError,
+    RepeatCallError,
+    describe_exception,
+)
 from gradcheck_cli.nonfinite import trace_nonfinite
 from gradcheck_cli.stats import ActivationStats, LayerStats, ModelStructure, ProbeResult, RecurrentStats
 
@@ -273,6 +281,7 @@ def probe_model(
         else:
             torch.manual_seed(seed)
         nonfinite_batch = None
+        calls, first_inputs = 0, None  # the model's calls that ran, and what the first was given
         for index in range(passes):
             rng = _rng_state(devices)
             inexact = None
@@ -280,7 +289,10 @@ def probe_model(
                 with stages.user_code(stages.INPUTS):
                     batch = make_batch(index)
                 recorder.start_pass(index == 0, amp, loss_scale, inexact)
-                loss = _forward_backward(model, params, batch, loss_fn, recorder, amp, loss_scale)
+                inputs = _input_kinds(batch)
+                repeated = calls + 1 if calls and inputs == first_inputs else None
+                loss = _forward_backward(model, params, batch, loss_fn, recorder, amp, loss_scale, repeated)
+                calls, first_inputs = calls + 1, first_inputs or inputs
                 figures = recorder.finish_pass(loss, _batch_size(batch))
                 if figures.finite or not math.isfinite(figures.loss) or loss_scale <= 1.0:
                     if figures.exact or inexact is not None:
@@ -319,6 +331,47 @@ def _gradient_edge(tensor: torch.Tensor) -> GradientEdge:
     if node is None or isinstance(node, torch._C._FunctionBase):  # a leaf, or a custom autograd.Function
         return get_gradient_edge(tensor)
     return GradientEdge(node, tensor.output_nr)
+
+
+def release_nodes(nodes: list[Any]) -> None:
+    """Let go of autograd nodes that Python has read, the latest made first; call it once the tensors at the root
+    of their graph are gone, and hold every node read from Python (``tensor.grad_fn``, ``next_functions``,
+    ``register_hook``, a GradientEdge) in ``nodes`` until then.
+
+    torch frees a deep graph in a loop, not by recursion (pytorch#5534), but torch 2.13 frees a node that Python
+    has read through the Python object it keeps for it from then on, outside that loop: freeing a chain of such
+    nodes recurses a few C frames per node, and a 40,000-layer model overflowed the stack (a segfault, issue
+    21). Held until the roots are gone and let go from the root end (a node is made after the nodes it reads
+    from: its sequence number is higher), each one frees itself and the unread nodes below it, down to the next
+    one still held.
+    """
+    nodes.sort(key=_SEQUENCE_NR)
+    while nodes:
+        nodes.pop()
+
+
+_SEQUENCE_NR = operator.methodcaller("_sequence_nr")
+
+
+def release_with_graph(root: torch.Tensor, nodes: list[Any]) -> None:
+    """Hand ``nodes`` (see release_nodes) to the graph behind ``root``, for a graph that is not gradcheck's to
+    drop (the monitor's: the user's training step). Kept in the metadata of its root node, they are let go in
+    order when that node goes, once its own destructor has let go of the nodes below it. (The root node itself is
+    left out: held by its own metadata, it would never go.)"""
+    node = root.grad_fn
+    node.metadata.setdefault("gradcheck_nodes", []).append(_NodeReleaser([n for n in nodes if n is not node]))
+
+
+class _NodeReleaser:
+    """Nodes held for release_nodes, let go when this is freed."""
+
+    __slots__ = ("nodes",)
+
+    def __init__(self, nodes: list[Any]) -> None:
+        self.nodes = nodes
+
+    def __del__(self) -> None:
+        release_nodes(self.nodes)
 
 
 @functools.cache
@@ -456,9 +509,13 @@ def _forward_backward(
     recorder: _Recorder,
     amp: torch.dtype | None = None,
     loss_scale: float = 1.0,
+    repeated: int | None = None,
 ) -> torch.Tensor:
+    """One pass; ``repeated``: the number of this call of the model where an earlier call ran with inputs of the
+    same shapes (a failure then is the model's state, not its inputs: RepeatCallError)."""
     batch = _on_device(batch, params)
     stage = stages.FORWARD
+    output = loss = scaled = None
     stages.enter(stage)
     try:
         with torch.autocast(params[0].device.type, dtype=amp) if amp is not None and params else nullcontext():
@@ -470,26 +527,25 @@ def _forward_backward(
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ModelRunError("The loss must be a single-element tensor; check the loss function.", stage)
         if not loss.requires_grad:
-            raise ModelRunError(
-                "The loss does not depend on any parameter that requires grad; unfreeze the model "
-                "(model.requires_grad_(True)) or check the loss function.",
-                stage,
-            )
+            raise ModelRunError(_cut_graph_message(output, params), stage)
         if recorder.read_skips:
-            recorder.residual = has_skip_connections(loss)  # before backward frees the graph
+            recorder.residual = has_skip_connections(loss, recorder.graph_nodes)  # before backward frees the graph
             recorder.read_skips = False
         stage = stages.BACKWARD
         stages.enter(stage)
         scaled = loss * loss_scale if loss_scale != 1.0 else loss
         if recorder.autograd_passes:
             recorder.take_gradients(scaled)
-            return loss.detach()
-        for p in params:
-            p.grad = None
-        scaled.backward()
-    except GradcheckError:
+        else:
+            for p in params:
+                p.grad = None
+            scaled.backward()
+        value = loss.detach()
+    except GradcheckError as error:
+        clear_frames(error)  # (one the loss function raised about the user's code holds the graph too)
         raise
     except SystemExit as error:  # sys.exit() in the user's forward or loss: never a passing scan
+        clear_frames(error)
         raise stages.exit_error(error, stage) from error
     except Exception as error:  # the user's code: say where it failed, keep the original as the cause
         layer = _failing_layer(model, error) if stage == "forward pass" else None
@@ -498,12 +554,65 @@ def _forward_backward(
         else:
             ran = recorder.layers_run()
             where = f" after running {', '.join(ran[-3:])}" if ran else ""
-        raise ModelRunError(
-            f"The model failed in the {stage}{where}: {type(error).__name__}: {error}".rstrip(),
-            stage,
-            layer,
-        ) from error
-    return loss.detach()
+        clear_frames(error)
+        detail = describe_exception(error)
+        if repeated is not None:
+            raise RepeatCallError(
+                f"The model failed in the {stage}{where} on pass {repeated}, after pass 1 succeeded with inputs of "
+                f"the same shapes ({detail}), so it keeps state between calls; check what its forward stores, counts "
+                "or asserts from one call to the next (a scan runs it once per pass).",
+                stage,
+                layer,
+            ) from error
+        raise ModelRunError(f"The model failed in the {stage}{where}: {detail}", stage, layer) from error
+    finally:
+        # The graph's roots go first, then the nodes the probe read from Python, from the root end: freed the
+        # other way round, a deep model's graph overflows the C stack (see release_nodes).
+        output = loss = scaled = None
+        recorder.release_graph()
+    return value
+
+
+def clear_frames(error: BaseException) -> None:
+    """Drop the locals of the frames ``error`` and the exceptions behind it came through, below the one that
+    caught it: they hold the failed pass's graph, which must go before the nodes read from it are let go
+    (release_nodes). traceback.clear_frames leaves the copy of a frame's locals that reading f_locals made
+    (_failing_layer reads them) until f_locals is read again, before Python 3.13."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        tb = cause.__traceback__
+        tb = tb.tb_next if tb is not None else None  # (the catching frame is still running: its locals are its own)
+        traceback.clear_frames(tb)
+        while tb is not None:
+            tb.tb_frame.f_locals  # noqa: B018 (emptied now)
+            tb = tb.tb_next
+        cause = cause.__cause__ or cause.__context__
+
+
+def _input_kinds(batch: Batch) -> list[tuple[torch.Size, torch.dtype]]:
+    return [(t.shape, t.dtype) for t in tensors_in((batch.args, batch.kwargs))]
+
+
+def _cut_graph_message(output: Any, params: list[nn.Parameter]) -> str:
+    """Why the loss carries no gradient: frozen parameters, or where the graph from them to the loss was cut."""
+    if not any(p.requires_grad for p in params):
+        return (
+            "The loss does not depend on any parameter that requires grad; unfreeze the model "
+            "(model.requires_grad_(True)) or check the loss function."
+        )
+    if any(t.requires_grad for t in tensors_in(output)):
+        return (
+            "The model's output depends on its parameters but the loss computed from it does not: the loss function "
+            "cuts the graph (.detach(), .item(), .numpy() or torch.no_grad()); compute the loss with torch operations "
+            "on the output."
+        )
+    return (
+        "The model's parameters require grad, but its output does not depend on them through autograd: its forward "
+        "cuts the graph (.detach(), torch.no_grad(), .item() or .numpy() on the way to the output); return a tensor "
+        "computed from the parameters by torch operations."
+    )
 
 
 def _on_device(batch: Batch, params: list[nn.Parameter]) -> Batch:
@@ -674,6 +783,9 @@ class _Recorder:
         # of those whose input does not (where the backward signal starts) so that the backward reaches the
         # others, and for those it did not reach on an earlier pass (_reach_layers).
         self._hooked: list[tuple[int, GradientEdge, bool]] = []
+        # Other autograd nodes read this pass (the skip walk's, hooked outputs' of .backward() passes): held with
+        # the edges' until the graph's roots are gone (release_graph).
+        self.graph_nodes: list[Any] = []
         self._fired: set[int] = set()  # layers whose hooked output gradient arrived this pass
         self._reach_layers: set[int] = set()
         self._wide_keys: set[tuple[int, int]] = set()  # slots whose last value was too small or large for float32
@@ -788,6 +900,7 @@ class _Recorder:
                     continue
                 if not self.autograd_passes:
                     tensor.register_hook(backward_hook)
+                    self.graph_nodes.append(tensor.grad_fn)
                 elif key in self._immediate_keys or tensor.numel() >= LARGE_NUMEL:
                     # (a hook on the tensor sees the gradient of this version, before any in-place op on it)
                     tensor.register_hook(backward_hook)
@@ -830,7 +943,14 @@ class _Recorder:
         # A hooked output the backward did not reach (its input's gradient comes from elsewhere than a layer,
         # or it does not reach the loss): its edge is asked for from the next pass on.
         self._reach_layers.update(index for index, _, _ in self._hooked if index not in self._fired)
-        self._edges, self._hooked = [], []
+
+    def release_graph(self) -> None:
+        """Let go of the autograd nodes this pass read (see release_nodes): once the graph's roots are gone."""
+        nodes = [edge.node for _, edge in self._edges]
+        nodes += [edge.node for _, edge, _ in self._hooked]
+        nodes += self.graph_nodes
+        self._edges, self._hooked, self.graph_nodes = [], [], []
+        release_nodes(nodes)
 
     def _make_backward_hook(self, index: int) -> Callable:
         def hook(grad: torch.Tensor) -> None:
@@ -1282,13 +1402,29 @@ def _exact_norms(grads: list[torch.Tensor], norms: list[float], reducer: Reducer
     values = list(norms)
     again = [k for k, norm in enumerate(norms) if not low <= norm <= high]
     if again:
-        exact = torch._foreach_norm([grads[k] for k in again], 2, dtype=_NORM_DTYPE)
-        stacked = torch.stack([e.to(exact[0].device) for e in exact])
+        stacked = _float64_norms([grads[k] for k in again])
         if reducer is not None:
             stacked = reducer.sum(stacked.square()).sqrt()
         for k, value in zip(again, stacked.tolist()):
             values[k] = value
     return values
+
+
+def _float64_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """The float64 norm of each tensor, in one tensor on the first one's device. A float64 norm of a float32 tensor
+    reduces a float64 copy of it, and on the CPU the 0-d results torch._foreach_norm keeps between those copies
+    fragment the heap so that each copy takes fresh memory (a 2,000-layer MLP of width 256 grew by 1 GB, issue 21):
+    there they are taken one at a time into the one tensor (foreach loops over them there anyway, no faster)."""
+    device = tensors[0].device
+    if device.type != "cpu":
+        return torch.stack([norm.to(device) for norm in torch._foreach_norm(tensors, 2, dtype=_NORM_DTYPE)])
+    norms = torch.empty(len(tensors), dtype=_NORM_DTYPE)
+    for k, tensor in enumerate(tensors):
+        if tensor.is_cpu:
+            torch.linalg.vector_norm(tensor, dtype=_NORM_DTYPE, out=norms[k])
+        else:
+            norms[k] = torch.linalg.vector_norm(tensor, dtype=_NORM_DTYPE)
+    return norms
 
 
 def _clipped(norms: list[float], max_norm: float) -> list[float]:
@@ -1514,17 +1650,19 @@ def _recurrent_stats(model: nn.Module, name: str, kind: str, steps: list[float])
     return RecurrentStats(name, kind, steps, spectral, nonlinearity, gate_bias)
 
 
-def has_skip_connections(loss: torch.Tensor) -> bool:
+def has_skip_connections(loss: torch.Tensor, nodes: list[Any]) -> bool:
     """Whether the autograd graph behind ``loss`` adds two tensors that crossed different numbers of
     weighted operations, as x + f(x) does: the mark of a skip connection, whatever the forward code.
 
     A weighted operation is a node fed (through views) by a parameter of 2 or more dimensions; a bias,
     a norm's scale or a positional table added directly are parameters, not operands, so they do not
     count, and two embeddings added together are the same depth.
+    ``nodes`` receives every node the walk reads, for release_nodes once the graph's roots are gone.
     """
     root = loss.grad_fn
     if root is None:
         return False
+    nodes.append(root)
     # Per node: (fed only by parameters, as a weight through .t() or a view; such a node feeds a parameter of 2+
     # dims; depth in weighted operations). A deep model's graph has thousands of nodes: each is read once
     # (its name, its children), and a node on the stack carries them once they are read.
@@ -1540,6 +1678,7 @@ def has_skip_connections(loss: torch.Tensor) -> bool:
                 seen[node] = (True, node.variable.dim() >= 2, 0)
                 continue
             children = [child for child, _ in node.next_functions if child is not None]
+            nodes.extend(children)
             stack.append((node, name, children))
             stack.extend((child, None, None) for child in children if child not in seen)
             continue

@@ -10,7 +10,7 @@ from torch import nn
 
 from gradcheck_cli.api import check_model
 from gradcheck_cli.diagnosis import Thresholds
-from gradcheck_cli.errors import GradcheckError, ModelRunError
+from gradcheck_cli.errors import GradcheckError, ModelRunError, RepeatCallError, UserCodeExit
 from gradcheck_cli.inputs import INPUT_OPTIONS_HINT, plan_inputs
 from gradcheck_cli.loading import load_target
 from gradcheck_cli.objective import Objective
@@ -83,7 +83,14 @@ def scan_model(
     namespace = namespace or {}
     title = title or type(model).__name__
     description = description or f"the {type(model).__name__} given"
-    if not any(p.requires_grad for p in model.parameters()):
+    params = list(model.parameters())
+    if not params:
+        raise GradcheckError(
+            f"{description} has no parameters, so there is no gradient to measure; check that this is the model "
+            "you mean to scan and that its layers are registered as submodules (attributes, nn.ModuleList or "
+            "nn.Sequential, not a plain list)."
+        )
+    if not any(p.requires_grad for p in params):
         raise GradcheckError(
             f"no parameter of {description} requires grad, so there is no gradient to check; "
             "unfreeze it (model.requires_grad_(True)) in the model file."
@@ -100,7 +107,7 @@ def scan_model(
             title=title, progress=progress, ignore=options.ignore, reducer=ranks,
         )  # fmt: skip
     except ModelRunError as error:
-        if error.stage != "forward pass":
+        if error.stage != "forward pass" or isinstance(error, (RepeatCallError, UserCodeExit)):  # not the inputs
             raise
         hint = INPUT_OPTIONS_HINT if plan.assumed else "check the inputs, or pass --input-shape"
         raise GradcheckError(f"{error} (inputs tried: {plan.shapes}, {plan.description}); {hint}.") from error

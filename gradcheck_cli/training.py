@@ -8,6 +8,7 @@ user's model is deep-copied first and never stepped.
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -17,7 +18,7 @@ from torch import nn
 from gradcheck_cli.api import check_model
 from gradcheck_cli.choices import Optimizer
 from gradcheck_cli.diagnosis import Thresholds, with_later_findings
-from gradcheck_cli.errors import GradcheckError, ModelRunError
+from gradcheck_cli.errors import GradcheckError, ModelRunError, describe_exception
 from gradcheck_cli.probe import BatchFn, LossFn
 from gradcheck_cli.report import Report, TrainingStep
 from gradcheck_cli.stats import ModelStructure
@@ -29,14 +30,37 @@ ZERO_INIT_CHECK_LR = 1e-2
 FIRST_TRAINING_BATCH = 1000
 
 
+# copy.deepcopy takes about five Python frames per level of nested modules (deepcopy and _reconstruct for the
+# module, _deepcopy_dict for its __dict__ and for its _modules), a model's own forward three: with the default
+# recursion limit a model nested 200 levels deep ran but could not be copied (issue 21). Room for eight a level.
+DEEPCOPY_FRAMES_PER_LEVEL = 8
+
+
 def copy_model(model: nn.Module, purpose: str) -> nn.Module:
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + DEEPCOPY_FRAMES_PER_LEVEL * _nesting_depth(model))
     try:
         return copy.deepcopy(model)
     except Exception as error:
         raise GradcheckError(
-            f"the model cannot be copied ({type(error).__name__}: {error}), so {purpose} cannot run without "
+            f"the model cannot be copied ({describe_exception(error)}), so {purpose} cannot run without "
             "touching your model; make it deep-copyable or drop the option."
         ) from error
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def _nesting_depth(model: nn.Module) -> int:
+    """How many levels of submodules the model nests (walked without recursion, as it may be deep)."""
+    deepest, seen, stack = 0, set(), [(model, 0)]
+    while stack:
+        module, depth = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in module._modules.values() if child is not None)
+    return deepest
 
 
 def train_copy(
@@ -70,7 +94,7 @@ def train_copy(
                 loss.backward()
             except Exception as error:
                 raise ModelRunError(
-                    f"The model failed in training step {step}: {type(error).__name__}: {error}", "training"
+                    f"The model failed in training step {step}: {describe_exception(error)}", "training"
                 ) from error
             step_with.step()
             generator_state = torch.get_rng_state()

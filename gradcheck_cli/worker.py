@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from typing import Any, BinaryIO
 
 from gradcheck_cli import stages
-from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.errors import GradcheckError, describe_exception
 from gradcheck_cli.isolation import FRAME_HEADER, DemoJob, Job, Request, ScanJob
 from gradcheck_cli.limits import show_bytes
 
@@ -92,10 +92,10 @@ def _run_one(index: int, job: Job, ranks: Any, request: Request, channel: _Chann
     except GradcheckError as error:
         channel.send("error", index, _labelled(job, _memory_sentence(error, request) or str(error)), _trace())
     except (MemoryError, RuntimeError) as error:  # an allocation the limit refused, outside the user's code
-        sentence = _memory_sentence(error, request) or f"internal error: {type(error).__name__}: {error}"
+        sentence = _memory_sentence(error, request) or f"internal error: {describe_exception(error)}"
         channel.send("error", index, _labelled(job, sentence), _trace())
     except Exception as error:  # gradcheck's own failure: one sentence, the traceback behind --debug
-        sentence = f"internal error while scanning: {type(error).__name__}: {error}; rerun with --debug and report it"
+        sentence = f"internal error while scanning: {describe_exception(error)}; rerun with --debug and report it"
         channel.send("error", index, _labelled(job, sentence), _trace())
     else:
         channel.send("report", index, report)

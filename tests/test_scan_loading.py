@@ -663,7 +663,7 @@ def test_no_parameter_requires_grad(runner, tmp_path, monkeypatch):
 def test_model_without_parameters_has_nothing_to_check(runner, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write(tmp_path, "model.py", HEADER + "act = nn.ReLU()\n")
-    assert_input_error(run(runner, ["scan", "model.py", "--entry", "act"]), "requires grad")
+    assert_input_error(run(runner, ["scan", "model.py", "--entry", "act"]), "has no parameters")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
