@@ -113,7 +113,7 @@ def _depth_causes(exploding: bool, evidence: dict[str, Any], context: FixContext
         ratio, count = activation
         saturating = [a for a in context.result.activations if a.type in SATURATING]
         if saturating and ratio < ACTIVATION_TERM_TOLERANCE:
-            causes.append(_saturation(saturating, ratio, count))
+            causes.append(_saturation(saturating, ratio, count, total))
         dead = _dead_relu(context.result.activations)
         if dead:
             causes.append(dead)
@@ -193,7 +193,9 @@ def _init_scale(context: FixContext, ratio: float, count: int) -> Cause:
     )
 
 
-def _saturation(saturating: list[ActivationStats], ratio: float, count: int) -> Cause:
+def _saturation(saturating: list[ActivationStats], ratio: float, count: int, measured: float) -> Cause:
+    """``measured``: the decades the trend lost, which stand in for the compounded term where that term is 0
+    (every activation's derivative underflowed: the gradient does not get through at all)."""
     kinds: dict[str, int] = {}
     for site in saturating:
         kinds[site.type] = kinds.get(site.type, 0) + 1
@@ -206,12 +208,13 @@ def _saturation(saturating: list[ActivationStats], ratio: float, count: int) -> 
     if worst.saturated_fraction:
         where = f", up to {worst.saturated_fraction:.0%} at {worst.name}"
     derivative = statistics.median(a.derivative_rms for a in saturating if a.derivative_rms is not None)
-    decades = abs(count * math.log10(ratio))
+    compounded = count * math.log10(ratio) if ratio > 0 else -measured
+    decades = abs(compounded)
     return Cause(
         CauseId.SATURATING_ACTIVATION,
         f"{kind} passes on sqrt(E[phi'(h)^2]) = {derivative:.3g} of the gradient per layer{bound}, median over "
         f"{len(saturating)} activations; {flat:.0%} of their outputs sit in the flat region{where}: "
-        f"{_decades(count * math.log10(ratio))} over {count} layers.",
+        f"{_decades(compounded)} over {count} layers.",
         decades,
         (FixId.RELU.value,),
         {

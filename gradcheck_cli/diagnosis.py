@@ -331,8 +331,12 @@ def depth_profile(layers: list[LayerStats], thresholds: Thresholds, hooked: bool
     layer_type = trend[0].type
     names = [layer.name for layer in trend]
     references = {}
-    for key in [*{role_of(layer) for layer in candidates}, *{layer.type for layer in candidates}]:
-        members = [signal[layer.name] for layer in candidates if key in (role_of(layer), layer.type)]
+    by_key: dict[Any, list[float]] = {}  # each role's and each type's signals, in depth order, in one walk
+    for layer in candidates:
+        by_key.setdefault(role_of(layer), []).append(signal[layer.name])
+    for layer in candidates:
+        by_key.setdefault(layer.type, []).append(signal[layer.name])
+    for key, members in by_key.items():
         if isinstance(key, tuple) and len(members) < 2:
             continue  # a role seen once has no output end of its own: its type's is used
         reference_of_key = _median_positive(members[-_end_count(len(members)) :])

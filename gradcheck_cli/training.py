@@ -37,15 +37,22 @@ DEEPCOPY_FRAMES_PER_LEVEL = 8
 
 
 def copy_model(model: nn.Module, purpose: str) -> nn.Module:
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(limit + DEEPCOPY_FRAMES_PER_LEVEL * _nesting_depth(model))
     try:
-        return copy.deepcopy(model)
+        return deepcopy_model(model)
     except Exception as error:
         raise GradcheckError(
             f"the model cannot be copied ({describe_exception(error)}), so {purpose} cannot run without "
             "touching your model; make it deep-copyable or drop the option."
         ) from error
+
+
+def deepcopy_model(model: nn.Module) -> nn.Module:
+    """copy.deepcopy with room for the model's nesting: deepcopy recurses several frames per level, and a model
+    nested as deep as its own forward runs would otherwise hit RecursionError. Raises what deepcopy raises."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + DEEPCOPY_FRAMES_PER_LEVEL * _nesting_depth(model))
+    try:
+        return copy.deepcopy(model)
     finally:
         sys.setrecursionlimit(limit)
 

@@ -10,7 +10,6 @@ order, so the same seed gives the same copy.
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ from torch import nn
 
 from gradcheck_cli.fixes import SATURATING
 from gradcheck_cli.probe import ACTIVATION_TYPES, NORM_TYPES, RMS_NORM
+from gradcheck_cli.training import deepcopy_model
 
 
 class FixNotApplicable(Exception):
@@ -68,7 +68,7 @@ def apply_fix_to_copy(model: nn.Module, fix_id: str, params: dict[str, Any] | No
     if transform is None:
         raise ValueError(f"no model transform for fix {fix_id!r}; the transforms are {', '.join(_TRANSFORMS)}")
     try:
-        fixed = copy.deepcopy(model)
+        fixed = deepcopy_model(model)
     except Exception as error:  # deepcopy raises whatever the model's attributes raise
         raise FixNotApplicable(
             f"the model cannot be copied (deepcopy failed: {error}), so the fix cannot be tried on it; "
@@ -181,6 +181,7 @@ def _insert_normalization(model: nn.Module, params: dict[str, Any]) -> tuple[nn.
     for seq in _plain_sequentials(model):
         entries = _entries(seq)
         rebuilt: list[tuple[str, nn.Module]] = []
+        taken = {name for name, _ in entries}  # kept up to date: a deep Sequential gets a norm per layer
         for index, (name, module) in enumerate(entries):
             rebuilt.append((name, module))
             last = index == len(entries) - 1
@@ -190,7 +191,9 @@ def _insert_normalization(model: nn.Module, params: dict[str, Any]) -> tuple[nn.
             if not last and isinstance(entries[index + 1][1], NORMS):
                 continue
             new = _norm_after(module, norm)
-            rebuilt.append((_fresh_name(f"{name}_norm", entries, rebuilt), new))
+            fresh = _fresh_name(f"{name}_norm", taken)
+            taken.add(fresh)
+            rebuilt.append((fresh, new))
             inserted[f"{type(new).__name__} inserted after {type(module).__name__} layers"] += 1
         if len(rebuilt) > len(entries):
             _refill(seq, rebuilt)
@@ -396,10 +399,9 @@ def _refill(seq: nn.Sequential, entries: Iterable[tuple[str, nn.Module]]) -> Non
         seq.add_module(name, module)
 
 
-def _fresh_name(base: str, *taken: list[tuple[str, nn.Module]]) -> str:
-    names = {name for entries in taken for name, _ in entries}
+def _fresh_name(base: str, taken: set[str]) -> str:
     name, n = base, 1
-    while name in names:
+    while name in taken:
         n += 1
         name = f"{base}{n}"
     return name

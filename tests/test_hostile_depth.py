@@ -350,3 +350,32 @@ def test_float64_norms_of_many_large_gradients_take_no_memory_of_their_own():
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout) < 64  # MB; 1,000 float64 copies of 512 KB each would be 500
+
+
+def test_a_saturation_cause_whose_derivative_underflowed_to_zero_is_named_not_a_math_error():
+    # Every sigmoid's derivative underflowed: the compounded term is 0, whose log10 raised "math domain error"
+    # (a --verify trial on a 5,000-layer sigmoid MLP); the decades measured stand in for it.
+    from gradcheck_cli.causes import _saturation
+    from gradcheck_cli.stats import ActivationStats
+
+    sites = [ActivationStats(f"act{i}", "Sigmoid", f"fc{i}", 4, 1.0, None, 0.0) for i in range(3)]
+    cause = _saturation(sites, 0.0, 3, 42.0)
+    assert cause.decades == 42.0
+    assert "10^-42" in cause.summary
+
+
+def test_norms_inserted_into_a_deep_sequential_get_fresh_names():
+    # The names are now drawn from one set kept up to date (it was rebuilt per norm: O(n^2), over 15 minutes
+    # for --verify at 40,000 layers); a name the model already has is still never reused.
+    from collections import OrderedDict
+
+    from gradcheck_cli.transforms import apply_fix_to_copy
+
+    layers = OrderedDict((str(i), nn.Linear(2, 2)) for i in range(300))
+    layers["0_norm"] = nn.Identity()  # taken already: the norm after layer 0 must not take it
+    layers["head"] = nn.Linear(2, 2)
+    fixed, _ = apply_fix_to_copy(nn.Sequential(layers), "batchnorm", {"norm": "batch"})
+    names = [name for name, _ in fixed.named_children()]
+    assert len(names) == len(set(names))
+    assert sum(isinstance(m, nn.BatchNorm1d) for m in fixed.children()) == 300
+    assert "0_norm2" in names and isinstance(dict(fixed.named_children())["0_norm"], nn.Identity)
