@@ -4,7 +4,7 @@ Every figure is a ratio taken side by side in the same run (probe against plain 
 of the same model on the same batches), so the numbers carry from one machine to another; absolute times
 are printed only as context. Models and batches are built here, seeded; nothing is downloaded.
 
-    python benchmarks/run.py [--quick] [--only overhead,startup,scale,memory] [--write-results]
+    python benchmarks/run.py [--quick] [--only overhead,startup,scale,memory,monitor,depth] [--write-results]
 
 Tables go to stdout (Markdown); progress goes to stderr. The script exits 0 whether targets are met or not.
 See benchmarks/README.md for what each figure means.
@@ -33,7 +33,7 @@ from torch import nn  # noqa: TID253
 
 from gradcheck_cli.probe import Batch, LossFn, describe_structure, probe_model
 
-SECTIONS = ("overhead", "startup", "scale", "memory", "monitor")
+SECTIONS = ("overhead", "startup", "scale", "memory", "monitor", "depth")
 PASSES = 3
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BIN = Path(sys.executable).parent  # the venv's executables, without resolving the python symlink
@@ -688,6 +688,14 @@ def monitor_section(quick: bool) -> str:
     return "## Monitor\n\n" + markdown(run(quick=quick))
 
 
+def depth_section(quick: bool) -> str:
+    """How deep a scan goes (issue 21): benchmarks/depth.py, each depth in a fresh process."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from depth import markdown, run
+
+    return markdown(run(quick=quick))
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -750,6 +758,7 @@ def main(argv: list[str] | None = None) -> int:
         "scale": lambda: scale_section(repeats, memory_repeats, args.quick),
         "memory": lambda: memory_section(memory_repeats),
         "monitor": lambda: monitor_section(args.quick),
+        "depth": lambda: depth_section(args.quick),
     }
     for section in SECTIONS:
         if section in sections:
