@@ -410,8 +410,8 @@ def scan(
         _fail(error)
     if rank:  # the first process writes the report, baseline and plot
         silent, output, save_baseline, plot = True, None, None, None
-    jobs, tolerances, refused = [], [], {}
-    for position, (target, target_config) in enumerate(targets_and_configs):
+    jobs, planned = [], []  # per target: (its job's index, its baseline tolerance), or the error that refused it
+    for target, target_config in targets_and_configs:
         settings = _Settings(ctx, target_config)
         try:
             shapes = settings.get("input_shape", tuple(parse_shape(text) for text in input_shape or ()))
@@ -432,9 +432,9 @@ def scan(
             tolerance = settings.get("baseline_tolerance", baseline_tolerance)
             check_range("baseline_tolerance", tolerance)
             jobs.append(ScanJob(target, options, settings.thresholds(lr), *_placement(settings, device, amp)))
-            tolerances.append(tolerance)
+            planned.append((len(jobs) - 1, tolerance))
         except GradcheckError as error:
-            refused[position] = error
+            planned.append(error)
     reports, exit_code, outcomes, run = [], EXIT_OK, {}, None
     with contextlib.ExitStack() as stack:
         if jobs:
@@ -445,15 +445,14 @@ def scan(
                     outcomes = {outcome.index: outcome for outcome in run.outcomes()}
             except GradcheckError as error:
                 _fail(error)
-        job_at = 0
-        for position, (target, _) in enumerate(targets_and_configs):
-            if position in refused:
+        for (target, _), plan in zip(targets_and_configs, planned):
+            if isinstance(plan, GradcheckError):
                 exit_code = EXIT_USAGE
-                named = len(targets_and_configs) > 1 and not str(refused[position]).startswith(target)
-                _report_error(refused[position], prefix=f"{target}: " if named else "")
+                named = len(targets_and_configs) > 1 and not str(plan).startswith(target)
+                _report_error(plan, prefix=f"{target}: " if named else "")
                 continue
-            outcome, tolerance = outcomes[job_at], tolerances[job_at]
-            job_at += 1
+            index, tolerance = plan
+            outcome = outcomes[index]
             if outcome.error is not None:
                 exit_code = EXIT_USAGE
                 _report_worker_error(outcome)
