@@ -44,6 +44,13 @@ FRAME_HEADER = struct.Struct("<I")
 # so the many CLI tests about options and output do not each pay a worker's start (an `import torch`).
 # tests/test_isolation.py runs without it. Not for users: it gives up everything this module is for.
 INLINE_VARIABLE = "GRADCHECK_INLINE_WORKER"
+# The worker needs POSIX pipes, sessions and select() on pipes. Elsewhere (Windows) the jobs run in the CLI's
+# process, as the Python API does, and the CLI says what that gives up.
+WORKER_SUPPORTED = os.name == "posix"
+NO_WORKER_NOTE = (
+    "note: on this system the model runs in gradcheck's own process: sys.exit in it is still an error, but "
+    "a crash ends gradcheck, and --timeout and --max-memory are not enforced (they need a POSIX system)."
+)
 POLL_SECONDS = 0.1  # how often the memory watchdog reads the worker's resident size
 KILL_GRACE_SECONDS = 2.0  # after SIGTERM, before SIGKILL
 
@@ -128,7 +135,9 @@ class WorkerRun:
 
     def outcomes(self) -> Iterator[Outcome]:
         request = self.request
-        if os.environ.get(INLINE_VARIABLE) == "1" and request.distributed is None:
+        if not WORKER_SUPPORTED and request.distributed is None:
+            self.relay("gradcheck", NO_WORKER_NOTE)
+        if (os.environ.get(INLINE_VARIABLE) == "1" or not WORKER_SUPPORTED) and request.distributed is None:
             from gradcheck_cli.worker import run_inline
 
             yield from run_inline(request, self._scratch)

@@ -306,3 +306,11 @@ def test_resident_memory_counts_the_worker_and_its_children():
     finally:
         child.kill()
         child.wait()
+
+
+def test_where_there_is_no_worker_the_jobs_run_in_process_and_the_cli_says_so(runner, tmp_path, monkeypatch):
+    monkeypatch.setattr("gradcheck_cli.isolation.WORKER_SUPPORTED", False)
+    target = model_file(tmp_path, "exits.py", "sys.exit(0)")
+    result = scan(runner, target)
+    assert_one_sentence(result, "sys.exit(0)", "during the forward pass")
+    assert "--timeout and --max-memory are not enforced" in result.stderr
