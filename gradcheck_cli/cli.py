@@ -683,7 +683,7 @@ def _worker_run(jobs: list, limits: Any, silent: bool, spread: Any = None) -> An
         if not silent:  # what the model prints, shown but never obeyed: no escape sequence, no workflow command
             stderr.print(f"{shown(label, None)}| {shown(line, None)}", markup=False, highlight=False, soft_wrap=True)
 
-    with WorkerRun(Request(jobs, limits, spread, debug=_State.debug), relay) as run:
+    with WorkerRun(Request(jobs, limits, spread), relay) as run:
         yield run
 
 

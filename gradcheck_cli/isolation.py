@@ -99,7 +99,6 @@ class Request:
     jobs: list[Job]
     limits: Limits
     distributed: Distributed | None = None
-    debug: bool = False
 
 
 @dataclass
@@ -135,12 +134,12 @@ class WorkerRun:
 
     def outcomes(self) -> Iterator[Outcome]:
         request = self.request
-        if not WORKER_SUPPORTED and request.distributed is None:
-            self.relay("gradcheck", NO_WORKER_NOTE)
-        if (os.environ.get(INLINE_VARIABLE) == "1" or not WORKER_SUPPORTED) and request.distributed is None:
+        if request.distributed is None and (not WORKER_SUPPORTED or os.environ.get(INLINE_VARIABLE) == "1"):
             from gradcheck_cli.worker import run_inline
 
-            yield from run_inline(request, self._scratch)
+            if not WORKER_SUPPORTED:
+                self.relay("gradcheck", NO_WORKER_NOTE)
+            yield from run_inline(request)
             return
         pending = list(range(len(request.jobs)))
         while pending:
@@ -331,7 +330,7 @@ def _collect(worker: _Worker, request: Request, relay: Callable[[str, str], None
                 if worker.current is None:
                     raise WorkerFailed(
                         f"gradcheck's worker process ended before it ran a target "
-                        f"({_exit_status(worker.process.wait())}); rerun with --debug to see its output."
+                        f"({_exit_status(worker.process.wait())}); what it printed (above, unless --silent) says why."
                     )
                 yield _failed(worker, jobs, _how_it_ended(worker.process.wait(), limits))
                 return

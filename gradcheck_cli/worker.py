@@ -67,7 +67,7 @@ def main() -> None:
     os._exit(0)
 
 
-def run_inline(request: Request, scratch: str) -> Iterator[Any]:
+def run_inline(request: Request) -> Iterator[Any]:
     """The jobs in this process, each message through the same pickling as across the pipe (isolation's
     INLINE_VARIABLE, for the test suite)."""
     from gradcheck_cli.isolation import Outcome, _ReportUnpickler
