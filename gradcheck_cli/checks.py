@@ -15,7 +15,7 @@ from typing import Any
 
 from torch import nn
 
-from gradcheck_cli.api import check_arguments, choice_argument
+from gradcheck_cli.arguments import check_arguments, choice_argument
 from gradcheck_cli.choices import FailOn, LossKind, Optimizer
 from gradcheck_cli.report import Report
 from gradcheck_cli.scan import scan_model, scan_target

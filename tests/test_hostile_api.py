@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import assert_gradients_healthy, check, check_model
-from gradcheck_cli.api import check_arguments, number_argument
+from gradcheck_cli.arguments import check_arguments, number_argument
 from gradcheck_cli.choices import LossKind, Optimizer
 from gradcheck_cli.limits import RANGES
 
