@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import sys
 import warnings
 from pathlib import Path
@@ -380,7 +379,7 @@ def scan(
     [dim]Example: gradcheck scan examples/vanishing_mlp.py[/]
     """
     from gradcheck_cli.isolation import Distributed, ScanJob
-    from gradcheck_cli.options import InputOptions, ScanOptions, parse_shape
+    from gradcheck_cli.options import InputOptions, ScanOptions, check_input_memory, parse_shape
 
     try:
         rank = _torchrun_rank(ctx, distributed, fsdp)
@@ -428,7 +427,7 @@ def scan(
                     batch_size=settings.get("batch_size", batch_size),
                 ),
             )  # fmt: skip
-            _check_input_memory(options.inputs, limits)
+            check_input_memory(options.inputs, limits.max_memory)
             tolerance = settings.get("baseline_tolerance", baseline_tolerance)
             check_range("baseline_tolerance", tolerance)
             jobs.append(ScanJob(target, options, settings.thresholds(lr), *_placement(settings, device, amp)))
@@ -656,21 +655,6 @@ def _limits(settings: _Settings, timeout: float, max_memory: str | None) -> Any:
     seconds = settings.get("timeout", timeout)
     memory = settings.get("max_memory", parse_memory(max_memory) if max_memory is not None else None, "max_memory")
     return Limits(timeout=seconds or None, max_memory=memory if memory is not None else default_memory())
-
-
-def _check_input_memory(inputs: Any, limits: Any) -> None:
-    """Inputs given by shape are refused before anything runs when they alone would not fit --max-memory."""
-    from gradcheck_cli.limits import show_bytes
-
-    bytes_per_element = {"float64": 8, "int64": 8, "float16": 2, "bfloat16": 2, "bool": 1}.get(inputs.dtype or "", 4)
-    for shape in inputs.shapes:
-        size = math.prod(shape) * bytes_per_element
-        if size > limits.max_memory:
-            shown = ",".join(str(d) for d in shape)
-            raise InvalidOptionError(
-                f"--input-shape {shown} alone takes {show_bytes(size)}, more than --max-memory "
-                f"{show_bytes(limits.max_memory)}; use a smaller shape or raise --max-memory."
-            )
 
 
 @contextlib.contextmanager

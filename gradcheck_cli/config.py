@@ -37,6 +37,7 @@ from gradcheck_cli.choices import Amp, Device, FailOn, LossKind, Optimizer, Outp
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 from gradcheck_cli.files import FileTooLargeError, NotARegularFileError, read_regular_file
 from gradcheck_cli.limits import RANGES, parse_memory, range_problem
+from gradcheck_cli.options import DTYPE_BYTES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -45,8 +46,7 @@ else:  # pragma: no cover - Python 3.10
 
 CONFIG_FILE_NAMES = ("gradcheck.yaml", ".gradcheck.yaml", "pyproject.toml")
 DOCS = "docs/config.md"
-# The keys of inputs.DTYPES (inputs.py imports torch, so the names are repeated here; a test keeps them equal).
-DTYPE_NAMES = ("float32", "float64", "float16", "bfloat16", "int64", "int32", "bool")
+DTYPE_NAMES = tuple(DTYPE_BYTES)  # what input-dtype may name
 # The fields of diagnosis.Thresholds a file may set, kebab-case (lr is a top-level key of its own).
 THRESHOLD_KEYS = (
     "decades-warning",

@@ -3,11 +3,16 @@ process (gradcheck_cli/isolation.py), the Python API builds it in process. No to
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from gradcheck_cli.choices import LossKind, Optimizer
 from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.limits import range_problem
+from gradcheck_cli.limits import range_problem, show_bytes
+
+# The dtypes --input-dtype names, with their bytes per element: inputs.DTYPES maps the same names to torch
+# dtypes (inputs.py imports torch; a test keeps the two equal, itemsizes included).
+DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "bool": 1}
 
 
 @dataclass(frozen=True)
@@ -48,3 +53,18 @@ def parse_shape(text: str) -> tuple[int, ...]:
             "and the whole input must fit --max-memory."
         )
     return shape
+
+
+def check_input_memory(inputs: InputOptions, max_memory: int) -> None:
+    """Inputs given by shape are refused before anything runs when one of them alone would not fit
+    ``max_memory``. Without --input-dtype: int64 for token inputs (--vocab-size), else float32."""
+    default = "int64" if inputs.vocab_size is not None else "float32"
+    bytes_per_element = DTYPE_BYTES[inputs.dtype or default]
+    for shape in inputs.shapes:
+        size = math.prod(shape) * bytes_per_element
+        if size > max_memory:
+            shown = ",".join(str(d) for d in shape)
+            raise GradcheckError(
+                f"--input-shape {shown} alone takes {show_bytes(size)}, more than --max-memory "
+                f"{show_bytes(max_memory)}; use a smaller shape or raise --max-memory."
+            )

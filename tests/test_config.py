@@ -277,8 +277,10 @@ def test_snake_case_keys_are_accepted(project: Path):
 def test_keys_and_thresholds_match_the_rest_of_the_package():
     from gradcheck_cli.diagnosis import Thresholds
     from gradcheck_cli.inputs import DTYPES
+    from gradcheck_cli.options import DTYPE_BYTES
 
     assert DTYPE_NAMES == tuple(DTYPES)
+    assert {name: dtype.itemsize for name, dtype in DTYPES.items()} == DTYPE_BYTES
     assert [key.replace("-", "_") for key in THRESHOLD_KEYS] == [
         f.name for f in dataclasses.fields(Thresholds) if f.name != "lr"
     ]
