@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 import yaml
 
 from gradcheck_cli.choices import Amp, Device, FailOn, LossKind, Optimizer, OutputFormat
-from gradcheck_cli.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.errors import GradcheckError, InvalidOptionError, quoted
 from gradcheck_cli.files import FileTooLargeError, NotARegularFileError, read_regular_file
 from gradcheck_cli.limits import RANGES, parse_memory, range_problem
 from gradcheck_cli.options import DTYPE_BYTES
@@ -398,7 +398,7 @@ def _parse_yaml(text: str, source: _Source) -> _Node:
         problem = problem.rstrip(".")
         raise ConfigError(f"{source.at(mark.line + 1 if mark else None)}: invalid YAML: {problem}.") from None
     except yaml.YAMLError as error:  # e.g. a character YAML does not allow; the message has its position
-        raise ConfigError(f"{source.at(None)}: invalid YAML: {' '.join(str(error).split())}.") from None
+        raise ConfigError(f"{source.at(None)}: invalid YAML: {quoted(error)}.") from None
     finally:
         loader.dispose()
 

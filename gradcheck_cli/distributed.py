@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from gradcheck_cli.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.errors import GradcheckError, InvalidOptionError, describe_exception
 from gradcheck_cli.probe import Batch, BatchFn, LossFn
 
 SHARD_HOOK = "shard_model"
@@ -123,7 +123,7 @@ class DistributedRun:
                 returned = hook(model, self.mesh)
             except Exception as error:
                 raise GradcheckError(
-                    f"{SHARD_HOOK}(model, mesh) in {where} raised {type(error).__name__}: {error}"
+                    f"{SHARD_HOOK}(model, mesh) in {where} raised {describe_exception(error)}"
                 ) from error
             sharded = model if returned is None else returned
             if not isinstance(sharded, nn.Module):
@@ -147,7 +147,7 @@ class DistributedRun:
                 fully_shard(model, mesh=self.mesh)
             except Exception as error:
                 raise GradcheckError(
-                    f"FSDP2 could not shard the model ({type(error).__name__}: {error}); define "
+                    f"FSDP2 could not shard the model ({describe_exception(error)}); define "
                     f"{SHARD_HOOK}(model, mesh) in {where} to shard it yourself."
                 ) from error
             return model, f"FSDP2 fully_shard on {len(blocks)} top-level block{'s' * (len(blocks) != 1)} and the root"
@@ -228,7 +228,7 @@ class DistributedRun:
             dist.all_gather_object(outcomes, outcome, group=self.sync_group)
         except Exception as error:
             raise GradcheckError(
-                f"process {self.rank} lost contact with the other processes ({type(error).__name__}: {error}); "
+                f"process {self.rank} lost contact with the other processes ({describe_exception(error)}); "
                 "another process probably failed: see its output."
             ) from (failure or error)
         failed = [(rank, told) for rank, told in enumerate(outcomes) if told is not None]
@@ -269,7 +269,7 @@ def _echoes_another_process(error: BaseException) -> bool:
 
 
 def _sentence(error: Exception) -> str:
-    return str(error) if isinstance(error, GradcheckError) else f"{type(error).__name__}: {error}"
+    return str(error) if isinstance(error, GradcheckError) else describe_exception(error)
 
 
 def top_level_blocks(model: nn.Module) -> list[nn.Module]:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli import stages
-from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.errors import GradcheckError, describe_exception
 from gradcheck_cli.options import InputOptions
 from gradcheck_cli.probe import Batch, owns_parameters
 
@@ -112,9 +112,7 @@ def _from_function(name: str, function: Callable, device: torch.device, label: s
             try:
                 return function()
             except Exception as error:
-                raise GradcheckError(
-                    f"{name}() raised {type(error).__name__}: {' '.join(str(error).split())}"
-                ) from error
+                raise GradcheckError(f"{name}() raised {describe_exception(error)}") from error
 
     with torch.random.fork_rng(devices=[]):
         sample = call()
