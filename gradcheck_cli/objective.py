@@ -1,7 +1,9 @@
 """What the probe differentiates for a user's model: which output, and which loss.
 
-The default loss does not depend on the output's scale convention: cross-entropy against random labels for
-class logits, mean squared error against random targets otherwise. The report says which was used.
+A model that returns its own loss is trained on it: a `loss` field (a transformers output given labels), or
+the sum of the single numbers it returns (torchvision detectors in training mode return a dict of losses).
+Otherwise the default loss does not depend on the output's scale convention: cross-entropy against random
+labels for class logits, mean squared error against random targets otherwise. The report says which was used.
 """
 
 from __future__ import annotations
@@ -45,11 +47,32 @@ class Objective:
                 raise GradcheckError(
                     f"{self.user_loss_name}() in the model file raised {describe_exception(error)}"
                 ) from error
+        losses = own_losses(output)
+        if losses is not None and self.kind in (None, LossKind.SUM, LossKind.MEAN):
+            return self._combine(losses)
         tensor, where = select_output(output)
         self.output_description = where
         kind = self.kind or self._default_kind(tensor, where)
         loss, self.loss_description = _loss(kind, tensor, self.kind is None)
         return loss
+
+    def _combine(self, losses: list[tuple[str, torch.Tensor]]) -> torch.Tensor:
+        # A model that returns losses is trained on them, never fitted to: MSE against a random number would
+        # train one of them toward noise and leave the parameters the others depend on without a gradient
+        # (torchvision detectors read as zero_gradient, issue 22).
+        names = [name for name, _ in losses]
+        chosen = "chosen automatically" if self.kind is None else "from --loss"
+        device = losses[0][1].device  # a model spread over devices may compute its losses on several
+        values = torch.stack([value.float().to(device) for _, value in losses])
+        if len(losses) == 1:
+            self.output_description = f"{names[0]}, a single number"
+            self.loss_description = f"the model returns its loss ({names[0]}): it is the loss ({chosen})"
+            return values.sum()
+        self.output_description = f"{', '.join(names)} ({len(names)} single numbers)"
+        how = "mean" if self.kind is LossKind.MEAN else "sum"
+        listed = ", ".join(name.removeprefix("output.") for name in names)
+        self.loss_description = f"the model returns losses ({listed}): their {how} is the loss ({chosen})"
+        return values.mean() if self.kind is LossKind.MEAN else values.sum()
 
     def _default_kind(self, tensor: torch.Tensor, where: str) -> LossKind:
         if tensor.dim() >= 2 and tensor.shape[-1] >= 2 and ("logits" in where or self._looks_like_logits(tensor)):
@@ -61,28 +84,57 @@ class Objective:
         return tensor.dim() == 2 or (tensor.dim() == 3 and tensor.shape[-1] == self.vocab_size)
 
 
-def select_output(output: Any) -> tuple[torch.Tensor, str]:
-    """The floating-point tensor to differentiate, and a description of where it was found."""
+def own_losses(output: Any) -> list[tuple[str, torch.Tensor]] | None:
+    """The losses the model computed itself, each with where it was found, or None when the output is
+    something to fit a loss to. Its `loss` field when that is a single number (a transformers output given
+    labels: the total, aux losses included); else every floating-point tensor of the output, when each is a
+    single number (0-d): a dict, dataclass, tuple or list of losses, or a 0-d output tensor."""
     if isinstance(output, torch.Tensor):
-        if output.is_floating_point():
+        return [("the output", output)] if _is_single_number(output) else None
+    fields = _fields(output)
+    if fields is not None:
+        if _is_single_number(fields.get("loss")):
+            return [("output.loss", fields["loss"])]
+        items = [(f"output.{key}", value) for key, value in fields.items()]
+    elif isinstance(output, (tuple, list)):
+        items = [(f"output[{index}]", value) for index, value in enumerate(output)]
+    else:
+        return None
+    floats = [(where, value) for where, value in items if isinstance(value, torch.Tensor) and value.is_floating_point()]
+    return floats if floats and all(value.dim() == 0 for _, value in floats) else None
+
+
+def select_output(output: Any) -> tuple[torch.Tensor, str]:
+    """The floating-point tensor to fit a loss to, and a description of where it was found. A single number
+    (0-d) is never one: it is a loss the model computed (``own_losses``), not a prediction."""
+    if isinstance(output, torch.Tensor):
+        if _is_fittable(output):
             return output, f"the output tensor {tuple(output.shape)}"
         raise _no_float(output)
     fields = _fields(output)
     if fields is not None:
         for key in PREFERRED_KEYS:
             value = fields.get(key)
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if _is_fittable(value):
                 return value, f"output.{key} {tuple(value.shape)}"
         for key, value in fields.items():
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if _is_fittable(value):
                 return value, f"output.{key} {tuple(value.shape)} (the first floating-point field)"
         raise _no_float(output)
     if isinstance(output, (tuple, list)):
         for index, value in enumerate(output):
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if _is_fittable(value):
                 return value, f"output[{index}] {tuple(value.shape)} (the first floating-point tensor)"
         raise _no_float(output)
     raise _no_float(output)
+
+
+def _is_single_number(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() == 0
+
+
+def _is_fittable(value: Any) -> bool:
+    return isinstance(value, torch.Tensor) and value.is_floating_point() and value.dim() > 0
 
 
 def _fields(output: Any) -> dict[str, Any] | None:
@@ -95,11 +147,18 @@ def _fields(output: Any) -> dict[str, Any] | None:
         return dict(output._asdict())
     if isinstance(output, (tuple, list, torch.Tensor)):
         return None
-    named = {key: getattr(output, key) for key in PREFERRED_KEYS if hasattr(output, key)}  # any object
+    named = {key: getattr(output, key) for key in ("loss", *PREFERRED_KEYS) if hasattr(output, key)}  # any object
     return named or None
 
 
 def _no_float(output: Any) -> GradcheckError:
+    losses = own_losses(output)
+    if losses is not None:  # reached with --loss ce or mse only
+        return GradcheckError(
+            f"the model's output ({type(output).__name__}) holds only single numbers, the losses it computed "
+            f"({', '.join(where for where, _ in losses)}), and no tensor to fit --loss ce or mse to; drop --loss "
+            "to train on their sum, or define loss_fn(output, inputs) in the model file."
+        )
     return GradcheckError(
         f"the model's output ({type(output).__name__}) holds no floating-point tensor to differentiate; "
         "define loss_fn(output, inputs) in the model file to say what to train on."

@@ -930,7 +930,7 @@ def test_gpt2_has_no_error_finding_and_its_tied_head_is_handled(tmp_path, transf
     assert report.diagnosis.statuses["lm_head"] is LayerStatus.OK
     assert report.result.layer("transformer.wte").grad_norm > 0
     assert FindingKind.ZERO_GRADIENT not in kinds(report)
-    assert "transformer.wte (Embedding)" in context(report)["inputs"]
+    assert context(report)["inputs"].startswith("read from the model's config (GPT2Config): input_ids")
     assert "below 500" in context(report)["inputs"]
     assert context(report)["output"] == "output.logits (8, 16, 500)"
     assert context(report)["loss"].startswith("cross-entropy against random labels over 500 classes")
@@ -954,7 +954,7 @@ def test_bert_has_no_error_finding(tmp_path, transformers):
 
 def test_bert_inputs_and_output_are_found(tmp_path, transformers):
     report = scan(tmp_path, BERT)
-    assert "bert.embeddings.word_embeddings (Embedding)" in context(report)["inputs"]
+    assert context(report)["inputs"].startswith("read from the model's config (BertConfig): input_ids")
     assert context(report)["output"] == "output.logits (8, 3)"
     assert context(report)["loss"].startswith("cross-entropy against random labels over 3 classes")
     assert not report.result.loss_nonfinite
