@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 $(BIN)/gradcheck: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e ".[dev,plot,docs]"
+	$(BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -e ".[dev,plot,docs,integrations]"
 	touch $@
 
 .PHONY: demo test test-slow lint bench docs
@@ -32,6 +32,50 @@ test: lint
 # The slow cases (pytest -m slow: the deepest models); CI runs them after `make test`.
 test-slow: $(BIN)/gradcheck
 	$(BIN)/python -m pytest -m slow
+
+# The [zoo] extra (torchvision, timm) goes into a folder of its own that only `make test-zoo` reads, not into
+# .venv: the torchvision wheel on the package index is a CUDA build that fails to import beside the CPU torch,
+# and transformers and Lightning import torchvision whenever it is installed. --no-deps: what the two need
+# (torch, numpy, pillow, huggingface_hub, safetensors) is in .venv already; tests/zoo/torchvision_import.py
+# defines the operators the failing import lacks. About 42 MB.
+ZOO_PACKAGES := $(VENV)/zoo-packages
+ZOO_REQUIREMENTS = $$($(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['zoo'])")
+
+$(ZOO_PACKAGES): pyproject.toml $(BIN)/gradcheck
+	$(BIN)/python -m pip install --quiet --no-deps --upgrade $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) --target $@ $(ZOO_REQUIREMENTS)
+	touch $@
+
+.PHONY: test-zoo
+# Real architectures from torchvision, timm and transformers (pytest -m zoo, tests/test_zoo.py, issue 22): 1 to 3
+# minutes on 2 cores; CI runs them after the slow cases.
+test-zoo: $(ZOO_PACKAGES)
+	PYTHONPATH=$(ZOO_PACKAGES) $(BIN)/python -m pytest -m zoo tests/test_zoo.py
+
+# The oldest torch pyproject.toml accepts ("torch>=X"), which CI tests too (issue 23): the default suite
+# (pytest's addopts: not slow, not zoo) on it, in a virtual environment outside the clone, built once and then
+# reused (FLOOR_VENV/complete marks it whole): torch from pip's index, on Linux the CUDA build (~3 GB; set
+# TORCH_INDEX for the CPU build). Every run installs this clone (editable) and the other requirements, the dev
+# extra's but torch's, into it, under FLOOR_CONSTRAINTS. TORCH_FLOOR=2.4.1 picks a patch release.
+TORCH_FLOOR ?= $(shell sed -n 's/^ *"torch>=\([0-9.]*\).*/\1/p' pyproject.toml)
+FLOOR_VENV ?= $(HOME)/.cache/gradcheck/torch-$(TORCH_FLOOR)
+FLOOR_BIN := $(FLOOR_VENV)/bin
+FLOOR_REQUIREMENTS = $$($(FLOOR_BIN)/python -c "import tomllib; print(*(r for r in tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['dev'] if not r.startswith('torch')))")
+# torch stays at the floor; transformers 5 needs torch 2.6, which it checks when a model is built rather than
+# declaring it, so the floor takes transformers 4.
+FLOOR_CONSTRAINTS = "torch==$(TORCH_FLOOR).*" "transformers<5"
+
+$(FLOOR_VENV)/complete:
+	rm -rf $(FLOOR_VENV)
+	$(PYTHON) -m venv $(FLOOR_VENV)
+	$(FLOOR_BIN)/python -m pip install --quiet --upgrade pip
+	$(FLOOR_BIN)/python -m pip install --quiet $(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) "torch==$(TORCH_FLOOR).*"
+	touch $@
+
+.PHONY: test-floor
+test-floor: $(FLOOR_VENV)/complete
+	printf '%s\n' $(FLOOR_CONSTRAINTS) > $(FLOOR_VENV)/constraints.txt
+	$(FLOOR_BIN)/python -m pip install --quiet -c $(FLOOR_VENV)/constraints.txt -e ".[plot,docs,integrations]" $(FLOOR_REQUIREMENTS)
+	$(FLOOR_BIN)/python -m pytest
 
 # Overhead, start-up, scale and memory, as ratios measured side by side (see benchmarks/README.md).
 bench: $(BIN)/gradcheck

@@ -62,7 +62,7 @@ def _command_section(command, ctx, level: int) -> str:
             if param.param_type_name == kind and (record := param.get_help_record(ctx)) is not None
         ]
         if records:
-            lines += [f"**{title}**", "", "| name | description | default, range |", "|---|---|---|"]
+            lines += [f"**{title}**", "", "| name | description | default, env var |", "|---|---|---|"]
             lines += [_row(names, text) for names, text in records]
             lines.append("")
     return "\n".join(lines)
@@ -70,7 +70,7 @@ def _command_section(command, ctx, level: int) -> str:
 
 def _row(names: str, text: str) -> str:
     """One parameter: its names and value type, its help, and the bracketed extras --help appends
-    ("[default: mlp]", "[x>=1]", "[env var: GRADCHECK_FORMAT; default: text]")."""
+    ("[default: mlp]", "[env var: GRADCHECK_FORMAT; default: text]")."""
     description, extras = text, ""
     if text.endswith("]") and "  [" in text:
         description, extras = text.rsplit("  [", 1)

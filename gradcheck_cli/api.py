@@ -10,6 +10,7 @@ from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.probe import BatchFn, LossFn, ProgressFn, Reducer, probe_model
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import ModelStructure
+from gradcheck_cli.torch_compat import eager_model
 
 
 def check_model(
@@ -29,7 +30,9 @@ def check_model(
 ) -> Report:
     """Measure ``model`` over ``passes`` forward/backward passes and diagnose its gradient health.
 
-    The model is left as found (weights, ``.grad``, buffers, hooks, train/eval mode, RNG state). Exact
+    The model is left as found (weights, ``.grad``, buffers, hooks, train/eval mode, RNG state). A
+    ``torch.compile``'d model (or submodule) is measured through its original module, eagerly: the figures
+    and layer names are the uncompiled model's, and the report's context says so. Exact
     zeros that zero-initialized layers may explain are settled by one SGD step on a copy. Layers whose
     names match a glob in ``ignore`` are measured but not judged. ``reducer``: a distributed scan's
     figures are summed over its processes (gradcheck_cli.distributed).
@@ -41,16 +44,21 @@ def check_model(
     passes = number_argument("passes", passes)
     seed = number_argument("seed", seed)
     ignore = patterns_argument(ignore)
-    result = probe_model(
-        model, make_batch, loss_fn, passes=passes, seed=seed, name=title, structure=structure, progress=progress,
-        clip_grad_norm=clip_grad_norm, reducer=reducer,
-    )  # fmt: skip
-    diagnosis = diagnose(result, thresholds, ignore)
-    if diagnosis.needs_step_check:
-        diagnosis = _check_zero_init(
-            model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure, ignore, reducer
-        )
-    return Report(title=title or result.model_name, result=result, diagnosis=diagnosis)
+    with eager_model(model) as eager:  # a torch.compile'd model: its original module, run eagerly (issue 23)
+        model = eager.model
+        result = probe_model(
+            model, make_batch, loss_fn, passes=passes, seed=seed, name=title, structure=structure, progress=progress,
+            clip_grad_norm=clip_grad_norm, reducer=reducer,
+        )  # fmt: skip
+        diagnosis = diagnose(result, thresholds, ignore)
+        if diagnosis.needs_step_check:
+            diagnosis = _check_zero_init(
+                model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure, ignore, reducer
+            )
+    report = Report(title=title or result.model_name, result=result, diagnosis=diagnosis)
+    if eager.note:
+        report.context.append(("compiled", eager.note))
+    return report
 
 
 def _check_zero_init(model, make_batch, loss_fn, diagnosis, passes, seed, thresholds, structure, ignore, reducer):

@@ -204,16 +204,20 @@ def _saturation(saturating: list[ActivationStats], ratio: float, count: int, mea
     worst = max(saturating, key=lambda a: a.saturated_fraction or 0.0)
     flat = statistics.median(fractions) if fractions else 0.0
     bound = " (at most 0.25)" if kind == "Sigmoid" else ""
-    where = ""
-    if worst.saturated_fraction:
-        where = f", up to {worst.saturated_fraction:.0%} at {worst.name}"
+    # The flat-region share only where it says something: "0% ..., up to 0% at x" states nothing (issue 23).
+    worst_flat = worst.saturated_fraction or 0.0
+    flat_region = ""
+    if f"{flat:.0%}" != "0%":
+        flat_region = f"; {flat:.0%} of their outputs sit in the flat region, up to {worst_flat:.0%} at {worst.name}"
+    elif f"{worst_flat:.0%}" != "0%":
+        flat_region = f"; up to {worst_flat:.0%} of the outputs of {worst.name} sit in the flat region"
     derivative = statistics.median(a.derivative_rms for a in saturating if a.derivative_rms is not None)
     compounded = count * math.log10(ratio) if ratio > 0 else -measured
     decades = abs(compounded)
     return Cause(
         CauseId.SATURATING_ACTIVATION,
         f"{kind} passes on sqrt(E[phi'(h)^2]) = {derivative:.3g} of the gradient per layer{bound}, median over "
-        f"{len(saturating)} activations; {flat:.0%} of their outputs sit in the flat region{where}: "
+        f"{len(saturating)} activations{flat_region}: "
         f"{_decades(compounded)} over {count} layers.",
         decades,
         (FixId.RELU.value,),

@@ -40,7 +40,8 @@ def check(
     ``inputs``: a tensor, a tuple of positional inputs, a dict of keyword inputs, or a function returning
     one of those (called once per pass); None infers them from the first layer. ``loss_fn(output, inputs)``
     overrides the loss chosen from the output. ``thresholds``: any field of ``Thresholds`` (``lr``,
-    ``decades_warning``, ...). The model is left as found.
+    ``decades_warning``, ...). The model is left as found; a ``torch.compile``'d one is measured through
+    its original module, eagerly.
 
     The arguments are checked before anything runs. TypeError: ``model`` is neither an ``nn.Module``
     instance nor a path or target string (a class, None, a number); ``inputs`` is of another kind (a
@@ -58,9 +59,8 @@ def check(
     if isinstance(model, (str, Path)):
         return scan_target(str(model), options, limits)
     namespace = {"loss_fn": loss_fn} if loss_fn is not None else {}
-    return scan_model(
-        model, options, limits, namespace=namespace, description=f"the {type(model).__name__} given", inputs=inputs
-    )
+    # (scan_model describes it, "the Net given", once it has looked through a torch.compile wrapper)
+    return scan_model(model, options, limits, namespace=namespace, inputs=inputs)
 
 
 def assert_gradients_healthy(
@@ -78,10 +78,11 @@ def assert_gradients_healthy(
 
 
 def condensed_text(report: Report, width: int = 100) -> str:
-    """The text report without colour, as a test failure message."""
+    """The whole text report without colour, as a test failure message: what `-v` shows on the command line,
+    since a failing test has no `-v` to ask for the rest with."""
     from gradcheck_cli.render.interface import RenderOptions
     from gradcheck_cli.render.text import TextRenderer
 
     buffer = io.StringIO()
-    TextRenderer().render(report, buffer, RenderOptions(width=width, color=False))
+    TextRenderer().render(report, buffer, RenderOptions(width=width, color=False, verbose=True))
     return "gradients are not healthy:\n" + buffer.getvalue()

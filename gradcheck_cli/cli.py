@@ -32,6 +32,7 @@ from gradcheck_cli.choices import (
     Optimizer,
     OutputFormat,
 )
+from gradcheck_cli.cli_help import HelpCommand, HelpGroup
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 from gradcheck_cli.limits import RANGES, check_range
 
@@ -47,6 +48,7 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
+    cls=HelpGroup,
 )
 stderr = Console(stderr=True, highlight=False)
 
@@ -73,53 +75,125 @@ def _root(
     _State.debug = debug
 
 
+# The panels --help groups the options of demo and scan in: each is a table of its own, so a long option name
+# widens only its own and the help text keeps room at 80 columns and less (issue 23).
+PRESET_PANEL, MODEL_PANEL, MEASUREMENT_PANEL = "Preset", "Model and inputs", "Measurement"
+DEVICE_PANEL, OUTPUT_PANEL, EXIT_PANEL = "Device and limits", "Output", "Exit code"
+BASELINE_PANEL, CONFIG_PANEL = "Baseline", "Configuration"
+
 # Options shared by the commands, declared once.
 SeedOption = Annotated[
-    int, typer.Option(min=0, max=RANGES["seed"].maximum, help="Seed for the weights and the random batches.")
+    int,
+    typer.Option(
+        min=0,
+        max=RANGES["seed"].maximum,
+        help="Seed for the weights and the random batches.",
+        rich_help_panel=MEASUREMENT_PANEL,
+    ),
 ]
 PassesOption = Annotated[
-    int, typer.Option(min=1, max=RANGES["passes"].maximum, help="Forward/backward passes to aggregate (median).")
+    int,
+    typer.Option(
+        min=1,
+        max=RANGES["passes"].maximum,
+        help="Forward/backward passes to aggregate (median).",
+        rich_help_panel=MEASUREMENT_PANEL,
+    ),
 ]
 FormatOption = Annotated[
-    OutputFormat, typer.Option("--format", envvar="GRADCHECK_FORMAT", help="Report format (also GRADCHECK_FORMAT).")
+    OutputFormat,
+    typer.Option("--format", envvar="GRADCHECK_FORMAT", help="Report format.", rich_help_panel=OUTPUT_PANEL),
 ]
-AllLayersOption = Annotated[bool, typer.Option("--all-layers", help="Show every layer, not the condensed table.")]
-FailOnOption = Annotated[FailOn, typer.Option(help="Lowest severity that makes the exit code 1.")]
+AllLayersOption = Annotated[
+    bool,
+    typer.Option("--all-layers", help="Show every layer, not the condensed table.", rich_help_panel=OUTPUT_PANEL),
+]
+FailOnOption = Annotated[
+    FailOn, typer.Option(help="Lowest severity that makes the exit code 1.", rich_help_panel=EXIT_PANEL)
+]
 OutputOption = Annotated[
-    str | None, typer.Option("--output", "-o", help="Write the report to this file (whole, or not at all).")
+    str | None,
+    typer.Option(
+        "--output", "-o", help="Write the report to this file (whole, or not at all).", rich_help_panel=OUTPUT_PANEL
+    ),
 ]
-QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="Text: print the findings only.")]
-SilentOption = Annotated[bool, typer.Option("--silent", "-s", help="Print nothing; the exit code says it all.")]
-ColorOption = Annotated[Color, typer.Option("--color", help="Colour in the text report.")]
+QuietOption = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        help="Text: print the verdict line, the findings (each with its first cause and fix) and one line on the "
+        "fixes tried; no chart or tables.",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+SilentOption = Annotated[
+    bool,
+    typer.Option("--silent", "-s", help="Print nothing; the exit code says it all.", rich_help_panel=OUTPUT_PANEL),
+]
+ColorOption = Annotated[Color, typer.Option("--color", help="Colour in the text report.", rich_help_panel=OUTPUT_PANEL)]
 ExitZeroOption = Annotated[
-    bool, typer.Option("--exit-zero", help="Exit 0 even when there are findings (errors in use still exit 2).")
+    bool,
+    typer.Option(
+        "--exit-zero",
+        help="Exit 0 even when there are findings (errors in use still exit 2).",
+        rich_help_panel=EXIT_PANEL,
+    ),
 ]
 ConfigOption = Annotated[
     str | None, typer.Option("--config", help="Config file to use (default: gradcheck.yaml, .gradcheck.yaml or "
-                             "pyproject.toml \\[tool.gradcheck], searched from here upward).")
+                             "pyproject.toml \\[tool.gradcheck], searched from here upward).",
+                             rich_help_panel=CONFIG_PANEL)
 ]  # fmt: skip
-IsolatedOption = Annotated[bool, typer.Option("--isolated", help="Ignore every config file.")]
-VerboseOption = Annotated[bool, typer.Option("--verbose", "-v", help="Say which config file is used.")]
+IsolatedOption = Annotated[
+    bool, typer.Option("--isolated", help="Ignore every config file.", rich_help_panel=CONFIG_PANEL)
+]
+VerboseOption = Annotated[
+    bool,
+    typer.Option(
+        "--verbose",
+        "-v",
+        help="Text: the whole report (layer table, each finding's evidence, every cause and fix); and say which "
+        "config file is used.",
+        rich_help_panel=CONFIG_PANEL,
+    ),
+]
 IgnoreOption = Annotated[
     list[str] | None,
-    typer.Option("--ignore", help="Measure but do not judge layers matching this glob, e.g. 'encoder.*' (repeatable)."),
+    typer.Option(
+        "--ignore",
+        help="Measure but do not judge layers matching this glob, e.g. 'encoder.*' (repeatable).",
+        rich_help_panel=MEASUREMENT_PANEL,
+    ),
 ]
 VerifyOption = Annotated[
-    bool, typer.Option("--verify", help="Apply each suggested fix to a copy of the model and measure it again.")
+    bool,
+    typer.Option(
+        "--verify",
+        help="Apply each suggested fix to a copy of the model and measure it again.",
+        rich_help_panel=MEASUREMENT_PANEL,
+    ),
 ]
 StepsOption = Annotated[
     int,
     typer.Option(
-        min=0, max=RANGES["steps"].maximum, help="Also train a copy for N optimizer steps and measure it after each."
+        min=0,
+        max=RANGES["steps"].maximum,
+        help="Also train a copy for N optimizer steps and measure it after each.",
+        rich_help_panel=MEASUREMENT_PANEL,
     ),
 ]
-OptimizerOption = Annotated[Optimizer, typer.Option(help="Optimizer for --steps.")]
-DeviceOption = Annotated[Device, typer.Option(help="Where the passes run: cuda when torch can use it (auto), or cpu.")]
+OptimizerOption = Annotated[Optimizer, typer.Option(help="Optimizer for --steps.", rich_help_panel=MEASUREMENT_PANEL)]
+DeviceOption = Annotated[
+    Device,
+    typer.Option(help="Where the passes run: cuda when torch can use it (auto), or cpu.", rich_help_panel=DEVICE_PANEL),
+]
 AmpOption = Annotated[
     Amp | None,
     typer.Option(
         help="Run the passes under autocast in this dtype and report, per layer, the gradient elements fp16 "
-        "cannot hold (fp16: with a loss scale, as torch.amp.GradScaler would)."
+        "cannot hold (fp16: with a loss scale, as torch.amp.GradScaler would).",
+        rich_help_panel=DEVICE_PANEL,
     ),
 ]
 PlotOption = Annotated[
@@ -128,11 +202,14 @@ PlotOption = Annotated[
         "--plot",
         help="Also draw the gradient-flow figure to this .png, .svg or .html file (needs matplotlib: "
         "pip install 'gradcheck-cli\\[plot]'). Several scan targets: one file each, FILE-<target>.png.",
+        rich_help_panel=OUTPUT_PANEL,
     ),
 ]
 LrOption = Annotated[
     float,
-    typer.Option(help="Learning rate you train with: for --steps and the learning-rate risk."),
+    typer.Option(
+        help="Learning rate you train with: for --steps and the learning-rate risk.", rich_help_panel=MEASUREMENT_PANEL
+    ),
 ]
 TimeoutOption = Annotated[
     float,
@@ -140,6 +217,7 @@ TimeoutOption = Annotated[
         min=0,
         max=RANGES["timeout"].maximum,
         help="Seconds each target may take before it is stopped and reported (exit 2); 0: no limit.",
+        rich_help_panel=DEVICE_PANEL,
     ),
 ]
 MaxMemoryOption = Annotated[
@@ -149,6 +227,7 @@ MaxMemoryOption = Annotated[
         help="Memory the model's process may use, e.g. 8G or 50%; past it the target is stopped and reported "
         "(exit 2). Default: 75% of this machine's (or container's) memory.",
         show_default=False,
+        rich_help_panel=DEVICE_PANEL,
     ),
 ]
 
@@ -175,16 +254,17 @@ def _print_error(message: str) -> None:
     stderr.print(f"[bold red]error:[/] {escape(shown(message, None))}", soft_wrap=True, markup=True, highlight=False)
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def demo(
     ctx: typer.Context,
-    arch: Annotated[Arch, typer.Option(help="Preset architecture.")] = Arch.MLP,
+    arch: Annotated[Arch, typer.Option(help="Preset architecture.", rich_help_panel=PRESET_PANEL)] = Arch.MLP,
     depth: Annotated[
         int | None,
         typer.Option(
             min=1,
             max=RANGES["depth"].maximum,
             help="Hidden layers (mlp, cnn; default 50) or stacked recurrent layers (rnn, lstm; default 1).",
+            rich_help_panel=PRESET_PANEL,
         ),
     ] = None,
     width: Annotated[
@@ -193,26 +273,52 @@ def demo(
             min=1,
             max=RANGES["width"].maximum,
             help="Units, channels or hidden size (default 256 mlp, 128 cnn and rnn/lstm).",
+            rich_help_panel=PRESET_PANEL,
         ),
     ] = None,
     activation: Annotated[
         Activation | None,
-        typer.Option(help="Hidden activation (default sigmoid; rnn: tanh or relu, default tanh; lstm: fixed)."),
+        typer.Option(
+            help="Hidden activation (default sigmoid; rnn: tanh or relu, default tanh; lstm: fixed).",
+            rich_help_panel=PRESET_PANEL,
+        ),
     ] = None,
-    init: Annotated[Init, typer.Option(help="Weight initialization of the hidden layers.")] = Init.DEFAULT,
+    init: Annotated[
+        Init, typer.Option(help="Weight initialization of the hidden layers.", rich_help_panel=PRESET_PANEL)
+    ] = Init.DEFAULT,
     gain: Annotated[
-        float | None, typer.Option(help="Gain for --init normal (std gain/sqrt(fan_in)), xavier or orthogonal.")
+        float | None,
+        typer.Option(
+            help="Gain for --init normal (std gain/sqrt(fan_in)), xavier or orthogonal.", rich_help_panel=PRESET_PANEL
+        ),
     ] = None,
     norm: Annotated[
-        Norm, typer.Option(help="Normalization in each hidden block: after the weight layer, or first with --residual.")
+        Norm,
+        typer.Option(
+            help="Normalization in each hidden block: after the weight layer, or first with --residual.",
+            rich_help_panel=PRESET_PANEL,
+        ),
     ] = Norm.NONE,
-    residual: Annotated[bool, typer.Option("--residual", help="Use pre-activation residual blocks.")] = False,
+    residual: Annotated[
+        bool, typer.Option("--residual", help="Use pre-activation residual blocks.", rich_help_panel=PRESET_PANEL)
+    ] = False,
     seq_len: Annotated[
-        int, typer.Option(min=1, max=RANGES["seq_len_demo"].maximum, help="Time steps of the rnn/lstm presets.")
+        int,
+        typer.Option(
+            min=1,
+            max=RANGES["seq_len_demo"].maximum,
+            help="Time steps of the rnn/lstm presets.",
+            rich_help_panel=PRESET_PANEL,
+        ),
     ] = 50,
     batch_size: Annotated[
         int | None,
-        typer.Option(min=1, max=RANGES["batch_size"].maximum, help="Batch size (default 64 mlp, 16 cnn, 32 rnn/lstm)."),
+        typer.Option(
+            min=1,
+            max=RANGES["batch_size"].maximum,
+            help="Batch size (default 64 mlp, 16 cnn, 32 rnn/lstm).",
+            rich_help_panel=PRESET_PANEL,
+        ),
     ] = None,
     seed: SeedOption = 0,
     passes: PassesOption = 3,
@@ -221,6 +327,7 @@ def demo(
         typer.Option(
             "--fix/--no-fix",
             help="When there is an error finding, also measure the preset with the first fix that applies to it.",
+            rich_help_panel=MEASUREMENT_PANEL,
         ),
     ] = True,
     verify: VerifyOption = False,
@@ -276,7 +383,7 @@ def demo(
             _report_worker_error(outcome)
             raise typer.Exit(EXIT_USAGE)
         report = outcome.report
-        _emit([report], False, output_settings, output, all_layers, quiet, silent, color)
+        _emit([report], False, output_settings, output, all_layers, quiet, silent, color, verbose)
         if plot is not None:
             _write_plot(report, Path(plot), plot_as, silent)
     except GradcheckError as error:
@@ -285,7 +392,7 @@ def demo(
     raise typer.Exit(EXIT_FINDINGS if failing and not exit_zero else EXIT_OK)
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def scan(
     ctx: typer.Context,
     targets: Annotated[
@@ -294,37 +401,73 @@ def scan(
             help="model.py, model.py:NAME, package.module:factory, or a saved model (TorchScript, torch.export); "
             "none: the targets of the config file.",
             show_default=False,
-            metavar="[TARGET]...",
+            metavar="TARGET",
         ),
     ] = None,
-    entry: Annotated[str | None, typer.Option(help="The name of the model, factory or class to use.")] = None,
+    entry: Annotated[
+        str | None, typer.Option(help="The name of the model, factory or class to use.", rich_help_panel=MODEL_PANEL)
+    ] = None,
     path: Annotated[
-        list[str] | None, typer.Option("--path", help="Add a folder to sys.path while importing (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--path", help="Add a folder to sys.path while importing (repeatable).", rich_help_panel=MODEL_PANEL
+        ),
     ] = None,
     trust_pickle: Annotated[
-        bool, typer.Option("--trust-pickle", help="Allow loading a pickled module (runs code from the file).")
+        bool,
+        typer.Option(
+            "--trust-pickle",
+            help="Allow loading a pickled module (runs code from the file).",
+            rich_help_panel=MODEL_PANEL,
+        ),
     ] = False,
     input_shape: Annotated[
         list[str] | None,
-        typer.Option("--input-shape", help="Shape of one input, e.g. 8,3,32,32 (repeatable for several inputs)."),
+        typer.Option(
+            "--input-shape",
+            help="Shape of one input, e.g. 8,3,32,32 (repeatable for several inputs).",
+            rich_help_panel=MODEL_PANEL,
+        ),
     ] = None,
     input_dtype: Annotated[
-        str | None, typer.Option(help="dtype of the inputs: float32, float64, float16, bfloat16, int64, int32, bool.")
+        str | None,
+        typer.Option(
+            help="dtype of the inputs: float32, float64, float16, bfloat16, int64, int32, bool.",
+            rich_help_panel=MODEL_PANEL,
+        ),
     ] = None,
     vocab_size: Annotated[
         int | None,
-        typer.Option(min=1, max=RANGES["vocab_size"].maximum, help="Token models: draw token ids below this."),
+        typer.Option(
+            min=1,
+            max=RANGES["vocab_size"].maximum,
+            help="Token models: draw token ids below this.",
+            rich_help_panel=MODEL_PANEL,
+        ),
     ] = None,
     seq_len: Annotated[
         int | None,
-        typer.Option(min=1, max=RANGES["seq_len"].maximum, help="Sequence length for token and sequence inputs."),
+        typer.Option(
+            min=1,
+            max=RANGES["seq_len"].maximum,
+            help="Sequence length for token and sequence inputs.",
+            rich_help_panel=MODEL_PANEL,
+        ),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(min=1, max=RANGES["batch_size"].maximum, help="Batch size of inferred inputs (default 8)."),
+        typer.Option(
+            min=1,
+            max=RANGES["batch_size"].maximum,
+            help="Batch size of inferred inputs (default 8).",
+            rich_help_panel=MODEL_PANEL,
+        ),
     ] = None,
     loss: Annotated[
-        LossKind | None, typer.Option(help="Loss to differentiate (default: the file's loss_fn, else ce or mse).")
+        LossKind | None,
+        typer.Option(
+            help="Loss to differentiate (default: the file's loss_fn, else ce or mse).", rich_help_panel=MODEL_PANEL
+        ),
     ] = None,
     seed: SeedOption = 0,
     passes: PassesOption = 3,
@@ -334,13 +477,23 @@ def scan(
     lr: LrOption = 1e-3,
     ignore: IgnoreOption = None,
     save_baseline: Annotated[
-        str | None, typer.Option("--save-baseline", help="Record every layer's figures in this file.")
+        str | None,
+        typer.Option(
+            "--save-baseline", help="Record every layer's figures in this file.", rich_help_panel=BASELINE_PANEL
+        ),
     ] = None,
     baseline: Annotated[
-        str | None, typer.Option("--baseline", help="Fail when gradient health regressed against this file.")
+        str | None,
+        typer.Option(
+            "--baseline", help="Fail when gradient health regressed against this file.", rich_help_panel=BASELINE_PANEL
+        ),
     ] = None,
     baseline_tolerance: Annotated[
-        float, typer.Option(help="Factor by which a layer's gradient ratio may move before --baseline fails.")
+        float,
+        typer.Option(
+            help="Factor by which a layer's gradient ratio may move before --baseline fails.",
+            rich_help_panel=BASELINE_PANEL,
+        ),
     ] = 10.0,
     output_format: FormatOption = OutputFormat.TEXT,
     output: OutputOption = None,
@@ -353,6 +506,7 @@ def scan(
             "--distributed",
             help="Run in a torchrun job (on by itself under torchrun): each process measures its slice of the "
             "batch, the figures are summed over processes, the first prints the report.",
+            rich_help_panel=DEVICE_PANEL,
         ),
     ] = False,
     fsdp: Annotated[
@@ -360,6 +514,7 @@ def scan(
         typer.Option(
             "--fsdp",
             help="With --distributed: shard the model with FSDP2, one top-level block at a time, then the root.",
+            rich_help_panel=DEVICE_PANEL,
         ),
     ] = False,
     all_layers: AllLayersOption = False,
@@ -472,7 +627,8 @@ def scan(
                 from gradcheck_cli.baseline import save_baseline as save
 
                 save(reports, Path(save_baseline))
-            _emit(reports, len(targets_and_configs) > 1, output_settings, output, all_layers, quiet, silent, color)
+            many = len(targets_and_configs) > 1
+            _emit(reports, many, output_settings, output, all_layers, quiet, silent, color, verbose)
             if plot is not None:
                 from gradcheck_cli.plot import plot_paths
 
@@ -484,12 +640,16 @@ def scan(
             exit_code = EXIT_USAGE
         if run is not None:
             exit_code = run.agree(exit_code)
+    if len(targets_and_configs) > 1 and not silent:
+        _print_summary(reports, len(targets_and_configs) - len(reports), exit_code, output_settings, output)
     raise typer.Exit(exit_code)
 
 
-@app.command(name="config")
+@app.command(name="config", cls=HelpCommand)
 def config_command(
-    show: Annotated[bool, typer.Option("--show", help="Print the effective configuration.")] = False,
+    show: Annotated[
+        bool, typer.Option("--show", help="Print the effective configuration.", rich_help_panel=CONFIG_PANEL)
+    ] = False,
     config: ConfigOption = None,
     isolated: IsolatedOption = False,
 ) -> None:
@@ -508,16 +668,21 @@ def config_command(
     raise typer.Exit(EXIT_OK)
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def report(
     history: Annotated[
         str, typer.Argument(help="A history written by gradcheck_cli.Monitor (JSON lines).", show_default=False)
     ],
     step: Annotated[
         int | None,
-        typer.Option(help="Show the layers at this recorded step (default: the first with a problem, else the last)."),
+        typer.Option(
+            help="Show the layers at this recorded step (default: the first with a problem, else the last).",
+            rich_help_panel=OUTPUT_PANEL,
+        ),
     ] = None,
-    output_format: Annotated[HistoryFormat, typer.Option("--format", help="Report format.")] = HistoryFormat.TEXT,
+    output_format: Annotated[
+        HistoryFormat, typer.Option("--format", help="Report format.", rich_help_panel=OUTPUT_PANEL)
+    ] = HistoryFormat.TEXT,
     all_layers: AllLayersOption = False,
     color: ColorOption = Color.AUTO,
 ) -> None:
@@ -613,14 +778,14 @@ def _compare(report: Any, entries: dict, tolerance: float, silent: bool, folder:
     apply_baseline(report, compare(report, entry, tolerance))
 
 
-def _emit(reports, many, settings, output, all_layers, quiet, silent, color) -> None:
+def _emit(reports, many, settings, output, all_layers, quiet, silent, color, verbose) -> None:
     """Render once; write to --output (whole, or not at all) and/or stdout (unless --silent)."""
     from gradcheck_cli.render.interface import RenderOptions, get_renderer
 
     colour = {Color.ALWAYS: True, Color.NEVER: False}.get(color)
     if output is not None:
         colour = False if colour is None else colour  # a file gets no escape codes unless asked
-    options = RenderOptions(all_layers=all_layers, quiet=quiet, color=colour, fail_on=settings.fail_on)
+    options = RenderOptions(all_layers=all_layers, quiet=quiet, verbose=verbose, color=colour, fail_on=settings.fail_on)
     renderer = get_renderer(settings.format)
     if output is None and silent:
         return
@@ -639,6 +804,18 @@ def _emit(reports, many, settings, output, all_layers, quiet, silent, color) -> 
             write_whole(Path(output), stream.getvalue())
         except OSError as error:
             raise GradcheckError(f"cannot write the report to {output}: {error.strerror or error}.") from error
+
+
+def _print_summary(reports: list, not_measured: int, exit_code: int, settings: _OutputSettings, output) -> None:
+    """Several targets: one line of verdicts and the exit code, after the report when it is text on stdout,
+    else on stderr (pip-audit's way), so a JSON or SARIF document stays whole."""
+    from gradcheck_cli.render.text import targets_summary
+
+    line = targets_summary(reports, not_measured, exit_code)
+    if settings.format is OutputFormat.TEXT and output is None:
+        typer.echo(line)
+    else:
+        stderr.print(line, highlight=False, markup=False, soft_wrap=True)
 
 
 def _placement(settings: _Settings, device: Device, amp: Amp | None) -> tuple[str, str | None]:

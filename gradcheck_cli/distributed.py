@@ -27,6 +27,7 @@ from torch.overrides import TorchFunctionMode
 
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError, describe_exception
 from gradcheck_cli.probe import Batch, BatchFn, LossFn
+from gradcheck_cli.torch_compat import FSDP2
 
 SHARD_HOOK = "shard_model"
 # A collective that waits this long means another process failed or hangs: it raises rather than blocking
@@ -66,13 +67,8 @@ def distributed_run(
         ) from error
     run = sync_group = None
     try:
-        try:
-            from torch.distributed.device_mesh import init_device_mesh
-        except ImportError:
-            raise InvalidOptionError(
-                f"--distributed needs torch.distributed's DeviceMesh (torch 2.2 or later; this is {torch.__version__}); "
-                "upgrade torch."
-            ) from None
+        from torch.distributed.device_mesh import init_device_mesh
+
         sync_group = dist.new_group(backend="gloo", timeout=SYNC_TIMEOUT)
         run = DistributedRun(rank, world, backend, init_device_mesh(where.type, (world,)), sync_group, fsdp)
         yield run
@@ -134,13 +130,9 @@ class DistributedRun:
             return sharded, f"{SHARD_HOOK}(model, mesh) in {where}"
         if self.fsdp:
             blocks = top_level_blocks(model)
-            try:
-                from torch.distributed.fsdp import fully_shard
-            except ImportError:
-                raise InvalidOptionError(
-                    f"--fsdp needs FSDP2 (torch.distributed.fsdp.fully_shard, torch 2.6 or later; this is "
-                    f"{torch.__version__}); upgrade torch, or define {SHARD_HOOK}(model, mesh) in the model file."
-                ) from None
+            FSDP2.require(f"upgrade torch, or define {SHARD_HOOK}(model, mesh) in the model file", InvalidOptionError)
+            from torch.distributed.fsdp import fully_shard
+
             try:
                 for block in blocks:
                     fully_shard(block, mesh=self.mesh)
@@ -252,7 +244,7 @@ class DistributedRun:
 def _is_dtensor(tensor: torch.Tensor) -> bool:
     try:
         from torch.distributed.tensor import DTensor
-    except ImportError:  # before torch 2.4 DTensor was private; FSDP2 needs 2.6
+    except ImportError:  # before torch 2.5 DTensor was private (torch.distributed._tensor); --fsdp needs 2.6
         return False
     return isinstance(tensor, DTensor)
 

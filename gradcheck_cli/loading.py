@@ -13,6 +13,7 @@ import ast
 import builtins
 import importlib
 import importlib.machinery
+import importlib.metadata
 import importlib.util
 import inspect
 import io
@@ -38,6 +39,7 @@ from torch import nn
 from gradcheck_cli import stages
 from gradcheck_cli.errors import GradcheckError, describe_exception, quoted
 from gradcheck_cli.files import file_kind
+from gradcheck_cli.torch_compat import EXPORT_ARCHIVE, is_compiled_function, original_module
 
 # Conventions for finding the model in a file, in the order they are tried.
 FACTORY_NAMES = ("build_model", "get_model", "create_model", "make_model", "model_fn")
@@ -155,10 +157,11 @@ def _exec_file(path: Path) -> dict[str, Any]:
         except SyntaxError as error:
             raise GradcheckError(_syntax_error_message(error, path)) from error
         except ImportError as error:
-            line = _line_in(error, path)
+            where = f"{path}{_line_in(error, path)}"
             missing = f"`{error.name}`" if getattr(error, "name", None) else "a module"
             raise GradcheckError(
-                f"{path}{line} imports {missing}, which failed: {quoted(error)}. Install it, or add its folder with --path."
+                _import_failure_beyond(error, where, own_module=name, own_folder=path.resolve().parent)
+                or f"{where} imports {missing}, which failed: {quoted(error)}. Install it, or add its folder with --path."
             ) from error
         except EOFError as error:
             raise GradcheckError(_input_message(error, f"{path}{_line_in(error, path)}", stages.IMPORT)) from error
@@ -198,6 +201,90 @@ def _line_in(error: BaseException, path: Path) -> str:
     return f":{frames[-1].lineno}" if frames else ""
 
 
+def _import_failure_beyond(error: ImportError, where: str, own_module: str, own_folder: Path) -> str | None:
+    """The sentence for an import that failed beyond the user's own line (issue 22): their file imports
+    `transformers`, whose own import of `foo` fails, or a package raises ImportError with a message of its
+    own. It names the package whose import failed, where, and the underlying error; for an installed package
+    the way out is to install or upgrade a dependency, not --path. None when the user's own import failed
+    (the module they named is missing): the caller's sentence says so. Code under ``own_folder`` (the
+    model file's folder, or the working folder for package.module) is the user's, even if installed."""
+    own = own_module.partition(".")[0]
+    modules = [
+        (frame.f_globals.get("__name__") or "", line, frame.f_code.co_filename)
+        for frame, line in traceback.walk_tb(error.__traceback__)
+        # importlib's machinery (and any other standard-library frame) is the way there, not the place
+        if (frame.f_globals.get("__name__") or "").partition(".")[0] not in sys.stdlib_module_names
+    ]
+    own_frames = [i for i, (module, _, _) in enumerate(modules) if module.partition(".")[0] == own]
+    beyond = modules[own_frames[-1] + 1 :] if own_frames else []
+    if not beyond and (isinstance(error, ModuleNotFoundError) or not error.name):
+        return None
+    installed = _installed_packages()
+    if not beyond:
+        asked = error.name.partition(".")[0]
+        if asked not in installed:
+            return None
+        # `from torch import nmae`: the module is there, the name is not; installing it is no way out.
+        return (
+            f"{where}: {quoted(error)}. `{asked}` is installed: check the name, or upgrade it: "
+            f"pip install --upgrade {installed[asked][0]}."
+        )
+    imported = beyond[0][0].partition(".")[0]  # what the user's line imported
+    failing, line, filename = beyond[-1]  # the module whose code raised
+    package = failing.partition(".")[0]
+    chain = f"`{imported}`" if imported == package else f"`{imported}`, which imports `{package}`"
+    distributions = None if Path(filename).resolve().is_relative_to(own_folder) else installed.get(package)
+    if not distributions:  # the user's own code beside the file: their folder or their install to fix
+        missing = f"`{error.name}`" if error.name else "a module"
+        return (
+            f"{where} imports {chain}, whose import of {missing} failed in {failing}, line {line}: {quoted(error)}. "
+            "Install it, or add its folder with --path."
+        )
+    distribution = distributions[0]
+    chain_of_errors = _chain(error)
+    # A package's own error often wraps the one that says which module is missing (transformers' lazy imports).
+    not_found = next((e for e in reversed(chain_of_errors) if isinstance(e, ModuleNotFoundError) and e.name), None)
+    needed = ((not_found or error).name or "").partition(".")[0]
+    if not_found is not None and needed != package:
+        way_out = (
+            f"Install the package that provides `{needed}`, which {package} needs, or upgrade {package}: "
+            f"pip install --upgrade {distribution}"
+        )
+    elif needed and needed != package:  # `from foo import name` where foo lacks the name: versions disagree
+        way_out = (
+            f"Its version of `{needed}` does not fit; upgrade both: pip install --upgrade {distribution} "
+            f"{(installed.get(needed) or [needed])[0]}"
+        )
+    else:
+        way_out = f"Do what the message asks, or reinstall {package}: pip install --force-reinstall {distribution}"
+    # The first error of the chain is the underlying one: a package's own ImportError often wraps the OSError
+    # of a shared library that would not load.
+    detail = describe_exception(error)
+    if len(chain_of_errors) > 1:
+        detail += f" (from {describe_exception(chain_of_errors[-1])})"
+    return f"{where} imports {chain}, which failed in {failing}, line {line}: {detail}. {way_out}."
+
+
+def _installed_packages() -> dict[str, list[str]]:
+    """Import name -> the distributions that install it (half a second: on an error path only). A broken
+    distribution's metadata must not turn the user's import error into gradcheck's traceback."""
+    try:
+        return dict(importlib.metadata.packages_distributions())
+    except Exception:
+        return {}
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error, the one it was raised from (or while handling), and so on to the first."""
+    chain = [error]
+    while True:
+        last = chain[-1]
+        cause = last.__cause__ or (None if last.__suppress_context__ else last.__context__)
+        if cause is None or any(cause is seen for seen in chain):
+            return chain
+        chain.append(cause)
+
+
 def _import_module(name: str) -> Any:
     with stages.user_code(stages.IMPORT):
         try:
@@ -209,8 +296,14 @@ def _import_module(name: str) -> Any:
                     "that holds it or add that folder with --path."
                 ) from error
             raise GradcheckError(
-                f"{name} imports `{error.name}`, which is not installed: {quoted(error)}. Install it, or add its folder "
-                "with --path."
+                _import_failure_beyond(error, name, own_module=name, own_folder=Path.cwd().resolve())
+                or f"{name} imports `{error.name}`, which is not installed: {quoted(error)}. Install it, or add its "
+                "folder with --path."
+            ) from error
+        except ImportError as error:
+            raise GradcheckError(
+                _import_failure_beyond(error, name, own_module=name, own_folder=Path.cwd().resolve())
+                or f"importing {name} raised {describe_exception(error)}"
             ) from error
         except SyntaxError as error:
             raise GradcheckError(_syntax_error_message(error, name)) from error
@@ -287,7 +380,7 @@ def _candidates_by_convention(namespace: dict[str, Any], module_name: str) -> It
     instances = [name for name, value in namespace.items() if isinstance(value, nn.Module) and not name.startswith("_")]
     conventional = [name for name in INSTANCE_NAMES if name in instances]
     if conventional:
-        distinct = {id(namespace[name]) for name in conventional}
+        distinct = {id(original_module(namespace[name])) for name in conventional}  # model = torch.compile(net)
         yield conventional[:1] if len(distinct) == 1 else conventional
     else:
         # Any other instance counts if it has parameters and is not part of another one (an activation
@@ -329,6 +422,12 @@ def _materialize(name: str, value: Any, where: str) -> tuple[nn.Module, str]:
         return value, f"the nn.Module instance `{name}` in {where}"
     if inspect.isclass(value) and issubclass(value, nn.Module):
         how = f"{name}() (the nn.Module class in {where}, built with no arguments)"
+    elif is_compiled_function(value):
+        raise GradcheckError(
+            f"{name!r} in {where} is a function compiled with torch.compile, which gradcheck does not run; point it "
+            "at the nn.Module (torch.compile(module) is fine: it is measured through its original module) or at "
+            "a function that builds one, not compiled."
+        )
     elif callable(value):
         how = f"{name}() in {where}"
     else:
@@ -349,7 +448,7 @@ def _materialize(name: str, value: Any, where: str) -> tuple[nn.Module, str]:
 
 def _device_hint(error: Exception) -> str:
     text = quoted(error)
-    if "CUDA" in text or "cuda" in text:
+    if "CUDA" in text or "cuda" in text or "NVIDIA driver" in text:  # the last: torch's CUDA build, no GPU
         return f"{text} (the model asks for a GPU this machine does not have; build it on the CPU)"
     return text
 
@@ -437,6 +536,7 @@ def _load_torchscript(path: Path) -> LoadedModel:
 def _load_export(path: Path, *, trust_pickle: bool) -> LoadedModel:
     # Read once: what is inspected is what torch loads, and a buffer spares torch's warning about a
     # file not named .pt2 (the format is read from the content, issue 21).
+    EXPORT_ARCHIVE.require("upgrade torch, or scan the .py file that builds the model")
     data = path.read_bytes()
     if not trust_pickle:
         hazard = _export_hazard(data)

@@ -69,6 +69,7 @@ from gradcheck_cli.probe import (
     tensors_in,
 )
 from gradcheck_cli.stats import LayerStats
+from gradcheck_cli.torch_compat import eager_model
 
 # A float32 norm is exact to float32 precision when it lies in this range: below it the squares of the
 # elements may have underflowed, above it they may overflow. Outside it, the sampled step's norms are taken
@@ -179,7 +180,11 @@ class Monitor:
         keep = _whole(history, "history", 1)
         self._on_problem = _on_problem(on_problem)
         self._model = model
-        self._layers = [(n or "(model)", m) for n, m in model.named_modules() if owns_parameters(m)]
+        # A torch.compile'd model's layers are its original module's, named as in the uncompiled model (no
+        # "_orig_mod.", issue 23); its training steps still run the compiled code, whose gradients are read.
+        with eager_model(model) as eager:
+            self._layers = [(n or "(model)", m) for n, m in eager.model.named_modules() if owns_parameters(m)]
+            structure, model_class = describe_structure(eager.model), type(eager.model).__name__
         self._tracked, infos = _ownership(self._layers)
         if not self._tracked:
             raise InvalidOptionError("The model has no trainable parameters, so there is no gradient to monitor.")
@@ -199,14 +204,14 @@ class Monitor:
         self._norm_dtype = torch.float64 if torch.float64 in dtypes else torch.float32
         self._norm_dtype_arg = None if dtypes == {self._norm_dtype} else self._norm_dtype
         self.header = HistoryHeader(
-            model=name or type(model).__name__,
+            model=name or model_class,
             layers=infos,
             every=self.every,
             start_step=_whole(start_step, "start_step", 0),
             signals=self._signals,
             thresholds=thresholds if thresholds is not None else Thresholds(),
             rules=Rules(grow_factor, shrink_factor, reference_steps),
-            structure=describe_structure(model),
+            structure=structure,
             param_count=sum(p.numel() for p in model.parameters()),
             trainable_param_count=sum(p.numel() for p in model.parameters() if p.requires_grad),
             dtype=str(first.dtype).replace("torch.", ""),

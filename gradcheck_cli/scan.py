@@ -11,12 +11,13 @@ from torch import nn
 from gradcheck_cli.api import check_model
 from gradcheck_cli.diagnosis import Thresholds
 from gradcheck_cli.errors import GradcheckError, ModelRunError, RepeatCallError, UserCodeExit
-from gradcheck_cli.inputs import INPUT_OPTIONS_HINT, plan_inputs
+from gradcheck_cli.inputs import plan_inputs
 from gradcheck_cli.loading import load_target
 from gradcheck_cli.objective import Objective
 from gradcheck_cli.options import ScanOptions
 from gradcheck_cli.probe import ProgressFn, move_to_placement
 from gradcheck_cli.report import Report
+from gradcheck_cli.torch_compat import eager_model
 from gradcheck_cli.training import track_training
 from gradcheck_cli.verify import try_on_copy, verify_fixes
 
@@ -38,25 +39,28 @@ def scan_target(
     whether one failed, so an error on one reaches all of them instead of leaving the others waiting.
     """
     step = ranks.sync_point if ranks is not None else contextlib.nullcontext
-    with step():
-        if ranks is not None:
-            ranks.check_options(options.verify, options.steps)
-        # The model's weights are drawn with the scan's seed too: the same seed gives the same report.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(options.seed)
-            loaded = load_target(
-                target, entry=options.entry, paths=list(options.paths), trust_pickle=options.trust_pickle
-            )
-        move_to_placement(loaded.model)  # loaded from the file by gradcheck: ours to move (--device)
-    model, title = loaded.model, f"{target} ({type(loaded.model).__name__})"
-    if ranks is not None:
+    with contextlib.ExitStack() as scope:
         with step():
-            model, spread_how = ranks.spread(loaded.model, loaded.namespace, target)
-    with step():
-        report = scan_model(
-            model, options, thresholds, progress, namespace=loaded.namespace, saved_inputs=loaded.saved_inputs,
-            title=title, description=loaded.description, ranks=ranks,
-        )  # fmt: skip
+            if ranks is not None:
+                ranks.check_options(options.verify, options.steps)
+            # The model's weights are drawn with the scan's seed too: the same seed gives the same report.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(options.seed)
+                loaded = load_target(
+                    target, entry=options.entry, paths=list(options.paths), trust_pickle=options.trust_pickle
+                )
+            # A torch.compile'd model: its original module, run eagerly, placed and spread (issue 23).
+            model = scope.enter_context(eager_model(loaded.model)).model
+            move_to_placement(model)  # loaded from the file by gradcheck: ours to move (--device)
+        title = f"{target} ({type(model).__name__})"
+        if ranks is not None:
+            with step():
+                model, spread_how = ranks.spread(model, loaded.namespace, target)
+        with step():
+            report = scan_model(
+                model, options, thresholds, progress, namespace=loaded.namespace, saved_inputs=loaded.saved_inputs,
+                title=title, description=loaded.description, ranks=ranks,
+            )  # fmt: skip
     if ranks is not None:
         report.context.append(("processes", ranks.describe(spread_how, report.result.batch_size)))
     report.target, report.source_path, report.source_line = target, loaded.source_path, loaded.source_line
@@ -80,54 +84,55 @@ def scan_model(
     what a model file may define: ``example_inputs``, ``loss_fn``; ``inputs`` (a value, or a function
     returning one per pass) comes first. With ``ranks`` (a model already spread over a torchrun job's
     processes) each process measures its slice of every batch and the figures are summed over them."""
-    namespace = namespace or {}
-    title = title or type(model).__name__
-    description = description or f"the {type(model).__name__} given"
-    params = list(model.parameters())
-    if not params:
-        raise GradcheckError(
-            f"{description} has no parameters, so there is no gradient to measure; check that this is the model "
-            "you mean to scan and that its layers are registered as submodules (attributes, nn.ModuleList or "
-            "nn.Sequential, not a plain list)."
-        )
-    if not any(p.requires_grad for p in params):
-        raise GradcheckError(
-            f"no parameter of {description} requires grad, so there is no gradient to check; "
-            "unfreeze it (model.requires_grad_(True)) in the model file."
-        )
-    given = None if inputs is None else inputs if callable(inputs) else (lambda: inputs)
-    plan = plan_inputs(model, namespace, options.inputs, saved_inputs, given)
-    objective = Objective(model, options.loss, namespace)
-    make_batch, loss_fn = plan.make_batch, objective
-    if ranks is not None:
-        make_batch, loss_fn = ranks.split(plan.make_batch), ranks.split_loss(objective)
-    try:
-        report = check_model(
-            model, make_batch, loss_fn, passes=options.passes, seed=options.seed, thresholds=thresholds,
-            title=title, progress=progress, ignore=options.ignore, reducer=ranks,
-        )  # fmt: skip
-    except ModelRunError as error:
-        if error.stage != "forward pass" or isinstance(error, (RepeatCallError, UserCodeExit)):  # not the inputs
-            raise
-        hint = INPUT_OPTIONS_HINT if plan.assumed else "check the inputs, or pass --input-shape"
-        raise GradcheckError(f"{error} (inputs tried: {plan.shapes}, {plan.description}); {hint}.") from error
-    if options.steps:
-        track_training(
-            model, plan.make_batch, objective, report, steps=options.steps, optimizer=options.optimizer,
-            lr=(thresholds or Thresholds()).lr, passes=options.passes, seed=options.seed, thresholds=thresholds,
-        )  # fmt: skip
-    if options.verify:
-        report.fix_trials = verify_fixes(
-            report,
-            lambda fix: try_on_copy(
-                model, plan.make_batch, objective, fix, passes=options.passes, seed=options.seed,
-                thresholds=thresholds, title=report.title,
-            ),
-        )  # fmt: skip
-    report.context = [
-        ("model", description),
-        ("inputs", plan.description),
-        ("output", objective.output_description),
-        ("loss", objective.loss_description),
-    ]
-    return report
+    with eager_model(model) as eager:  # a torch.compile'd model: its original module, run eagerly (issue 23)
+        model = eager.model
+        namespace = namespace or {}
+        title = title or type(model).__name__
+        description = description or f"the {type(model).__name__} given"
+        params = list(model.parameters())
+        if not params:
+            raise GradcheckError(
+                f"{description} has no parameters, so there is no gradient to measure; check that this is the model "
+                "you mean to scan and that its layers are registered as submodules (attributes, nn.ModuleList or "
+                "nn.Sequential, not a plain list)."
+            )
+        if not any(p.requires_grad for p in params):
+            raise GradcheckError(
+                f"no parameter of {description} requires grad, so there is no gradient to check; "
+                "unfreeze it (model.requires_grad_(True)) in the model file."
+            )
+        given = None if inputs is None else inputs if callable(inputs) else (lambda: inputs)
+        plan = plan_inputs(model, namespace, options.inputs, saved_inputs, given)
+        objective = Objective(model, options.loss, namespace)
+        make_batch, loss_fn = plan.make_batch, objective
+        if ranks is not None:
+            make_batch, loss_fn = ranks.split(plan.make_batch), ranks.split_loss(objective)
+        try:
+            report = check_model(
+                model, make_batch, loss_fn, passes=options.passes, seed=options.seed, thresholds=thresholds,
+                title=title, progress=progress, ignore=options.ignore, reducer=ranks,
+            )  # fmt: skip
+        except ModelRunError as error:
+            if error.stage != "forward pass" or isinstance(error, (RepeatCallError, UserCodeExit)):  # not the inputs
+                raise
+            raise GradcheckError(f"{error} (inputs tried: {plan.shapes}, {plan.description}); {plan.hint}.") from error
+        if options.steps:
+            track_training(
+                model, plan.make_batch, objective, report, steps=options.steps, optimizer=options.optimizer,
+                lr=(thresholds or Thresholds()).lr, passes=options.passes, seed=options.seed, thresholds=thresholds,
+            )  # fmt: skip
+        if options.verify:
+            report.fix_trials = verify_fixes(
+                report,
+                lambda fix: try_on_copy(
+                    model, plan.make_batch, objective, fix, passes=options.passes, seed=options.seed,
+                    thresholds=thresholds, title=report.title,
+                ),
+            )  # fmt: skip
+        report.context[:0] = [  # before check_model's own rows (a compiled model's note)
+            ("model", description),
+            ("inputs", plan.description),
+            ("output", objective.output_description),
+            ("loss", objective.loss_description),
+        ]
+        return report

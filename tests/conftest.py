@@ -18,6 +18,14 @@ def pytest_configure(config):
     os.environ["GRADCHECK_INLINE_WORKER"] = "1"
 
 
+def pytest_terminal_summary(terminalreporter):
+    # Which torch the suite ran on, at any verbosity (the header, pytest_report_header, is hidden by -q): CI
+    # runs it on the pinned torch and on the floor, `make test-floor` (issue 23).
+    import torch
+
+    terminalreporter.write_line(f"ran on torch {torch.__version__}")
+
+
 @pytest.fixture
 def torch_seed():
     import torch

@@ -18,7 +18,6 @@ from gradcheck_cli.render.chart import (
     decade_label,
     decade_ticks,
     draw_bar_chart,
-    fit_label,
     geometric_mean,
     group_bars,
     group_label,
@@ -119,9 +118,20 @@ def test_group_label_names_a_run_of_layers():
     assert group_label(["blocks.3.fc", "blocks.4.fc", "blocks.5.fc"]) == "blocks.3-5.fc"
     assert group_label(["blocks.9.fc", "blocks.10.fc"]) == "blocks.9-10.fc"
     assert group_label(["step 1", "step 2", "step 3"]) == "step 1-3"
-    assert group_label(["blocks.0.conv1", "blocks.0.bn1"]) == "blocks.0.conv1…bn1"
-    assert group_label(["layers.38", "layers.39", "head"]) == "layers.38…head"
-    assert group_label(["stem.0", "blocks.0.conv1"], "..") == "stem.0..blocks.0.conv1"
+    assert group_label(["blocks.0.conv1", "blocks.0.bn1"]) == "blocks.0.conv1..bn1"
+    assert group_label(["layers.38", "layers.39", "head"]) == "layers.38..head"
+    assert group_label(["stem.0", "blocks.0.conv1"]) == "stem.0..blocks.0.conv1"
+
+
+def test_group_label_of_numbers_that_skip_names_no_layer_that_is_not_in_the_row():
+    """Issue 23: a Sequential's layers 0 and 2 (its activation is 1) read "0-2", three layers, under the
+    caption "2 layers per row"."""
+    assert group_label(["0", "2"]) == "0,2"
+    assert group_label(["56", "58", "60"]) == "56,58,60"
+    assert group_label(["0", "2", "4", "6"]) == "0,2..6"  # every second one, from 0 to 6
+    assert group_label(["blocks.1.fc", "blocks.4.fc", "blocks.5.fc", "blocks.9.fc"]) == "blocks.1..9.fc"
+    for labels in (["0", "2"], ["layers.38", "layers.39", "head"], ["blocks.0.conv1", "blocks.0.bn1"]):
+        assert "…" not in group_label(labels)  # a range, not a name cut short
 
 
 def test_group_bars_keeps_the_most_severe_mark_and_the_geometric_mean():
@@ -156,10 +166,15 @@ def test_layout_gives_the_bars_the_rest_and_drops_the_value_before_cutting_label
     assert layout(100, 7, 0, 100).label == 40  # labels get at most 40% of the width
 
 
-def test_fit_label_keeps_the_end_of_a_name():
-    assert fit_label("blocks.12-14.layer", 30) == "blocks.12-14.layer"
-    assert fit_label("encoder.layer.3.attention.self.query", 20) == "…ttention.self.query"
-    assert fit_label("abcdef", 4, "...") == "...f" and fit_label("abcdef", 2, "...") == "ef"
+def test_a_label_too_long_for_its_column_goes_whole_on_a_line_above_its_bar():
+    """Issue 23: a name cut with an ellipsis (``…ttention.self.query``) may name another layer."""
+    bars = [Bar("encoder.layer.3.attention.self.query", 1e-3, "vanishing"), Bar("head", 1.0)]
+    lines = [line.plain for line in draw_bar_chart(bars, 60)]
+    assert lines[2] == "encoder.layer.3.attention.self.query"
+    assert lines[3].lstrip().startswith("│") and lines[3].rstrip().endswith("vanishing")
+    assert lines[4].startswith("head ") and all(len(line) <= 60 and "…" not in line for line in lines)
+    long = "x" * 70
+    assert [line.plain for line in draw_bar_chart([Bar(long, 1.0)], 40)][2:4] == [long[:40], long[40:]]
 
 
 # --- drawing ----------------------------------------------------------------------------------------
@@ -248,7 +263,7 @@ def _charts(text: str) -> list[Chart]:
 @pytest.mark.parametrize("width", WIDTHS)
 def test_report_charts_fit_the_width(width):
     for report in (vanishing_report_with_fix(), recurrent_report(), healthy_report()):
-        text = _render(report, width=width, color=False)
+        text = _render(report, width=width, color=False, verbose=True)
         charts = _charts(text)
         assert len(charts) == (2 if report.fix_trials else 1) + len(report.result.recurrent)
         for chart in charts:
@@ -256,16 +271,23 @@ def test_report_charts_fit_the_width(width):
 
 
 def test_the_chart_shows_the_whole_depth_while_the_table_is_condensed():
-    text = _render(vanishing_report_with_fix(), width=100, color=False)
+    text = _render(vanishing_report_with_fix(), width=100, color=False, verbose=True)
     assert "... 29 more" in text  # the condensed table
     rows = _charts(text)[0].rows
     assert len(rows) == 14  # 41 layers, 3 per row
     assert rows[0].startswith("layers.0-2 ") and rows[1].startswith("layers.3-5 ")
-    # layers.0 and layers.1 are exactly zero: so is their group's geometric mean, and it says so
-    assert rows[0].split()[-2:] == ["zero", "zero"] and not BLOCKS & set(rows[0])
+    # layers.0 and layers.1 are exactly zero: so is their group's geometric mean, and its mark says so once
+    # (issue 23: the row read "zero  zero")
+    assert rows[0].split()[-2:] == ["│", "zero"] and not BLOCKS & set(rows[0])
     assert rows[1].rstrip().endswith("vanishing") and rows[-2].rstrip().endswith("weak")
-    assert rows[-1].startswith("layers.39…head ")
-    assert "3 layers per row: their geometric mean and most severe status." in _charts(text)[0].legend
+    assert rows[-1].startswith("layers.39..head ")
+    assert "3 layers per row: geometric mean, most severe status." in _charts(text)[0].legend
+
+
+def test_the_default_report_draws_a_shorter_chart():
+    rows = _charts(_render(vanishing_report_with_fix(), width=100, color=False))[0].rows
+    assert len(rows) == 9  # 41 layers, 5 per row: the report fits one screen (issue 23)
+    assert rows[0].startswith("layers.0-4 ") and rows[-1].startswith("head ")
 
 
 def test_all_layers_draws_one_row_per_layer():
@@ -284,14 +306,14 @@ def test_flagged_layers_are_marked_in_words_without_colour():
 
 
 def test_the_demo_before_and_after_charts_share_their_axis():
-    charts = _charts(_render(vanishing_report_with_fix(), width=100, color=False))
+    charts = _charts(_render(vanishing_report_with_fix(), width=100, color=False, verbose=True))
     assert len(charts) == 2
     assert charts[0].axis == charts[1].axis  # same decade labels and ticks, in the same columns
     assert len(charts[1].rows[0]) < len(charts[0].rows[0])  # the after's rows have no marks, same bar columns
 
 
 def test_the_recurrent_chart_marks_the_steps_past_the_lines():
-    chart = _charts(_render(recurrent_report(), width=100, color=False))[1]
+    chart = _charts(_render(recurrent_report(), width=100, color=False, verbose=True))[1]
     assert chart.title == "Gradient through time in rnn (RNN), first step first"
     rows = chart.rows
     assert len(rows) == 15 and rows[0].startswith("step 1-2 ") and rows[-1].startswith("step 29-30 ")
@@ -304,7 +326,7 @@ def test_the_recurrent_chart_marks_the_steps_past_the_lines():
 def test_a_steady_recurrent_module_has_no_marked_steps():
     result = geometric_result(depth=1)
     result.recurrent = [RecurrentStats("rnn", "LSTM", [0.9] * 12)]
-    chart = _charts(_render(Report("steady", result, diagnose(result)), width=80, color=False))[1]
+    chart = _charts(_render(Report("steady", result, diagnose(result)), width=80, color=False, verbose=True))[1]
     assert len(chart.rows) == 12
     assert not any(row.rstrip().endswith(("vanishing", "weak", "high", "exploding")) for row in chart.rows)
 
@@ -352,10 +374,10 @@ def test_an_ascii_terminal_gets_an_ascii_chart():
         encoding = "ascii"
 
     stream = AsciiStream()
-    get_renderer(OutputFormat.TEXT).render(vanishing_report_with_fix(), stream, RenderOptions(width=100))
+    get_renderer(OutputFormat.TEXT).render(vanishing_report_with_fix(), stream, RenderOptions(width=100, verbose=True))
     chart = _charts(stream.getvalue())[0]
     assert all(line.isascii() for line in chart.lines)
-    assert "#" in chart.rows[-1] and chart.rows[-1].startswith("layers.39...head ")
+    assert "#" in chart.rows[-1] and chart.rows[-1].startswith("layers.39..head ")
 
 
 def test_colour_styles_the_flagged_bars():

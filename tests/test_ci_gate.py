@@ -443,7 +443,7 @@ def test_quiet_prints_the_verdict_line_and_the_findings_only(runner, project):
     assert lines[0].split() == ["gradcheck", "vanish.py", "(Sequential)", "VANISHING"]
     assert lines[1].startswith("1. ERROR vanishing_gradient:")
     assert LAYER_TABLE not in result.stdout and "inputs:" not in result.stdout
-    assert LAYER_TABLE in run(runner, ["scan", "vanish.py", "--passes", "1"]).stdout
+    assert LAYER_TABLE in run(runner, ["scan", "vanish.py", "--passes", "1", "-v"]).stdout
     healthy = run(runner, ["scan", "healthy.py", "--passes", "1", "-q"])
     assert healthy.stdout.split() == ["gradcheck", "healthy.py", "(Sequential)", "HEALTHY"]
 

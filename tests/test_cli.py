@@ -80,7 +80,7 @@ def test_json_is_one_document_with_the_required_keys(runner):
 
 
 def test_text_report_shows_table_findings_and_before_after(runner):
-    result = run(runner, SMALL_VANISHING)
+    result = run(runner, [*SMALL_VANISHING, "-v"])  # -v: the whole report (issue 23)
     out = result.stdout
     assert "Verdict: VANISHING" in out
     assert "Layers, input end first" in out

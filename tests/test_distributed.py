@@ -27,6 +27,7 @@ from gradcheck_cli.distributed import (
 )
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 from gradcheck_cli.probe import Batch
+from gradcheck_cli.torch_compat import FSDP2
 from gradcheck_cli.torchrun import TORCHRUN_VARIABLES, torchrun_rank
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,6 +152,7 @@ def blocks_file(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.mark.skipif(not FSDP2.available(), reason=FSDP2.missing())
 def test_fsdp_and_shard_model_match_one_process_and_an_error_on_one_process_reaches_both(tmp_path, blocks_file):
     """--fsdp shards the blocks file; the example shards itself with its shard_model; the third file fails
     to import on process 1 only: both processes report it (the first prints) and exit 2, none hangs."""
@@ -259,6 +261,19 @@ def test_fsdp_shards_the_children_of_the_largest_stack():
     # the outer Sequential holds every parameter: its children with parameters are the blocks
     assert top_level_blocks(model) == [model[0], model[1], model[3]]
     assert top_level_blocks(nn.Linear(2, 2)) == []
+
+
+def test_fsdp_on_a_torch_without_fsdp2_says_which_torch_it_needs(monkeypatch):
+    """Issue 23: --fsdp before torch 2.6 is one sentence with the way out. On the floor (make test-floor) torch
+    really is older; on a newer one its version is made older."""
+    if FSDP2.available():
+        monkeypatch.setattr(torch, "__version__", "2.5.1")
+    run = DistributedRun(rank=0, world_size=2, backend="gloo", mesh=None, sync_group=None, fsdp=True)
+    with pytest.raises(InvalidOptionError) as caught:
+        run.spread(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2)), {}, "model.py")
+    message = str(caught.value)
+    assert message.startswith("--fsdp (FSDP2: torch.distributed.fsdp.fully_shard) needs torch >= 2.6; this is torch ")
+    assert torch.__version__ in message and "shard_model(model, mesh)" in message and "\n" not in message
 
 
 def test_a_replicated_tensor_is_counted_on_the_first_process_only():

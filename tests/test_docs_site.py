@@ -1,5 +1,6 @@
 """The documentation site: it builds with `mkdocs build --strict`, every link and image in docs/ resolves,
-and the generated parts (the CLI reference, the included example files) match the code they come from."""
+and the CLI reference matches the app it comes from. The regions docs/gen_snippets.py generates (pasted
+outputs, included files): tests/test_pasted_outputs.py."""
 
 import importlib.util
 import json
@@ -89,27 +90,6 @@ def test_the_cli_reference_is_generated_from_the_current_app():
     reference = _generator("gen_cli_reference")
     committed = (DOCS / "cli-reference.md").read_text(encoding="utf-8")
     assert committed == reference.render(), "docs/cli-reference.md is out of date: run python docs/gen_cli_reference.py"
-
-
-def test_included_files_are_the_files_themselves():
-    snippets = _generator("gen_snippets")
-    stale = [
-        str(page.relative_to(ROOT))
-        for page in PAGES
-        if snippets.refresh(page.read_text("utf-8"), ("include",)) != page.read_text("utf-8")
-    ]
-    assert not stale, f"an included file changed: run python docs/gen_snippets.py {' '.join(stale)}"
-
-
-def test_every_generated_region_is_filled():
-    snippets = _generator("gen_snippets")
-    empty = [
-        f"{page.relative_to(ROOT)}: {match['kind']}: {match['arg']}"
-        for page in PAGES
-        for match in snippets.REGION.finditer(page.read_text("utf-8"))
-        if "```" not in match["body"]
-    ]
-    assert not empty, f"run python docs/gen_snippets.py: these regions are empty: {empty}"
 
 
 def test_the_fixes_catalog_has_every_fix_and_cause():

@@ -226,7 +226,9 @@ def test_the_docs_example_runs_and_its_report_is_what_the_page_shows(tmp_path, m
     result = report(tmp_path / "monitor_history.jsonl")
     assert result.exit_code == 1
     page = (ROOT / "docs" / "monitor.md").read_text(encoding="utf-8")
-    pasted = re.search(r"<!-- report of the example -->\n```text\n(.*?)```", page, re.DOTALL)
+    pasted = re.search(
+        r"<!-- output: gradcheck report monitor_history.jsonl .*?-->\n```text\n(.*?)```", page, re.DOTALL
+    )
     assert pasted, "docs/monitor.md shows the example's report"
     output = [line.rstrip() for line in result.stdout.splitlines()]
     for line in pasted[1].splitlines():

@@ -24,10 +24,14 @@ from gradcheck_cli.errors import GradcheckError, UserCodeExit
 from gradcheck_cli.loading import load_target
 from gradcheck_cli.options import ScanOptions
 from gradcheck_cli.scan import scan_target
+from gradcheck_cli.torch_compat import EXPORT_ARCHIVE
 from tests.hostile import archives
 
 HEADER = "import sys\nimport torch\nfrom torch import nn\n\n"
 SMALL = "nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))"
+# Loading a torch.export archive needs torch 2.13 (torch_compat.EXPORT_ARCHIVE); on an older torch it is refused
+# (test_export_archive_on_an_older_torch_says_which_torch_it_needs) and the tests of loading one skip.
+needs_export_archive = pytest.mark.skipif(not EXPORT_ARCHIVE.available(), reason=EXPORT_ARCHIVE.missing())
 
 
 def write(folder: Path, name: str, source: str | bytes) -> Path:
@@ -52,6 +56,7 @@ def one_sentence(error: BaseException, *fragments: str) -> str:
 # --- 1. torch.export archives unpickle nothing without --trust-pickle ------------------------------------
 
 
+@needs_export_archive
 @pytest.mark.parametrize("craft", archives.RUNS_ON_LOAD, ids=lambda craft: craft.__name__)
 def test_crafted_export_archive_runs_code_in_plain_torch(tmp_path, craft):
     """The premise of the refusals below: torch.export.load itself runs each payload."""
@@ -64,6 +69,7 @@ def test_crafted_export_archive_runs_code_in_plain_torch(tmp_path, craft):
     assert marker.exists()
 
 
+@needs_export_archive
 @pytest.mark.parametrize("craft", archives.RUNS_ON_LOAD, ids=lambda craft: craft.__name__)
 def test_crafted_export_archive_is_refused_before_anything_runs(tmp_path, craft, capfd):
     marker = tmp_path / "marker"
@@ -75,6 +81,7 @@ def test_crafted_export_archive_is_refused_before_anything_runs(tmp_path, craft,
     assert capfd.readouterr() == ("", "")
 
 
+@needs_export_archive
 @pytest.mark.parametrize("suffix", [".zip", ".pt", ".bin", ".pt2"])
 def test_crafted_sample_inputs_are_refused_whatever_the_file_is_named(tmp_path, suffix):
     marker = tmp_path / "marker"
@@ -85,6 +92,7 @@ def test_crafted_sample_inputs_are_refused_whatever_the_file_is_named(tmp_path, 
     assert not marker.exists()
 
 
+@needs_export_archive
 def test_pickled_sample_inputs_are_named_in_the_refusal(tmp_path):
     path = archives.craft_sample_inputs(tmp_path, tmp_path / "marker")
     with pytest.raises(GradcheckError) as caught:
@@ -92,6 +100,7 @@ def test_pickled_sample_inputs_are_named_in_the_refusal(tmp_path):
     one_sentence(caught.value, "pickled Python objects (data/sample_inputs/model.pt)")
 
 
+@needs_export_archive
 def test_shape_expression_that_is_code_is_refused(tmp_path):
     path = archives.craft_shape_expression(tmp_path, tmp_path / "marker")
     with pytest.raises(GradcheckError) as caught:
@@ -99,6 +108,7 @@ def test_shape_expression_that_is_code_is_refused(tmp_path):
     one_sentence(caught.value, "a shape expression that is not a formula", "--trust-pickle")
 
 
+@needs_export_archive
 def test_compiled_aotinductor_code_is_refused(tmp_path):
     path = archives.craft_compiled_code(tmp_path, tmp_path / "marker")
     with pytest.raises(GradcheckError) as caught:
@@ -106,6 +116,7 @@ def test_compiled_aotinductor_code_is_refused(tmp_path):
     one_sentence(caught.value, "compiled AOTInductor code", "--trust-pickle")
 
 
+@needs_export_archive
 def test_graph_calling_a_python_function_is_refused_by_torchs_verifier(tmp_path):
     marker = tmp_path / "marker"
     path = archives.craft_call_target(tmp_path, marker)
@@ -115,6 +126,7 @@ def test_graph_calling_a_python_function_is_refused_by_torchs_verifier(tmp_path)
     assert not marker.exists()
 
 
+@needs_export_archive
 def test_guard_code_in_an_archive_is_never_run(tmp_path):
     """ExportedProgram.module() execs guard code; the model gradcheck loads (unflatten) must not."""
     marker = tmp_path / "marker"
@@ -124,6 +136,7 @@ def test_guard_code_in_an_archive_is_never_run(tmp_path):
     assert not marker.exists()
 
 
+@needs_export_archive
 def test_trust_pickle_loads_what_the_archive_holds(tmp_path):
     """Consent is honoured: the payload runs (torch then rejects what it returned)."""
     marker = tmp_path / "marker"
@@ -134,6 +147,7 @@ def test_trust_pickle_loads_what_the_archive_holds(tmp_path):
     assert marker.exists()
 
 
+@needs_export_archive
 @pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic-batch"])
 @pytest.mark.parametrize("suffix", [".pt2", ".zip", ".pt"])
 def test_genuine_export_archive_loads_without_trust_pickle(tmp_path, capfd, dynamic, suffix):
@@ -146,6 +160,7 @@ def test_genuine_export_archive_loads_without_trust_pickle(tmp_path, capfd, dyna
     assert capfd.readouterr() == ("", "")  # no FutureWarning, no "must be a file ending in .pt2"
 
 
+@needs_export_archive
 def test_genuine_export_archive_with_buffers_scans_without_trust_pickle(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(8, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 4)).eval()
@@ -196,6 +211,7 @@ def test_shape_expressions_that_would_run_code_are_not_formulas(expression):
 # --- 4. torch's own output while loading is silenced ----------------------------------------------------
 
 
+@needs_export_archive
 def test_truncated_export_archive_prints_nothing_but_the_error(tmp_path, capfd):
     whole = archives.save_program(tmp_path / "whole.pt2")
     (tmp_path / "broken.pt2").write_bytes(whole.read_bytes()[:3000])
@@ -206,6 +222,7 @@ def test_truncated_export_archive_prints_nothing_but_the_error(tmp_path, capfd):
     assert capfd.readouterr() == ("", "")
 
 
+@needs_export_archive
 def test_warning_filters_and_logging_are_restored_after_loading(tmp_path):
     import logging
     import warnings
@@ -215,6 +232,19 @@ def test_warning_filters_and_logging_are_restored_after_loading(tmp_path):
     load_target(str(path))
     assert warnings.filters == filters
     assert logging.root.manager.disable == disabled
+
+
+def test_export_archive_on_an_older_torch_says_which_torch_it_needs(tmp_path, monkeypatch):
+    """Issue 23: before torch 2.13 loading an archive (with --trust-pickle too) says so in one sentence with the
+    way out. On the floor (make test-floor) torch really is older; on a newer one its version is made older."""
+    path = archives.save_program(tmp_path / "m.pt2")
+    if EXPORT_ARCHIVE.available():
+        monkeypatch.setattr(torch, "__version__", "2.12.1")
+    for trust_pickle in (False, True):
+        with pytest.raises(GradcheckError) as caught:
+            load_target(str(path), trust_pickle=trust_pickle)
+        one_sentence(caught.value, "loading a torch.export archive needs torch >= 2.13", "this is torch ", ".py file")
+        assert torch.__version__ in str(caught.value)
 
 
 def test_pickle_refusal_recommends_torch_export_not_torchscript(tmp_path):

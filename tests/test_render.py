@@ -10,7 +10,7 @@ import pytest
 from gradcheck_cli.choices import OutputFormat
 from gradcheck_cli.diagnosis import diagnose
 from gradcheck_cli.render.interface import RenderOptions, get_renderer
-from gradcheck_cli.report import FixTrial, Report
+from gradcheck_cli.report import FixTrial, Report, TrainingStep
 from gradcheck_cli.stats import RecurrentStats
 from tests.synthetic import geometric_result
 
@@ -25,6 +25,29 @@ def vanishing_report_with_fix() -> Report:
     report = Report("Synthetic MLP, sigmoid", before, diagnose(before))
     fixed = Report("Synthetic MLP, relu", after, diagnose(after))
     report.fix_trials = [FixTrial("relu", "activation: sigmoid -> relu, init: default -> kaiming", fixed)]
+    return report
+
+
+def vanishing_report_with_trials() -> Report:
+    """--verify: four fixes tried, one of them not applicable to a copy."""
+    report = vanishing_report_with_fix()
+    after = report.fix_trials[0].report
+    still = geometric_result(depth=40, gain=0.5, activations={"Sigmoid": 40}, weight_scale=1.0)
+    report.fix_trials = [
+        FixTrial("relu", "activation: sigmoid -> relu, init: default -> kaiming", after),
+        FixTrial("init", "init: default -> xavier", Report("init", still, diagnose(still))),
+        FixTrial("batchnorm", "norm: none -> batch", after),
+        FixTrial("learning_rate", "needs your training loop: the learning rate is not part of the model", None),
+    ]
+    return report
+
+
+def vanishing_report_with_training() -> Report:
+    """--steps 3: the model measured after each step of training a copy."""
+    report = vanishing_report_with_fix()
+    report.fix_trials = []
+    report.training_setup = "3 SGD step(s), lr 0.001, on a copy, with the same synthetic batches"
+    report.training = [TrainingStep(step, None if step == 0 else 2.3 - 0.01 * step, report) for step in range(4)]
     return report
 
 
@@ -46,13 +69,24 @@ def render(report: Report, output_format: OutputFormat, **options) -> str:
     return stream.getvalue()
 
 
+# The default report (one screen), -v (the whole report), --all-layers, and the tables of --verify and
+# --steps; at 100 columns and at 80, where every table must still read whole (issue 23).
 CASES = {
     "vanishing_with_fix_w100.txt": lambda: render(vanishing_report_with_fix(), OutputFormat.TEXT, width=100),
+    "vanishing_with_fix_w80.txt": lambda: render(vanishing_report_with_fix(), OutputFormat.TEXT, width=80),
+    "vanishing_with_fix_verbose_w80.txt": lambda: render(
+        vanishing_report_with_fix(), OutputFormat.TEXT, width=80, verbose=True
+    ),
     "vanishing_all_layers_w100.txt": lambda: render(
         vanishing_report_with_fix(), OutputFormat.TEXT, width=100, all_layers=True
     ),
+    "verify_w80.txt": lambda: render(vanishing_report_with_trials(), OutputFormat.TEXT, width=80),
+    "verify_w120.txt": lambda: render(vanishing_report_with_trials(), OutputFormat.TEXT, width=120),
+    "verify_quiet_w80.txt": lambda: render(vanishing_report_with_trials(), OutputFormat.TEXT, width=80, quiet=True),
+    "steps_w80.txt": lambda: render(vanishing_report_with_training(), OutputFormat.TEXT, width=80),
     "healthy_w60.txt": lambda: render(healthy_report(), OutputFormat.TEXT, width=60),
     "recurrent_w100.txt": lambda: render(recurrent_report(), OutputFormat.TEXT, width=100),
+    "recurrent_verbose_w80.txt": lambda: render(recurrent_report(), OutputFormat.TEXT, width=80, verbose=True),
 }
 
 
@@ -70,7 +104,7 @@ def test_text_has_no_escape_codes_when_not_a_terminal():
 
 
 def test_condensed_table_keeps_the_ends_and_says_what_it_skipped():
-    text = render(vanishing_report_with_fix(), OutputFormat.TEXT, width=100)
+    text = render(vanishing_report_with_fix(), OutputFormat.TEXT, width=100, verbose=True)
     assert "layers.0 " in text and "layers.39" in text and "head" in text
     assert "... 29 more" in text
     full = render(vanishing_report_with_fix(), OutputFormat.TEXT, width=100, all_layers=True)

@@ -20,6 +20,7 @@ from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.loading import FACTORY_NAMES, load_target
 from gradcheck_cli.options import ScanOptions
 from gradcheck_cli.scan import scan_target
+from gradcheck_cli.torch_compat import EXPORT_ARCHIVE
 
 HEADER = "import torch\nfrom torch import nn\n\n"
 SMALL = "nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))"  # 212 parameters, healthy
@@ -441,6 +442,7 @@ def save_export(path: Path) -> None:
     torch.export.save(torch.export.export(model.eval(), (torch.randn(2, 8),)), str(path))
 
 
+@pytest.mark.skipif(not EXPORT_ARCHIVE.available(), reason=EXPORT_ARCHIVE.missing())
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_torch_export_program_scans_with_its_input_shape(runner, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -450,6 +452,7 @@ def test_torch_export_program_scans_with_its_input_shape(runner, tmp_path, monke
     assert document["model"]["parameters"] == 212
 
 
+@pytest.mark.skipif(not EXPORT_ARCHIVE.available(), reason=EXPORT_ARCHIVE.missing())
 @pytest.mark.filterwarnings("ignore::FutureWarning")
 def test_torch_export_program_scans_without_options(runner, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

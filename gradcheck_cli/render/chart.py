@@ -23,7 +23,7 @@ from rich.text import Text
 # Fewer bar columns than this and a decade gets one or two characters: not worth drawing.
 MIN_BAR_WIDTH = 20
 MIN_LABEL_WIDTH = 8
-LABEL_SHARE = 0.4  # labels longer than this share of the width are cut
+LABEL_SHARE = 0.4  # a label longer than this share of the width goes on a line of its own, above its bar
 MAX_VALUE_WIDTH = 8  # "1.2e+100"
 # The axis spans at least this many decades, so equal values still read as bars of a length, not full rows.
 MIN_DECADES = 2
@@ -174,27 +174,50 @@ def group_value(values: Sequence[float | None]) -> float | None:
     return geometric_mean(present)
 
 
-def group_label(labels: Sequence[str], ellipsis: str = "…") -> str:
-    """A name for consecutive items: ``blocks.3-5.fc`` when the names differ only in one number,
-    else ``first…rest of last`` with the last name's leading dotted components that equal the first's
-    left out (``blocks.0.conv1…bn1``, ``layers.38…head``)."""
+def group_label(labels: Sequence[str]) -> str:
+    """A name for consecutive items that says which they are. Names that differ only in one number:
+    ``blocks.3-5.fc`` when the numbers run on (3, 4 and 5); when they skip (a Sequential's layers between
+    its activations), ``0,2,4``, or ``0,2..12`` for more than three in steps of two, else ``0..12``. Other
+    names: ``first..last``, the last name's leading dotted components that equal the first's left out
+    (``blocks.0.conv1..bn1``, ``layers.38..head``). Never "0-2" for two layers, and no ellipsis: that
+    would read as a name cut short (issue 23)."""
     first, last = labels[0], labels[-1]
     if len(labels) == 1 or first == last:
         return first
-    first_parts, last_parts = _NUMBER.split(first), _NUMBER.split(last)
-    if len(first_parts) == len(last_parts):
-        differ = [i for i, (a, b) in enumerate(zip(first_parts, last_parts)) if a != b]
-        if len(differ) == 1 and differ[0] % 2 == 1:  # odd pieces of re.split with a group are the numbers
-            i = differ[0]
-            return "".join(first_parts[:i]) + f"{first_parts[i]}-{last_parts[i]}" + "".join(first_parts[i + 1 :])
+    numbered = _numbered(labels)
+    if numbered is not None:
+        before, numbers, after = numbered
+        values = [int(number) for number in numbers]
+        steps = {b - a for a, b in zip(values, values[1:])}
+        if steps == {1}:
+            middle = f"{numbers[0]}-{numbers[-1]}"
+        elif len(numbers) <= 3:
+            middle = ",".join(numbers)
+        elif len(steps) == 1:
+            middle = f"{numbers[0]},{numbers[1]}..{numbers[-1]}"
+        else:
+            middle = f"{numbers[0]}..{numbers[-1]}"
+        return before + middle + after
     first_path, last_path = first.split("."), last.split(".")
     shared = 0
     while shared < min(len(first_path), len(last_path)) - 1 and first_path[shared] == last_path[shared]:
         shared += 1
-    return first + ellipsis + ".".join(last_path[shared:])
+    return first + ".." + ".".join(last_path[shared:])
 
 
-def group_bars(bars: Sequence[Bar], max_rows: int | None, ellipsis: str = "…") -> list[Bar]:
+def _numbered(labels: Sequence[str]) -> tuple[str, list[str], str] | None:
+    """(the text before, each label's number, the text after) when the labels differ in one number only."""
+    pieces = [_NUMBER.split(label) for label in labels]
+    if len({len(parts) for parts in pieces}) != 1:
+        return None
+    differ = [i for i in range(len(pieces[0])) if len({parts[i] for parts in pieces}) > 1]
+    if len(differ) != 1 or differ[0] % 2 == 0:  # odd pieces of re.split with a group are the numbers
+        return None
+    (i,) = differ
+    return "".join(pieces[0][:i]), [parts[i] for parts in pieces], "".join(pieces[0][i + 1 :])
+
+
+def group_bars(bars: Sequence[Bar], max_rows: int | None) -> list[Bar]:
     """Consecutive bars merged so that at most ``max_rows`` rows remain, every group of the same size
     (the last one may be shorter): the geometric mean of the values (``group_value``), the most severe
     member's mark and style (the first of equals)."""
@@ -207,7 +230,7 @@ def group_bars(bars: Sequence[Bar], max_rows: int | None, ellipsis: str = "…")
         worst = max(members, key=lambda bar: bar.severity)
         groups.append(
             Bar(
-                group_label([bar.label for bar in members], ellipsis),
+                group_label([bar.label for bar in members]),
                 group_value([bar.value for bar in members]),
                 worst.mark,
                 worst.style,
@@ -233,7 +256,8 @@ def value_text(value: float | None) -> str:
 def layout(label_width: int, value_width: int, mark_width: int, width: int) -> Layout | None:
     """Column widths for a chart ``width`` columns wide. Labels get up to LABEL_SHARE of the width. When
     the bars would be narrower than MIN_BAR_WIDTH, the value column goes first (the figures are in the
-    tables), then the labels are cut, down to MIN_LABEL_WIDTH. None when even that does not fit: a row
+    tables), then the label column narrows, down to MIN_LABEL_WIDTH (a longer label goes on a line of its
+    own above its bar, whole: a name cut short may name another layer). None when even that does not fit: a row
     is never wrapped."""
     mark_columns = mark_width + 2 if mark_width else 0
     label = min(label_width, max(MIN_LABEL_WIDTH, int(width * LABEL_SHARE)))
@@ -245,16 +269,6 @@ def layout(label_width: int, value_width: int, mark_width: int, width: int) -> L
     if room >= MIN_LABEL_WIDTH:
         return Layout(room, MIN_BAR_WIDTH, 0, mark_width)
     return None
-
-
-def fit_label(label: str, width: int, ellipsis: str = "…") -> str:
-    """The label cut to ``width`` characters from the left: the end of a dotted name (the block number
-    and the layer within it) says which layer a row is; the start is mostly the same on every row."""
-    if len(label) <= width:
-        return label
-    if width <= len(ellipsis):
-        return label[len(label) - width :]
-    return ellipsis + label[len(label) - (width - len(ellipsis)) :]
 
 
 def chart_layout(bars: Sequence[Bar], width: int) -> Layout | None:
@@ -285,17 +299,22 @@ def draw_bar_chart(
     fit = fit or chart_layout(bars, width)
     if scale is None or fit is None or fit.columns > width:
         return None
-    ellipsis = "..." if ascii_only else "…"
     lines = _axis(scale, fit, ascii_only)
     vertical = "|" if ascii_only else "│"
     for bar in bars:
+        label = bar.label
+        if len(label) > fit.label:  # whole, on lines of its own (issue 23: never cut with an ellipsis)
+            lines += [Text(label[i : i + width], no_wrap=True) for i in range(0, len(label), width)]
+            label = ""
         line = Text(no_wrap=True, overflow="crop")
-        line.append(fit_label(bar.label, fit.label, ellipsis).ljust(fit.label) + " " + vertical)
+        line.append(label.ljust(fit.label) + " " + vertical)
         glyphs = bar_glyphs(scale.position(bar.value, fit.bars), ascii_only) if finite_positive(bar.value) else ""
         line.append(glyphs[: fit.bars], style=bar.style)
         line.append(" " * (fit.bars - len(glyphs)))
         if fit.value:
-            line.append(" " + value_text(bar.value)[: fit.value].rjust(fit.value))
+            # "zero  zero": the mark says it already
+            value = "" if value_text(bar.value) == bar.mark else value_text(bar.value)
+            line.append(" " + value[: fit.value].rjust(fit.value))
         if bar.mark and fit.mark:
             line.append("  ")
             line.append(bar.mark[: fit.mark], style=bar.style)

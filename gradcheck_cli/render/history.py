@@ -12,7 +12,6 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from rich import box
 from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
@@ -24,6 +23,7 @@ from gradcheck_cli.history import HistorySummary, Problem, StepRecord, record_sc
 from gradcheck_cli.render.chart import Bar, draw_bar_chart, group_bars
 from gradcheck_cli.render.json import json_safe, layer_figures
 from gradcheck_cli.render.names import LINE_CHARS, Names, shown
+from gradcheck_cli.render.table import Cell, Column, fitted_table
 from gradcheck_cli.render.text import SEVERITY_STYLE, STATUS_STYLE, VERDICT_STYLE, number_text
 from gradcheck_cli.stats import LayerStats
 
@@ -33,9 +33,6 @@ CHART_ROWS = 24  # records beyond this are grouped, a problem's mark kept
 # Layer table: every layer up to MAX_ROWS; past it, END_ROWS at each end and every flagged layer.
 MAX_ROWS = 24
 END_ROWS = 3
-# Terminal widths from which the optional layer-table columns show.
-FULL_WIDTH = 100
-MEDIUM_WIDTH = 80
 STATUS_WIDTH = max(len(status.value) for status in LayerStatus)
 PROBLEM_STYLE = "bold red"
 
@@ -211,6 +208,7 @@ def _print_shown(console: Console, summary: HistorySummary, all_layers: bool, na
         verdict.append(f" · gain x{diagnosis.profile.gain_per_layer:.3g}/layer")
     console.print(verdict)
     console.print(_layer_table(step, diagnosis, all_layers, console.width))
+    console.print()
     for number, finding in enumerate(diagnosis.findings, 1):
         line = Text(f"{number}. ")
         line.append(finding.severity.value.upper(), style=SEVERITY_STYLE[finding.severity])
@@ -221,42 +219,36 @@ def _print_shown(console: Console, summary: HistorySummary, all_layers: bool, na
         console.print(line)
 
 
-# (header, cell, the narrowest terminal that shows it): the optional columns go first on narrow terminals.
-_COLUMNS: list[tuple[str, Callable[[int, LayerStats, Any], str], int]] = [
-    ("#", lambda i, layer, d: str(i), FULL_WIDTH),
-    ("layer", lambda i, layer, d: shown(layer.name), 0),
-    ("type", lambda i, layer, d: shown(layer.type), MEDIUM_WIDTH),
+# (column, cell) in the order shown; a narrow terminal leaves out the optional columns, highest priority first,
+# and folds the names, so no figure or status is ever cut (render/table.py).
+_COLUMNS: list[tuple[Column, Callable[[int, LayerStats, Any], str]]] = [
+    (Column("#", Cell.NUMBER, priority=5), lambda i, layer, d: str(i)),
+    (Column("layer", Cell.PROSE, fold_to=24), lambda i, layer, d: shown(layer.name)),
+    (Column("type", Cell.PROSE, priority=3, fold_to=12), lambda i, layer, d: shown(layer.type)),
     (
-        "grad W",
+        Column("grad W", Cell.NUMBER),
         lambda i, layer, d: number_text(
             layer.weight_grad_norm if layer.weight_grad_norm is not None else layer.grad_norm
         ),
-        0,
     ),
-    ("|g|/|w|", lambda i, layer, d: number_text(layer.relative_grad), MEDIUM_WIDTH),
-    ("|w|", lambda i, layer, d: number_text(layer.weight_norm), FULL_WIDTH),
-    ("dL/dout", lambda i, layer, d: number_text(layer.backward), 0),
-    ("ratio", lambda i, layer, d: number_text(d.ratios.get(layer.name)), 0),
-    ("fwd RMS", lambda i, layer, d: number_text(layer.forward_rms), FULL_WIDTH),
+    (Column("|g|/|w|", Cell.NUMBER, priority=2), lambda i, layer, d: number_text(layer.relative_grad)),
+    (Column("|w|", Cell.NUMBER, priority=4), lambda i, layer, d: number_text(layer.weight_norm)),
+    (Column("dL/dout", Cell.NUMBER), lambda i, layer, d: number_text(layer.backward)),
+    (Column("ratio", Cell.NUMBER), lambda i, layer, d: number_text(d.ratios.get(layer.name))),
+    (Column("fwd RMS", Cell.NUMBER, priority=6), lambda i, layer, d: number_text(layer.forward_rms)),
 ]
+_STATUS = Column("status", Cell.PROSE, fold_to=STATUS_WIDTH)
 
 
 def _layer_table(record: StepRecord, diagnosis: Any, all_layers: bool, width: int) -> Table:
-    columns = [column for column in _COLUMNS if width >= column[2]]
-    table = Table(header_style="bold", box=box.SIMPLE_HEAD)
-    for header, _, _ in columns:
-        if header in ("layer", "type"):
-            table.add_column(header, overflow="ellipsis", no_wrap=True, max_width=40, ratio=1)
-        else:
-            table.add_column(header, justify="right", no_wrap=True, min_width=len(header))
-    table.add_column("status", no_wrap=True, min_width=STATUS_WIDTH)
     statuses = [diagnosis.statuses[layer.name] for layer in record.layers]
-    name_column = [header for header, _, _ in columns].index("layer")
+    name_column = [column.header for column, _ in _COLUMNS].index("layer")
+    rows: list[list[Text]] = []
 
     def add_skipped(count: int) -> None:
-        cells: list = [""] * (len(columns) + 1)
+        cells = [Text("")] * (len(_COLUMNS) + 1)
         cells[name_column] = Text(f"... {count} more", style="dim italic")
-        table.add_row(*cells)
+        rows.append(cells)
 
     previous = -1
     for index in _rows_to_show(statuses, all_layers):
@@ -264,11 +256,12 @@ def _layer_table(record: StepRecord, diagnosis: Any, all_layers: bool, width: in
             add_skipped(index - previous - 1)
         layer, status = record.layers[index], statuses[index]
         # Text, not str: a str cell is read as Rich markup, and a name such as "[/x]" is not valid markup.
-        cells = [Text(cell(index, layer, diagnosis)) for _, cell, _ in columns]
-        table.add_row(*cells, Text(status.value, style=STATUS_STYLE[status]))
+        cells = [Text(cell(index, layer, diagnosis)) for _, cell in _COLUMNS]
+        rows.append([*cells, Text(status.value, style=STATUS_STYLE[status])])
         previous = index
     if previous < len(statuses) - 1:
         add_skipped(len(statuses) - 1 - previous)
+    table, _ = fitted_table([column for column, _ in _COLUMNS] + [_STATUS], rows, width)
     return table
 
 
@@ -278,4 +271,6 @@ def _rows_to_show(statuses: list[LayerStatus], all_layers: bool) -> list[int]:
         return list(range(count))
     ends = set(range(END_ROWS)) | set(range(count - END_ROWS, count))
     flagged = [i for i, status in enumerate(statuses) if status.flagged and i not in ends]
-    return sorted(ends | set(flagged[: MAX_ROWS - len(ends)]))
+    keep = ends | set(flagged[: MAX_ROWS - len(ends)])
+    # a gap of one layer shows that layer: "... 1 more" would take its row anyway
+    return sorted(keep | {i for i in range(1, count - 1) if i - 1 in keep and i + 1 in keep})

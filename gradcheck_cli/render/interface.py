@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 class RenderOptions:
     all_layers: bool = False  # text: show every layer instead of the condensed table
     width: int | None = None  # text: force a width (tests); None lets Rich read the terminal / COLUMNS
-    quiet: bool = False  # text: the findings only (-q)
+    quiet: bool = False  # text: the verdict line, the findings and the fixes tried, one line each (-q)
+    verbose: bool = False  # text: the layer table, every cause and fix, the evidence (-v); else one screen
     color: bool | None = None  # text: force colour on or off; None lets Rich decide (NO_COLOR, terminal)
     fail_on: FailOn = FailOn.ERROR  # formats that mark pass/fail per check (JUnit, SARIF levels) use it
 
