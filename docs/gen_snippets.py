@@ -33,10 +33,13 @@ An output region takes these after its commands, each after a "|":
                             last, as a json block
     no-frames               a traceback's frames cut to "  ...", since they name this machine's paths
     bare                    no "$ command" line, for a page whose prose names the command
+    status                  each command's exit code instead of its report, as a shell shows it after
+                            "$ command > /dev/null; echo $?" (stderr, if any, before it)
     in DIR                  run in a scratch copy of the folder DIR (what the commands write lands there)
     after COMMAND           run COMMAND first in that scratch folder, its output not shown
 
-A command is `gradcheck ...` (the environment's own, as a user runs it), `python ...` or `torchrun ...`.
+A command is `gradcheck ...` (the environment's own, as a user runs it), `python ...` (`python -c PROGRAM`
+too, say to edit a file of the scratch folder in an "after") or `torchrun ...`.
 
     <!-- verdict-table: gradcheck demo --depth 50 ; gradcheck demo --arch rnn -->
     ...  a Markdown table: for each command, the report's title, its input/output backward signal and gain
@@ -85,7 +88,7 @@ REGION = re.compile(
     re.DOTALL,
 )
 LANGUAGES = {".py": "python", ".yaml": "yaml", ".yml": "yaml", ".toml": "toml", ".json": "json"}
-FLAGS = ("json-trimmed", "no-frames", "bare")
+FLAGS = ("json-trimmed", "no-frames", "bare", "status")
 TAKING_TEXT = ("from", "until", "exit", "in", "after")
 PROGRAMS = ("gradcheck", "python", "torchrun")
 
@@ -94,6 +97,15 @@ PROGRAMS = ("gradcheck", "python", "torchrun")
 FACTS_LINE = re.compile(r"[\d,]+ parameters \(.*? ·\s+\d+\.\d+\s+s\b", re.DOTALL)
 SECONDS = re.compile(r"\b\d+\.\d+ s\b")
 JSON_SECONDS = re.compile(r'"seconds": [0-9.e+-]+')
+
+
+class Printed(tuple):
+    """What a command printed, (stdout, stderr), and its exit code as `code`."""
+
+    def __new__(cls, stdout: str, stderr: str, code: int) -> Printed:
+        printed = super().__new__(cls, (stdout, stderr))
+        printed.code = code
+        return printed
 
 
 class RegionError(Exception):
@@ -198,6 +210,8 @@ def command_problem(command: str, expected: tuple[int, ...], folder: str | None)
     argv = shlex.split(command)
     here = ROOT / folder if folder else ROOT
     if argv[0] == "python":
+        if argv[1:2] in (["-c"], ["-m"]):  # a program on the command line, or a module: no file to look for
+            return None
         script = next((arg for arg in argv[1:] if not arg.startswith("-")), None)
         return None if script is None or (here / script).is_file() else f"no file {script}"
     if argv[0] == "torchrun":
@@ -235,8 +249,8 @@ def run_all(
     expected: tuple[int, ...] = (0, 1),
     folder: str | None = None,
     setup: tuple[str, ...] = (),
-) -> tuple[tuple[str, str], ...]:
-    """Run commands, each in a fresh process: their (stdout, stderr). With a folder or a set-up they run in
+) -> tuple[Printed, ...]:
+    """Run commands, each in a fresh process: what each printed. With a folder or a set-up they run in
     a scratch folder (a copy of the folder), whose path their output shows as "."."""
     if folder is None and not setup:
         return tuple(_run(command, expected, ROOT) for command in commands)
@@ -248,12 +262,15 @@ def run_all(
         results = [_run(command, expected, Path(scratch)) for command in commands]
         real = os.path.realpath(scratch)
         return tuple(
-            tuple(text.replace(real + os.sep, "").replace(scratch + os.sep, "").replace(real, ".") for text in pair)
-            for pair in results
+            Printed(
+                *(text.replace(real + os.sep, "").replace(scratch + os.sep, "").replace(real, ".") for text in printed),
+                printed.code,
+            )
+            for printed in results
         )
 
 
-def _run(command: str, expected: tuple[int, ...], cwd: Path) -> tuple[str, str]:
+def _run(command: str, expected: tuple[int, ...], cwd: Path) -> Printed:
     argv = shlex.split(command)
     # The environment a user has: no variable of gradcheck's own (the test suite sets some), no thread cap.
     env = {
@@ -277,7 +294,7 @@ def _run(command: str, expected: tuple[int, ...], cwd: Path) -> tuple[str, str]:
     traceback = "Traceback (most recent call last)" in done.stderr and "--debug" not in argv
     if done.returncode not in expected or traceback:
         raise RegionError(f"`{command}` exited {done.returncode}, not {expected}:\n{done.stdout}{done.stderr}")
-    return done.stdout, done.stderr
+    return Printed(done.stdout, done.stderr, done.returncode)
 
 
 # --- the regions ----------------------------------------------------------------------------------------
@@ -290,7 +307,11 @@ def output_region(arg: str) -> str:
         document = _json(*results[0], spec.commands[0])
         return "```json\n" + json.dumps(_trimmed(document), indent=2, ensure_ascii=False) + "\n```\n"
     shown = []
-    for command, (stdout, stderr) in zip(spec.commands, results):
+    for command, printed in zip(spec.commands, results):
+        if "status" in spec.flags:
+            shown += [f"$ {command} > /dev/null; echo $?", *printed[1].rstrip().splitlines(), str(printed.code)]
+            continue
+        stdout, stderr = printed
         lines = [line.rstrip() for line in (stdout + stderr).rstrip().splitlines()]
         if "no-frames" in spec.flags:
             lines = _without_frames(lines)

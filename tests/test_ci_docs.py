@@ -3,7 +3,9 @@
 The manifest is checked against pre-commit's schema (with pre-commit's own loader when it is installed);
 every YAML block of the two pages parses; the gradcheck commands of the CI set-ups are run, in-process,
 on the model file docs/ci.md shows, and the reports they write are parsed back; the configuration
-examples load, agree with each other, and the output and error pasted next to them are the real ones.
+examples load and agree with each other. The files the pages show are docs/examples/ci/ and
+docs/examples/config*/, included by docs/gen_snippets.py, which also writes the outputs next to them from
+real runs; the tests here check in-process that what the pages show is what those files give.
 """
 
 import json
@@ -31,6 +33,9 @@ CI_DOC = ROOT / "docs" / "ci.md"
 CONFIG_DOC = ROOT / "docs" / "config.md"
 HOOKS_FILE = ROOT / ".pre-commit-hooks.yaml"
 MODEL_PATH = "models/model.py"  # where docs/ci.md's commands look for the model
+CI_EXAMPLE = ROOT / "docs" / "examples" / "ci"  # the folder docs/ci.md's commands run in
+CONFIG_EXAMPLE = ROOT / "docs" / "examples" / "config" / "gradcheck.yaml"
+BROKEN_CONFIG_EXAMPLE = ROOT / "docs" / "examples" / "config-broken" / "gradcheck.yaml"
 
 # pre_commit/clientlib.py MANIFEST_HOOK_DICT (pre-commit 4.x): the keys a hook of a manifest may have.
 REQUIRED_HOOK_KEYS = {"id", "name", "entry", "language"}
@@ -66,6 +71,23 @@ def block_starting(path: Path, lang: str, start: str) -> str:
     found = [block for block in fenced(path, lang) if first_line(block).startswith(start)]
     assert len(found) == 1, f"{path.name}: expected one ```{lang} block starting {start!r}, found {len(found)}"
     return found[0]
+
+
+def shown_lines(path: Path, start: str) -> list[str]:
+    """The lines of the ```text block that holds a line starting with `start`, without the "..." that
+    stands for lines left out."""
+    found = [block for block in fenced(path, "text") if any(line.startswith(start) for line in block.splitlines())]
+    assert len(found) == 1, f"{path.name}: expected one ```text block with a line {start!r}, found {len(found)}"
+    return [line for line in found[0].splitlines() if line != "..."]
+
+
+def region_shows(path: Path, included: Path) -> bool:
+    """Whether the page shows the file, whole, in an include region."""
+    relative = included.relative_to(ROOT).as_posix()
+    body = included.read_text(encoding="utf-8").rstrip()
+    return f"<!-- include: {relative} -->\n```{'python' if included.suffix == '.py' else 'yaml'}\n{body}\n```" in (
+        path.read_text(encoding="utf-8")
+    )
 
 
 def yaml_documents(path: Path) -> list:
@@ -143,7 +165,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A repository holding docs/ci.md's model file where its commands look for it; the working folder.
     Its (empty) gradcheck.yaml keeps a configuration file in a parent folder from applying."""
     (tmp_path / MODEL_PATH).parent.mkdir(parents=True)
-    (tmp_path / MODEL_PATH).write_text(block_starting(CI_DOC, "python", f"# {MODEL_PATH}"), encoding="utf-8")
+    (tmp_path / MODEL_PATH).write_text((CI_EXAMPLE / MODEL_PATH).read_text(encoding="utf-8"), encoding="utf-8")
     (tmp_path / "gradcheck.yaml").write_text("# the defaults\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("GRADCHECK_FORMAT", raising=False)
@@ -339,7 +361,13 @@ def test_the_python_api_example_passes(monkeypatch: pytest.MonkeyPatch):
 
 
 def example_yaml() -> str:
-    return block_starting(CONFIG_DOC, "yaml", "# gradcheck.yaml, at the root")
+    return CONFIG_EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_the_pages_show_the_example_files():
+    assert region_shows(CI_DOC, CI_EXAMPLE / MODEL_PATH)
+    assert region_shows(CONFIG_DOC, CONFIG_EXAMPLE)
+    assert region_shows(CONFIG_DOC, BROKEN_CONFIG_EXAMPLE)
 
 
 def test_the_gradcheck_yaml_example_loads(tmp_path: Path):
@@ -395,7 +423,7 @@ def test_the_keys_table_lists_every_key():
     assert not missing, f"docs/config.md has no row for {missing}"
 
 
-# --- the outputs pasted on docs/ci.md --------------------------------------------------------------------
+# --- the outputs shown on docs/ci.md ---------------------------------------------------------------------
 
 
 def test_the_github_annotations_on_the_page_are_real(project: Path):
@@ -412,6 +440,6 @@ def test_the_baseline_regression_on_the_page_is_real(project: Path):
     result = invoke(["scan", MODEL_PATH, "--baseline", "gradcheck-baseline.json"])
     assert result.exit_code == 1
     shown = [line.rstrip() for line in result.stdout.splitlines()]
-    pasted = [line.rstrip() for line in block_starting(CI_DOC, "text", "2. ERROR baseline_regression").splitlines()]
+    pasted = shown_lines(CI_DOC, "2. ERROR baseline_regression")
     start = shown.index(pasted[0])
     assert shown[start : start + len(pasted)] == pasted

@@ -42,7 +42,11 @@ FENCE = re.compile(
 COMMENT = re.compile(r"^\s*<!--\s*(?P<text>.*?)\s*-->\s*$")
 MARKER = re.compile(r"<!--\s*(not run|needs)\b")
 # The folders whose every file another test imports and scans (see the module docstring).
-INCLUDED_FILES_RUN_BY = {"docs/examples": "tests/test_docs_examples.py", "examples": "tests/test_examples.py"}
+INCLUDED_FILES_RUN_BY = {
+    "docs/examples": "tests/test_docs_examples.py",
+    "docs/examples/ci/models": "tests/test_ci_docs.py",
+    "examples": "tests/test_examples.py",
+}
 
 
 @dataclass(frozen=True)

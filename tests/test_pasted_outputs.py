@@ -150,3 +150,16 @@ def test_a_region_that_cannot_run_keeps_its_text_and_says_why(snippets, monkeypa
         stale[0]
     )
     assert str(stale[0]).endswith("run: python docs/gen_snippets.py docs/cli.md")
+
+
+def test_a_status_region_shows_each_commands_exit_code_and_what_it_said_on_stderr(snippets, monkeypatch):
+    printed = {
+        "gradcheck demo --depth 5": snippets.Printed("a report\n", "", 0),
+        "gradcheck demo --depth 0": snippets.Printed("", "error: --depth must be at least 1.\n", 2),
+    }
+    monkeypatch.setattr(snippets, "run_all", lambda commands, *_: tuple(printed[c] for c in commands))
+    shown = snippets.output_region("gradcheck demo --depth 5 ; gradcheck demo --depth 0 | exit 2 | status")
+    assert shown == (
+        "```text\n$ gradcheck demo --depth 5 > /dev/null; echo $?\n0\n"
+        "$ gradcheck demo --depth 0 > /dev/null; echo $?\nerror: --depth must be at least 1.\n2\n```\n"
+    )
