@@ -17,7 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradcheck_cli.choices import CauseId, FindingKind, FixId
-from gradcheck_cli.fixes import INIT_SCALE_TOLERANCE, RESIDUAL_MIN_DEPTH, SATURATING, Fix, FixContext
+from gradcheck_cli.fixes import (
+    INIT_SCALE_TOLERANCE,
+    PRACTICAL_LR_FLOOR,
+    RESIDUAL_MIN_DEPTH,
+    SATURATING,
+    Fix,
+    FixContext,
+)
 from gradcheck_cli.stats import ActivationStats
 
 # A unit that never activates over the probe's batches passes no gradient. Deep He-initialized ReLU
@@ -331,11 +338,16 @@ def _learning_rate(context: FixContext) -> list[Cause]:
         return []
     worst, change, safe = risk
     lr, step_fraction = context.lr, context.step_fraction
+    summary = (
+        f"With lr {lr:g}, one SGD step changes {worst.name} by {change:.3g}x its own norm "
+        f"(||g||/||w|| = {worst.relative_grad:.3g}); a step of at most {step_fraction:.0%} needs lr <= {safe:.2g}"
+    )
+    if safe < PRACTICAL_LR_FLOOR:  # no lr worth training with gets there: the gradient's scale is the problem
+        summary += ", below any practical learning rate: the model needs a structural fix, not a smaller lr"
     return [
         Cause(
             CauseId.LEARNING_RATE,
-            f"With lr {lr:g}, one SGD step changes {worst.name} by {change:.3g}x its own norm "
-            f"(||g||/||w|| = {worst.relative_grad:.3g}); a step of at most {step_fraction:.0%} needs lr <= {safe:.2g}.",
+            summary + ".",
             math.log10(change / step_fraction),
             (FixId.LEARNING_RATE.value, FixId.CLIPPING.value),
             {"lr": lr, "step_change": _round(change), "worst_layer": worst.name, "safe_lr": _round(safe)},

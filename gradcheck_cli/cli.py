@@ -742,6 +742,8 @@ def _load_config(path: str | None, isolated: bool, verbose: bool):
     loaded = load_config(path, isolated=isolated)
     if verbose:
         stderr.print(loaded.describe(), highlight=False, markup=False)
+    for notice in loaded.notices:
+        stderr.print(f"note: {notice}", highlight=False, markup=False)
     return loaded
 
 

@@ -57,6 +57,14 @@ THRESHOLD_KEYS = (
     "min-trend-layers",
     "lr-step-fraction",
 )
+# Threshold keys still read, so that old files keep working, but which no longer decide anything: key -> the
+# one-sentence notice loading gives (issue 22: the relative gradient is judged against the lr only).
+DEPRECATED_THRESHOLD_KEYS = {
+    "relative-grad-warning": (
+        "'relative-grad-warning' is deprecated and ignored: a relative gradient now warns where one SGD step at "
+        "--lr (or lr) would change a layer by lr-step-fraction of its norm; remove the key."
+    ),
+}
 # Every key, in the order ``Config.to_yaml`` writes them.
 KEYS = (
     "passes",
@@ -171,6 +179,7 @@ class Config(Settings):
     fail_on: FailOn | None = None
     format: OutputFormat | None = None
     targets: tuple[TargetConfig, ...] = ()
+    notices: tuple[str, ...] = ()  # one sentence each, for the CLI to show (a deprecated key that is ignored)
 
     def for_target(self, target: TargetConfig) -> Config:
         """The settings for one target: its own over the file's top-level ones (thresholds key by key)."""
@@ -575,6 +584,11 @@ class _Context:
     base_dir: Path  # the config file's folder: relative paths and targets are relative to it
     cwd: Path
     named: bool  # the user named the file (--config); False: found by searching upward
+    notices: list[str] = dataclasses.field(default_factory=list)  # Config.notices, each given once
+
+    def notice(self, message: str) -> None:
+        if message not in self.notices:
+            self.notices.append(message)
 
     def fail(self, line: int | None, message: str) -> NoReturn:
         raise ConfigError(f"{self.source.at(line)}: {message}")
@@ -833,6 +847,8 @@ def _read_thresholds(entry: _Entry, context: _Context) -> tuple[tuple[str, float
     if not node.mapping:
         context.fail(node.line, f"'{entry.key}' must be a mapping of threshold: value, not {_show(node)}.")
     found = _entries(node, context, THRESHOLD_KEYS, _unknown_threshold)
+    for name in found.keys() & DEPRECATED_THRESHOLD_KEYS.keys():
+        context.notice(DEPRECATED_THRESHOLD_KEYS[name])
     values = {
         name.replace("-", "_"): _THRESHOLD_CHECKS[name](item.node, item.key, context) for name, item in found.items()
     }
@@ -869,7 +885,7 @@ def _build_config(root: _Node, context: _Context, path: Path) -> Config:
     if "targets" in entries:
         inherited = values.get("threshold_values", ())
         values["targets"] = _read_targets(entries["targets"], context, inherited)
-    return Config(path=path, **values)
+    return Config(path=path, notices=tuple(context.notices), **values)
 
 
 def _read_targets(

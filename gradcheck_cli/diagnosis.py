@@ -18,7 +18,7 @@ from typing import Any
 
 from gradcheck_cli.causes import Cause, causes_for, order_fixes, zero_init_cause
 from gradcheck_cli.choices import CauseId, FindingKind, FixId, LayerStatus, Severity, Verdict
-from gradcheck_cli.fixes import Fix, FixContext, fixes_for
+from gradcheck_cli.fixes import PRACTICAL_LR_FLOOR, Fix, FixContext, fixes_for
 from gradcheck_cli.stats import LayerStats, NonfiniteOrigin, ProbeResult, RecurrentStats
 
 # |D| in decades, D = log10(b at the input end / b at the output end). Every pathology measured for
@@ -34,8 +34,8 @@ FORWARD_DECADES_ERROR = 2.0
 RELATIVE_GRAD_WARNING = 1e2
 RELATIVE_GRAD_ERROR = 1e4
 # The learning rate a user trains with (--lr) and the largest share of a layer's norm one SGD step may
-# change before it is a risk: lr * ||g||/||w|| >= 10% warns even below RELATIVE_GRAD_WARNING (with the
-# default lr 1e-3 the two lines coincide at 1e2).
+# change before it is a risk: a relative gradient warns where lr * ||g||/||w|| >= 10%, judged against that
+# lr only (with the default lr 1e-3 the line is at 1e2, RELATIVE_GRAD_WARNING; issue 22).
 DEFAULT_LR = 1e-3
 LR_STEP_FRACTION = 0.1
 # With skip connections, x + f(x) adds each branch's variance to the residual stream, so the gradient
@@ -77,8 +77,10 @@ class Thresholds:
     def __post_init__(self) -> None:
         if not 0 < self.decades_warning <= self.decades_error:
             raise ValueError("thresholds need 0 < decades_warning <= decades_error")
-        if not 0 < self.relative_grad_warning <= self.relative_grad_error:
-            raise ValueError("thresholds need 0 < relative_grad_warning <= relative_grad_error")
+        # relative_grad_warning decides nothing since the warning is judged against the lr (relative_grad_risk);
+        # it stays a field for old configs and the JSON schema, so only its sign is checked.
+        if self.relative_grad_warning <= 0 or self.relative_grad_error <= 0:
+            raise ValueError("relative_grad_warning and relative_grad_error must be positive")
         if self.forward_decades_error <= 0 or self.min_trend_layers < 2:
             raise ValueError("forward_decades_error must be positive and min_trend_layers at least 2")
         if self.lr <= 0 or self.lr_step_fraction <= 0:
@@ -86,8 +88,9 @@ class Thresholds:
 
     @property
     def relative_grad_risk(self) -> float:
-        """The relative gradient that warns: the fixed line, or lower where the lr makes one step too big."""
-        return min(self.relative_grad_warning, self.lr_step_fraction / self.lr)
+        """The relative gradient that warns: where one SGD step at ``lr`` changes a layer by ``lr_step_fraction``
+        of its norm. Judged against the lr only: a fixed line would warn at --lr 1e-5 of a step of 0.1%."""
+        return self.lr_step_fraction / self.lr
 
 
 @dataclass
@@ -568,10 +571,14 @@ def _depth_findings(
 
 
 def _relative_grad_findings(layers: list[LayerStats], thresholds: Thresholds) -> list[Finding]:
+    # A weight whose output goes straight into a norm layer is scale-invariant: a step that looks large
+    # against ||w|| grows ||w|| and shrinks the next gradient, so ||g||/||w|| is no risk there (issue 22).
     large = [
         layer
         for layer in layers
-        if layer.relative_grad is not None and layer.relative_grad >= thresholds.relative_grad_risk
+        if layer.relative_grad is not None
+        and layer.relative_grad >= thresholds.relative_grad_risk
+        and layer.normalized_by is None
     ]
     if not large:
         return []
@@ -582,10 +589,19 @@ def _relative_grad_findings(layers: list[LayerStats], thresholds: Thresholds) ->
         f"Relative gradients are huge: ||g||/||w|| reaches {worst.relative_grad:.3g} at {worst.name}, so one SGD "
         f"step with lr {thresholds.lr:g} would change it by {worst.relative_grad * thresholds.lr:.3g}x its own size."
     )
+    if thresholds.lr == DEFAULT_LR:  # judged against a learning rate the user may not train with: say so
+        message += f" lr {DEFAULT_LR:g} is the default of --lr: pass the one you train with."
+    safe_step = thresholds.lr_step_fraction / worst.relative_grad
+    if safe_step < PRACTICAL_LR_FLOOR:
+        message += (
+            f" Keeping a step within {thresholds.lr_step_fraction:.0%} would take lr <= {safe_step:.2g}, below any "
+            "practical learning rate: the layer needs a structural fix (its initialization or the architecture)."
+        )
     evidence = {
         "max_relative_grad": _round(worst.relative_grad),
         "worst_layer": worst.name,
         "layers_over_warning": len(large),
+        "lr": thresholds.lr,
         "lr_for_1_percent_change": _round(safe_lr),
     }
     return [Finding(FindingKind.LARGE_RELATIVE_GRADIENT, severity, [layer.name for layer in large], message, evidence)]

@@ -27,6 +27,16 @@ UNIT_SCALE = 1.0
 INIT_SCALE_TOLERANCE = 1.25
 # Below this many layers on the gradient's path, skip connections are not worth suggesting.
 RESIDUAL_MIN_DEPTH = 10
+# The smallest learning rate worth suggesting. Below it a layer with a typical ||g||/||w|| of 1 moves by
+# under 1e-6 of its norm per step: a million steps to change once, more than a whole training run takes
+# (ResNet-50 on ImageNet: 90 epochs at batch 256, about 450k steps; He et al. 2016). A model that needs
+# less needs a structural fix, not a smaller lr (issue 22).
+PRACTICAL_LR_FLOOR = 1e-6
+# Clipping at the median of the measured total norms bounds the steps above it. It is suggested only where
+# the largest measured norm exceeds that threshold by at least this share: below it the clipped step is
+# nearly the step itself, and with norms that agree clipping rescales every step alike, which is a
+# learning-rate change, not a guard against spikes (Pascanu et al. 2013, section 3.2; issue 22).
+CLIP_MIN_CUT = 0.1
 
 
 RESIDUAL_BLOCK_CODE = (
@@ -89,10 +99,11 @@ class FixContext:
     def step_risk(self) -> tuple[LayerStats, float, float] | None:
         """(the layer with the largest finite ||g||/||w||, the share of its norm one SGD step at ``lr``
         changes, the lr that keeps that share at ``step_fraction``), when the step is too big; else None."""
+        # (a weight whose output feeds a norm layer is scale-invariant: its ||g||/||w|| is not a step's effect)
         layers = [
             layer
             for layer in self.result.layers
-            if layer.relative_grad is not None and math.isfinite(layer.relative_grad)
+            if layer.relative_grad is not None and math.isfinite(layer.relative_grad) and layer.normalized_by is None
         ]
         if not layers:
             return None
@@ -280,6 +291,8 @@ def _learning_rate(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
     if risk is None:
         return None
     worst, change, safe = risk
+    if safe < PRACTICAL_LR_FLOOR:
+        return None  # no practical lr keeps the step small: the structural fixes beside it are the cure
     safe = float(f"{safe:.2g}")
     return Fix(
         FixId.LEARNING_RATE.value,
@@ -302,22 +315,28 @@ def _clipping(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
             "model yet: fix the non-finite source first, then clip at the median norm of healthy steps.",
             "torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)",
         )
-    median = statistics.median(norms)
-    max_norm = float(f"{median:.2g}")
-    if len(norms) == 1:  # (a probe reads the parameter gradients on its first pass only)
-        measured = f"The total gradient norm measured is {median:.3g}; clipping near it"
-    else:
-        measured = (
-            f"The total gradient norm measured over {len(norms)} passes has median {median:.3g} "
-            f"(range {min(norms):.3g} to {max(norms):.3g}); clipping near the median norm"
-        )
+    median, largest = statistics.median(norms), max(norms)
+    max_norm = _rounded_down(median)
+    if largest < max_norm * (1 + CLIP_MIN_CUT):
+        return None  # one measured norm, or norms that agree: no threshold below the largest bounds a spike
     return Fix(
         FixId.CLIPPING.value,
         f"Clip the gradient norm at max_norm={max_norm:g}",
-        f"{measured} (Pascanu et al. 2013, section 3.2) bounds every update. It guards the step; it does not make the gradient flow healthy.",
+        f"The total gradient norm measured over {len(norms)} passes has median {median:.3g} (range "
+        f"{min(norms):.3g} to {largest:.3g}); clipping at the median (Pascanu et al. 2013, section 3.2) cuts the "
+        f"largest step by {1 - max_norm / largest:.0%}. It guards the step; it does not make the gradient flow healthy.",
         f"torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm={max_norm:g})  # after loss.backward()",
         {"max_norm": max_norm, "median_total_norm": float(f"{median:.4g}")},
     )
+
+
+def _rounded_down(value: float) -> float:
+    """``value`` to 2 significant digits, never above it: a threshold rounded up could reach the norm it bounds."""
+    rounded = float(f"{value:.2g}")
+    if rounded > value:
+        unit = 10.0 ** (math.floor(math.log10(value)) - 1)
+        rounded = float(f"{rounded - unit:.2g}")
+    return rounded
 
 
 def _lstm(context: FixContext, evidence: dict[str, Any]) -> Fix | None:

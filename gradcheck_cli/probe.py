@@ -14,6 +14,7 @@ import math
 import operator
 import time
 import traceback
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from contextvars import ContextVar
@@ -50,6 +51,11 @@ NORM_TYPES = (
     nn.LocalResponseNorm,
 )  # fmt: skip
 RMS_NORM = getattr(nn, "RMSNorm", None)
+# Norms whose output is unchanged when their input is scaled: a layer whose output goes straight into one has a
+# scale-invariant weight, so its ||g||/||w|| does not say what a step does (issue 22). LocalResponseNorm is not.
+SCALE_INVARIANT_NORMS = (
+    nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm, nn.modules.instancenorm._InstanceNorm,
+) + ((RMS_NORM,) if RMS_NORM else ())  # fmt: skip
 # The largest derivative of each saturating activation: an output counts as saturated where the
 # derivative is below SATURATED_DERIVATIVE of it (sigmoid |h| > 4.4, tanh |h| > 2.2): hardly any
 # gradient passes there (Glorot & Bengio 2010, section 3).
@@ -807,6 +813,10 @@ class _Recorder:
         self.read_skips = False
         self.residual: bool | None = None
         self._last_layer: int | None = None  # the layer with weights that ran last (what an activation follows)
+        # (layer, weak reference to its output) of the last layer hooked on the first pass, and layer -> the
+        # scale-invariant norm layer that took that output as its input (see _note_normalized_input)
+        self._previous_output: tuple[int, weakref.ref] | None = None
+        self.normalized_by: dict[int, int] = {}
         # Activations, one site per (module, call in the pass): a shared nn.ReLU used after every layer
         # is measured after each of them.
         self.activation_sites: list[_ActivationSite] = []
@@ -857,6 +867,7 @@ class _Recorder:
         self._kept_activations, self._kept_activation_bytes = [], 0
         self.activations_pending = False
         self._last_layer = None
+        self._previous_output = None
 
     def ranked(self) -> list[int]:
         """Layer indices in execution order, then the layers that never ran in definition order."""
@@ -889,6 +900,8 @@ class _Recorder:
             if index not in self._seen:
                 self._seen.add(index)
                 self.order.append(index)
+            if self._first:
+                self._note_normalized_input(index, module, args, output)
             if self._last_output is not None:
                 self._note_overwrite()
             for tensor in (output,) if type(output) is torch.Tensor else tensors_in(output):
@@ -909,6 +922,14 @@ class _Recorder:
                     self._edges.append((index, _gradient_edge(tensor)))
 
         return hook
+
+    def _note_normalized_input(self, index: int, module: nn.Module, args: Any, output: Any) -> None:
+        """Whether this norm layer's input is the very tensor the layer hooked before it returned: then that
+        layer's output feeds the norm directly (read off the tensors, not the module names)."""
+        previous = self._previous_output
+        if previous is not None and isinstance(module, SCALE_INVARIANT_NORMS) and args and args[0] is previous[1]():
+            self.normalized_by.setdefault(previous[0], index)
+        self._previous_output = (index, weakref.ref(output)) if isinstance(output, torch.Tensor) else None
 
     def _read_params(self) -> list[tuple[int, bool, nn.Parameter]]:
         """(owning layer, is-a-weight, parameter) of the parameters whose gradients this pass reads: all on
@@ -1532,6 +1553,7 @@ def _assemble(
                 param_count=sum(p.numel() for p in own),
                 trainable=any(p.requires_grad for p in own),
                 shared_with=shared_with,
+                normalized_by=_normalizer_name(recorder, index),
                 **figures,
                 **_pass_figures(index, per_pass, figures.get("weight_norm")),
             )
@@ -1559,6 +1581,11 @@ def _assemble(
         hooked=recorder.hooked,
         activations=_activation_stats(recorder.activation_sites, recorder.activation_passes),
     )
+
+
+def _normalizer_name(recorder: _Recorder, index: int) -> str | None:
+    norm = recorder.normalized_by.get(index)
+    return None if norm is None else recorder.layers[norm][0] or "(model)"
 
 
 def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass]) -> list[ActivationStats]:

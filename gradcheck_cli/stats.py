@@ -20,6 +20,9 @@ class LayerStats:
     param_count: int = 0
     trainable: bool = True
     shared_with: str | None = None  # its parameters are owned by this earlier layer (tied weights)
+    # The norm layer (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm) that takes this layer's output as
+    # its input: the weight is scale-invariant then (BN(cWx) = BN(Wx)), and ||g||/||w|| not a step's effect.
+    normalized_by: str | None = None
     fan_in: int | None = None
     weight_std: float | None = None
     weight_norm: float | None = None

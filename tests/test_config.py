@@ -10,6 +10,7 @@ import pytest
 
 from gradcheck_cli.choices import FailOn, LossKind, Optimizer, OutputFormat
 from gradcheck_cli.config import (
+    DEPRECATED_THRESHOLD_KEYS,
     DTYPE_NAMES,
     KEYS,
     THRESHOLD_KEYS,
@@ -154,6 +155,7 @@ def expected_all_keys(folder: Path) -> Config:
             TargetConfig(target="nets/cnn.py:build", passes=2, threshold_values=(("decades_error", 4.0),)),
             TargetConfig(target="mypkg.models:factory"),
         ),
+        notices=(DEPRECATED_THRESHOLD_KEYS["relative-grad-warning"],),  # every key: the deprecated one too
     )
 
 
@@ -469,12 +471,51 @@ def test_setting_takes_the_command_line_then_the_file_then_the_default(project: 
 def test_thresholds_gives_the_kwargs_set_in_the_file_and_the_learning_rate(project: Path):
     from gradcheck_cli.diagnosis import Thresholds
 
-    write(project / "gradcheck.yaml", "lr: 0.05\nthresholds:\n  relative-grad-warning: 10\n")
+    write(project / "gradcheck.yaml", "lr: 0.05\nthresholds:\n  decades-warning: 0.5\n")
     config = load_config()
-    assert config.thresholds(None) == {"relative_grad_warning": 10.0, "lr": 0.05}
-    assert config.thresholds(0.5) == {"relative_grad_warning": 10.0, "lr": 0.5}
-    assert Thresholds(**config.thresholds(0.5)).relative_grad_warning == 10.0
+    assert config.thresholds(None) == {"decades_warning": 0.5, "lr": 0.05}
+    assert config.thresholds(0.5) == {"decades_warning": 0.5, "lr": 0.5}
+    assert Thresholds(**config.thresholds(0.5)).decades_warning == 0.5
     assert Config().thresholds(None) == {}
+    assert config.notices == ()
+
+
+def test_relative_grad_warning_is_still_read_but_gives_one_notice_that_it_is_ignored(project: Path):
+    # Regression (issue 22): the relative gradient is judged against the lr only, so this key decides nothing;
+    # old files keep loading, and say so once however many places set it.
+    write(
+        project / "gradcheck.yaml",
+        """
+        thresholds:
+          relative-grad-warning: 10
+        targets:
+          - target: model.py
+            thresholds:
+              relative-grad-warning: 20
+        """,
+    )
+    config = load_config()
+    assert config.thresholds(None) == {"relative_grad_warning": 10.0}
+    (notice,) = config.notices
+    assert notice.startswith("'relative-grad-warning' is deprecated and ignored:")
+    assert notice.endswith("remove the key.") and notice.count(". ") == 0
+
+
+def test_a_deprecated_key_with_a_bad_value_is_still_an_error(project: Path):
+    message = error_of(project, "thresholds:\n  relative-grad-warning: -1\n")
+    assert "'relative-grad-warning' must be a number greater than 0" in message
+
+
+def test_the_cli_shows_the_deprecation_notice_on_stderr(project: Path):
+    from typer.testing import CliRunner
+
+    from gradcheck_cli.cli import app
+
+    write(project / "gradcheck.yaml", "thresholds:\n  relative-grad-warning: 10\n")
+    result = CliRunner().invoke(app, ["config", "--show"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("'relative-grad-warning' is deprecated and ignored") == 1
+    assert "deprecated" not in result.stdout
 
 
 # --- Errors: each names the file and the line ---------------------------------------------------------

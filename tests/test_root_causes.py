@@ -7,7 +7,6 @@ does not (yet) do it; they turn into failures the day it does, so the marker can
 
 import json
 import runpy
-import statistics
 from collections import OrderedDict
 from pathlib import Path
 
@@ -33,8 +32,9 @@ from gradcheck_cli.choices import (
 from gradcheck_cli.cli import app
 from gradcheck_cli.demo import run_demo
 from gradcheck_cli.diagnosis import Thresholds
+from gradcheck_cli.fixes import Fix
 from gradcheck_cli.options import ScanOptions
-from gradcheck_cli.presets import DemoSpec
+from gradcheck_cli.presets import DemoSpec, build_preset
 from gradcheck_cli.probe import Batch
 from gradcheck_cli.report import summarize
 from gradcheck_cli.scan import scan_target
@@ -157,15 +157,18 @@ def test_verify_he_init_on_relu_default_init_gives_unit_gain(relu_default_verifi
 
 
 def test_verify_clipping_on_exploding_preset_bounds_every_norm_by_the_threshold(exploding_verified):
-    (fix,) = [f for f in finding(exploding_verified, FindingKind.EXPLODING_GRADIENT).fixes if f.id == "clipping"]
-    max_norm = fix.params["max_norm"]
-    clipping = trial(exploding_verified, FixId.CLIPPING.value)
-    assert clipping.applied
+    # One measured total norm shows no spike to bound: clipping is not suggested (issue 22). Tried on a copy
+    # at half that norm, clipping bounds every measured norm by the threshold.
+    assert "clipping" not in [f.id for f in finding(exploding_verified, FindingKind.EXPLODING_GRADIENT).fixes]
     before = exploding_verified.result.total_grad_norms
+    max_norm = max(before) / 2
+    preset = build_preset(EXPLODING_SPEC.resolved(), seed=0)
+    fix = Fix(FixId.CLIPPING.value, "Clip", "", "", {"max_norm": max_norm})
+    clipping = try_on_copy(
+        preset.model, preset.make_batch, preset.loss, fix, passes=3, seed=0, thresholds=None, title="clipped"
+    )
     after = clipping.report.result.total_grad_norms
-    assert max(before) > max_norm  # the threshold binds at least one pass...
-    assert max(after) <= max_norm * 1.0001  # ...and after clipping none exceeds it
-    assert statistics.median(after) <= max_norm * 1.0001
+    assert max(after) <= max_norm * 1.0001 < max(before)
 
 
 def test_verify_init_on_exploding_preset_flattens_the_profile(exploding_verified):
