@@ -98,6 +98,19 @@ class Verdict(str, Enum):
         return list(Verdict).index(self)
 
 
+class TrialOutcome(str, Enum):
+    """What a fix tried on a copy did to the verdict and the depth trend (--verify), best first."""
+
+    CURED = "cured"
+    HELPED = "helped"
+    NO_CHANGE = "no change"
+    WORSE = "worse"
+
+    @property
+    def rank(self) -> int:
+        return list(TrialOutcome).index(self)
+
+
 class FindingKind(str, Enum):
     VANISHING_GRADIENT = "vanishing_gradient"
     ZERO_GRADIENT = "zero_gradient"

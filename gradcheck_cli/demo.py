@@ -12,7 +12,7 @@ from gradcheck_cli.presets import DemoSpec, apply_fix, build_preset
 from gradcheck_cli.probe import ProgressFn
 from gradcheck_cli.report import FixTrial, Report
 from gradcheck_cli.training import track_training
-from gradcheck_cli.verify import suggested_fixes, try_on_copy
+from gradcheck_cli.verify import judge_trials, suggested_fixes, try_on_copy, verify_fixes
 
 
 def run_demo(
@@ -40,9 +40,9 @@ def run_demo(
             passes=passes, seed=seed, thresholds=thresholds, structure=preset.structure,
         )  # fmt: skip
     if verify:
-        report.fix_trials = [_trial(spec, fix, seed, passes, thresholds, progress) for fix in suggested_fixes(report)]
+        report.fix_trials = verify_fixes(report, lambda fix: _trial(spec, fix, seed, passes, thresholds, progress))
     elif try_fix and report.fails():
-        report.fix_trials = _first_applicable(spec, report, seed, passes, thresholds, progress)
+        report.fix_trials = judge_trials(report, _first_applicable(spec, report, seed, passes, thresholds, progress))
     return report
 
 

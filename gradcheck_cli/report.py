@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradcheck_cli.choices import FailOn, Severity, Verdict
+from gradcheck_cli.choices import FailOn, Severity, TrialOutcome, Verdict
 from gradcheck_cli.diagnosis import Diagnosis
 from gradcheck_cli.stats import ProbeResult
 
@@ -19,6 +19,7 @@ class FixTrial:
     description: str  # what changed, e.g. "activation: sigmoid -> relu", or why it was not applied
     report: Report | None  # None: the fix cannot be applied mechanically; its code shows the change
     title: str = ""  # the fix's title
+    outcome: TrialOutcome | None = None  # against the model as measured (verify.judge_trials); None: not applied
 
     @property
     def applied(self) -> bool:

@@ -8,14 +8,15 @@ applied, with its code. The user's model is never touched.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from gradcheck_cli.api import check_model
-from gradcheck_cli.choices import FixId
-from gradcheck_cli.diagnosis import Thresholds
+from gradcheck_cli.choices import FixId, TrialOutcome, Verdict
+from gradcheck_cli.diagnosis import Diagnosis, Thresholds
 from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.fixes import Fix
 from gradcheck_cli.probe import BatchFn, LossFn
@@ -47,8 +48,57 @@ def suggested_fixes(report: Report) -> list[Fix]:
     return fixes
 
 
+# A fix "helped" or made things "worse" when it moved the depth trend by at least one decade: a tenfold change
+# of the gradient reaching the input end, the step at which diagnosis.DECADES_WARNING starts to speak. Every
+# healthy design measured for GRADIENTS.md sat within 0.5 decades of flat, so a smaller move is no change.
+OUTCOME_DECADES = 1.0
+
+
 def verify_fixes(report: Report, try_fix: Callable[[Fix], FixTrial]) -> list[FixTrial]:
-    return [try_fix(fix) for fix in suggested_fixes(report)]
+    return judge_trials(report, [try_fix(fix) for fix in suggested_fixes(report)])
+
+
+def judge_trials(report: Report, trials: list[FixTrial]) -> list[FixTrial]:
+    """Each trial's outcome against ``report``, ranked: cured first, then helped, no change, worse, then the
+    fixes that could not be applied; equals keep their order (the report's)."""
+    for trial in trials:
+        if trial.report is not None:
+            trial.outcome = trial_outcome(
+                report.verdict,
+                trend_decades(report.diagnosis),
+                trial.report.verdict,
+                trend_decades(trial.report.diagnosis),
+            )
+    return sorted(trials, key=lambda trial: len(TrialOutcome) if trial.outcome is None else trial.outcome.rank)
+
+
+def trend_decades(diagnosis: Diagnosis) -> float | None:
+    """The steepest trend the verdict reads: across the layers or along a recurrent module's time steps
+    (signed: < 0 vanishing, > 0 exploding); None when none was measured."""
+    trends = [diagnosis.profile.decades, *(series.decades for series in diagnosis.time_profiles)]
+    finite = [d for d in trends if d is not None and math.isfinite(d)]
+    return max(finite, key=abs, default=None)
+
+
+def trial_outcome(
+    before: Verdict, before_decades: float | None, after: Verdict, after_decades: float | None
+) -> TrialOutcome:
+    """What a fix did: cured (now healthy), helped (the trend shrank by OUTCOME_DECADES, same direction),
+    no change, or worse (the trend grew by OUTCOME_DECADES, or the verdict turned: healthy -> unhealthy,
+    vanishing <-> exploding, finite -> nonfinite)."""
+    if after is Verdict.HEALTHY and before is not Verdict.HEALTHY:
+        return TrialOutcome.CURED
+    if after is not before:
+        # nonfinite -> vanishing or exploding: the gradients are numbers again, whatever their trend
+        return TrialOutcome.HELPED if before is Verdict.NONFINITE else TrialOutcome.WORSE
+    if before_decades is None or after_decades is None:
+        return TrialOutcome.NO_CHANGE
+    shrink = abs(before_decades) - abs(after_decades)
+    if shrink >= OUTCOME_DECADES:
+        return TrialOutcome.HELPED
+    if shrink <= -OUTCOME_DECADES:
+        return TrialOutcome.WORSE
+    return TrialOutcome.NO_CHANGE
 
 
 def try_on_copy(

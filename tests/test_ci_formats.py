@@ -22,6 +22,7 @@ from gradcheck_cli.render.markdown import MarkdownRenderer
 from gradcheck_cli.render.sarif import SarifRenderer
 from gradcheck_cli.report import FixTrial, Report
 from gradcheck_cli.stats import RecurrentStats
+from gradcheck_cli.verify import judge_trials
 from tests.synthetic import geometric_result
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -41,6 +42,7 @@ def scanned_vanishing() -> Report:
         FixTrial("relu", "activation: sigmoid -> relu, init: default -> kaiming", fixed),
         FixTrial("residual", "needs a forward that adds the skip", None),
     ]
+    report.fix_trials = judge_trials(report, report.fix_trials)
     return report
 
 

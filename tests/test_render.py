@@ -12,6 +12,7 @@ from gradcheck_cli.diagnosis import diagnose
 from gradcheck_cli.render.interface import RenderOptions, get_renderer
 from gradcheck_cli.report import FixTrial, Report, TrainingStep
 from gradcheck_cli.stats import RecurrentStats
+from gradcheck_cli.verify import judge_trials
 from tests.synthetic import geometric_result
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -24,7 +25,9 @@ def vanishing_report_with_fix() -> Report:
     after = geometric_result(depth=40, gain=1.0, activations={"ReLU": 40}, weight_scale=1.414)
     report = Report("Synthetic MLP, sigmoid", before, diagnose(before))
     fixed = Report("Synthetic MLP, relu", after, diagnose(after))
-    report.fix_trials = [FixTrial("relu", "activation: sigmoid -> relu, init: default -> kaiming", fixed)]
+    report.fix_trials = judge_trials(
+        report, [FixTrial("relu", "activation: sigmoid -> relu, init: default -> kaiming", fixed)]
+    )
     return report
 
 
@@ -39,6 +42,7 @@ def vanishing_report_with_trials() -> Report:
         FixTrial("batchnorm", "norm: none -> batch", after),
         FixTrial("learning_rate", "needs your training loop: the learning rate is not part of the model", None),
     ]
+    report.fix_trials = judge_trials(report, report.fix_trials)  # each outcome, best first
     return report
 
 

@@ -98,10 +98,12 @@ def test_the_verify_and_steps_tables_keep_their_words_whole(width):
     """The issue's `vanishi…` and `input/outp…`: the verdict of every row reads whole, the headers too."""
     verify = render(vanishing_report_with_trials(), width)
     rows = [row for row in table_rows(verify, "Fixes tried on a copy") if not row.startswith("  ")]  # not folds
-    assert [row.split()[0] for row in rows] == ["(as", "relu", "init", "batchnorm", "learning_rate"]
+    assert [row.split()[0] for row in rows] == ["(as", "relu", "batchnorm", "init", "learning_rate"]
     for row in rows[1:]:
         verdict = re.split(r"\s{2,}", row.strip())[1]
         assert verdict in WORDS, row
+    # issue 22: the outcome words are never cut either, ranked best first
+    assert [re.split(r"\s{2,}", row.strip())[2] for row in rows[1:4]] == ["cured", "cured", "helped"]
     assert "input/output" in verify and "What each fix changed" in verify or "change" in verify
     steps = render(vanishing_report_with_training(), width)
     rows = table_rows(steps, "Training:")
@@ -178,7 +180,7 @@ def test_the_default_report_fits_a_screen_and_verbose_has_the_rest():
     whole = render(vanishing_report_with_fix(), 80, verbose=True)
     assert len(brief.splitlines()) <= SCREEN < len(whole.splitlines())
     for part in ("Verdict: VANISHING", "1. ERROR vanishing_gradient", "cause 1: [saturating_activation]",
-                 "fix 1: [relu]", "act = nn.ReLU()", "Before -> after: VANISHING -> HEALTHY"):  # fmt: skip
+                 "fix 1: [relu]", "act = nn.ReLU()", "Before -> after (cured): VANISHING -> HEALTHY"):  # fmt: skip
         assert part in brief
     assert "-v: 1 more cause [init_scale]; 3 more fixes [init], [batchnorm], [residual]" in brief
     assert "fix 2: [init]" in whole and "Layers, input end first" in whole and "gradcheck (after)" in whole
@@ -220,10 +222,10 @@ def test_the_flat_region_is_mentioned_only_when_it_is_not_zero():
 def test_quiet_keeps_the_verdict_of_every_fix_tried_in_one_line():
     text = render(vanishing_report_with_trials(), 80, quiet=True)
     flat = " ".join(text.split())
-    assert "Fixes tried on a copy: relu -> HEALTHY, init -> VANISHING, batchnorm -> HEALTHY, " in flat
+    assert "relu -> HEALTHY (cured), batchnorm -> HEALTHY (cured), init -> VANISHING (helped), " in flat
     assert "learning_rate -> not applied." in flat
     assert "Fixes tried on a copy of the model (--verify)" not in text  # the table itself: without -q
-    assert "Fix tried on a copy: relu -> HEALTHY." in render(vanishing_report_with_fix(), 80, quiet=True)
+    assert "Fix tried on a copy: relu -> HEALTHY (cured)." in render(vanishing_report_with_fix(), 80, quiet=True)
     assert render(healthy_report(), 80, quiet=True).split() == ["gradcheck", "Synthetic", "healthy", "MLP", "HEALTHY"]
 
 

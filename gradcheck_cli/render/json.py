@@ -131,6 +131,7 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             "fix_id": trial.fix_id,
             "title": trial.title,
             "applied": trial.applied,
+            "outcome": trial.outcome.value if trial.outcome is not None else None,
             "change": trial.description,
             "report": report_to_dict(trial.report) if trial.report is not None else None,
         }

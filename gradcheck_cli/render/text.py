@@ -22,16 +22,22 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, Verdict
+from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, TrialOutcome, Verdict
 from gradcheck_cli.diagnosis import Diagnosis, Finding, TimeProfile, signal_of
 from gradcheck_cli.render.chart import Bar, chart_layout, draw_bar_chart, group_bars, group_size, log_scale
 from gradcheck_cli.render.code import fit_code
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.render.names import LINE_CHARS, Names, shown
 from gradcheck_cli.render.table import Cell, Column, fitted_table
-from gradcheck_cli.report import Report, summarize
+from gradcheck_cli.report import FixTrial, Report, summarize
 from gradcheck_cli.stats import LayerStats, RecurrentStats
 
+OUTCOME_STYLE = {
+    TrialOutcome.CURED: "bold green",
+    TrialOutcome.HELPED: "green",
+    TrialOutcome.NO_CHANGE: "yellow",
+    TrialOutcome.WORSE: "bold red",
+}
 VERDICT_STYLE = {
     Verdict.HEALTHY: "bold green",
     Verdict.VANISHING: "bold yellow",
@@ -110,7 +116,7 @@ class TextRenderer:
         elif one_fix:
             (trial,) = applied
             console.print()
-            console.print(Rule(f"After the suggested fix: {trial.fix_id}", style="cyan"))
+            console.print(Rule(f"After the suggested fix: {trial.fix_id} ({trial.outcome.value})", style="cyan"))
             console.print(Text(f"Applied to a copy: {names.prose(trial.description)}.", style="cyan"))
             if options.verbose:
                 console.print()
@@ -118,7 +124,7 @@ class TextRenderer:
                 console.print()
                 _render_report(console, trial.report, options, names, heading="after", companion=report)
             else:
-                console.print(_before_after(report, trial.report))
+                console.print(_before_after(report, trial))
         adds = [] if options.verbose else _verbose_adds(report, options, one_fix)
         if adds:
             console.print()
@@ -545,10 +551,12 @@ def _comparison(before: Report, after: Report, names: Names, width: int) -> Grou
     return Group(Text("Before -> after", style="italic"), table)
 
 
-def _before_after(before: Report, after: Report) -> Text:
-    """The comparison in one sentence (the default report; -v shows the table)."""
-    b, a = before.diagnosis, after.diagnosis
-    line = Text("Before -> after: ")
+def _before_after(before: Report, trial: FixTrial) -> Text:
+    """The comparison in one sentence with the fix's outcome (the default report; -v shows the table)."""
+    b, a = before.diagnosis, trial.report.diagnosis
+    line = Text("Before -> after (")
+    line.append(trial.outcome.value, style=OUTCOME_STYLE[trial.outcome])
+    line.append("): ")
     line.append(b.verdict.value.upper(), style=VERDICT_STYLE[b.verdict])
     line.append(" -> ")
     line.append(a.verdict.value.upper(), style=VERDICT_STYLE[a.verdict])
@@ -562,6 +570,8 @@ def _before_after(before: Report, after: Report) -> Text:
         )
     errors = [sum(f.severity is Severity.ERROR for f in d.findings) for d in (b, a)]
     line.append(f" · error findings {errors[0]} -> {errors[1]}.")
+    if trial.outcome is not TrialOutcome.CURED:
+        line.append(" No fix tried cured it.")
     return line
 
 
@@ -573,6 +583,7 @@ def _trials(report: Report, names: Names, width: int) -> Group:
         [
             "(as measured)",
             Text(before["verdict"], style=VERDICT_STYLE[report.verdict]),
+            "",
             _decades(before["decades"]),
             number_text(before["gain_per_layer"]),
             number_text(before["max_total_grad_norm"]),
@@ -581,13 +592,14 @@ def _trials(report: Report, names: Names, width: int) -> Group:
     ]
     for trial in report.fix_trials:
         if trial.report is None:
-            rows.append([Text(trial.fix_id), Text("not applied", style="dim"), "", "", "", _change(trial, names)])
+            rows.append([Text(trial.fix_id), Text("not applied", style="dim"), "", "", "", "", _change(trial, names)])
             continue
         after = summarize(trial.report)
         rows.append(
             [
                 Text(trial.fix_id),
                 Text(after["verdict"], style=VERDICT_STYLE[trial.report.verdict]),
+                Text(trial.outcome.value, style=OUTCOME_STYLE[trial.outcome]),
                 _decades(after["decades"]),
                 number_text(after["gain_per_layer"]),
                 number_text(after["max_total_grad_norm"]),
@@ -597,6 +609,7 @@ def _trials(report: Report, names: Names, width: int) -> Group:
     columns = [
         Column("fix", Cell.WORD),
         Column("verdict", Cell.WORD),
+        Column("outcome", Cell.WORD),
         Column("input/output", Cell.NUMBER),
         Column("gain/layer", Cell.NUMBER, priority=2),
         Column("max |g| total", Cell.NUMBER, priority=3),
@@ -630,6 +643,7 @@ def _trials_line(report: Report, names: Names) -> Text:
             line.append("not applied", style="dim")
         else:
             line.append(trial.report.verdict.value.upper(), style=VERDICT_STYLE[trial.report.verdict])
+            line.append(f" ({trial.outcome.value})")
     line.append(".")
     return line
 
