@@ -49,12 +49,7 @@ class EagerModel:
                 "are eager-mode figures"
             )
         if self.run_compiled:
-            import torch
-
-            parts.append(
-                f"{_listed(self.run_compiled)} ran compiled: running it eagerly needs torch >= 2.6 "
-                f"(torch.compiler.set_stance); this is torch {torch.__version__}"
-            )
+            parts.append(f"{_listed(self.run_compiled)} ran compiled: {FORCE_EAGER.missing()}")
         return "; ".join(parts)
 
 
@@ -221,3 +216,5 @@ FSDP2 = TorchFeature("--fsdp (FSDP2: torch.distributed.fsdp.fully_shard)", (2, 6
 # its opaque objects and payload configs (2.8 has neither, 2.9 to 2.12 no opaque objects); what an older
 # torch.export.load unpickles is unchecked, and 2.4's torch.export.unflatten fails on an nn.Sequential.
 EXPORT_ARCHIVE = TorchFeature("loading a torch.export archive", (2, 13))
+# torch.compiler.set_stance("force_eager"), which runs model.compile() and compiled functions eagerly, is new in 2.6.
+FORCE_EAGER = TorchFeature("running it eagerly", (2, 6))

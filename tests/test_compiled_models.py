@@ -24,7 +24,7 @@ from gradcheck_cli import Batch, Monitor, check, check_model
 from gradcheck_cli.cli import app
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.render.text import TextRenderer
-from gradcheck_cli.torch_compat import torch_version
+from gradcheck_cli.torch_compat import FORCE_EAGER
 
 NOTE = "measured through its original module: compiled code is not run, so the figures are eager-mode figures"
 
@@ -161,10 +161,7 @@ def test_compiled_model_with_compiled_submodule_and_copies(graphs):
     assert [layer.name for layer in report.training[-1].report.result.layers] == ["block.0", "block.2", "head"]
 
 
-@pytest.mark.skipif(
-    torch_version() < (2, 6),
-    reason=f"model.compile() runs eagerly under torch.compiler.set_stance, new in torch 2.6; this is torch {torch.__version__}",
-)
+@pytest.mark.skipif(not FORCE_EAGER.available(), reason=f"model.compile(): {FORCE_EAGER.missing()}")
 def test_module_compiled_in_place_runs_eagerly(graphs):
     net = build_net()
     expected = figures(check(net, inputs, passes=2))
