@@ -49,7 +49,7 @@ $(ZOO_PACKAGES): pyproject.toml $(BIN)/gradcheck
 # Real architectures from torchvision, timm and transformers (pytest -m zoo, tests/test_zoo.py, issue 22): 1 to 3
 # minutes on 2 cores; CI runs them after the slow cases.
 test-zoo: $(ZOO_PACKAGES)
-	PYTHONPATH=$(ZOO_PACKAGES) $(BIN)/python -m pytest -m zoo tests/test_zoo.py
+	PYTHONPATH=$(ZOO_PACKAGES) $(BIN)/python -m pytest -m zoo
 
 # The oldest torch pyproject.toml accepts ("torch>=X"), which CI tests too (issue 23): the default suite
 # (pytest's addopts: not slow, not zoo) on it, in a virtual environment outside the clone, built once and then

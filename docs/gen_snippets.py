@@ -383,10 +383,11 @@ def verdict_table_region(arg: str) -> str:
     for command, job in zip(_commands(arg), region_runs("verdict-table", arg)):
         report = _json(*run_all(*job)[0], command)
         rows.append(_verdict_row(f"{report['title']}: `{command}`", report))
-        # the demo applies the first fix to a fresh copy of its model: fix_trials[0]
-        for trial in report.get("fix_trials", [])[:1]:
-            if trial["applied"]:
-                rows.append(_verdict_row(f"… after the fix `{trial['fix_id']}` ({trial['change']})", trial["report"]))
+        # the demo tries the fixes in order on fresh copies until one cures: the cure, else the first it tried
+        trials = [trial for trial in report.get("fix_trials", []) if trial["applied"]]
+        cured = [trial for trial in trials if trial.get("outcome") == "cured"]
+        for trial in (cured or trials)[:1]:
+            rows.append(_verdict_row(f"… after the fix `{trial['fix_id']}` ({trial['change']})", trial["report"]))
     return "\n".join(rows) + "\n"
 
 

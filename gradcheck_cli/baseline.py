@@ -23,7 +23,7 @@ from gradcheck_cli.files import NotARegularFileError, read_regular_file, write_w
 from gradcheck_cli.report import Report
 
 # Bump the major part when an existing key changes meaning or goes away; a reader accepts any minor.
-BASELINE_SCHEMA_VERSION = "1.0"
+BASELINE_SCHEMA_VERSION = "2.0"  # 2.0: D read along the whole trend, by name-free kinds (issue 22)
 DEFAULT_TOLERANCE = 10.0
 # A layer whose gradient moved by less than this factor is not listed as a change: the median over a few
 # passes still moves by tens of percent between devices and batches. (A tolerance below it lists less.)

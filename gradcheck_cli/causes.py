@@ -24,6 +24,8 @@ from gradcheck_cli.fixes import (
     SATURATING,
     Fix,
     FixContext,
+    domain_op,
+    recurrent_trend,
 )
 from gradcheck_cli.stats import ActivationStats
 
@@ -50,6 +52,8 @@ class Cause:
 
 def causes_for(kind: FindingKind, evidence: dict[str, Any], context: FixContext) -> list[Cause]:
     """The causes the measurements support for one finding, most supported first."""
+    if kind is FindingKind.NONFINITE and (domain := _domain_error(context)) is not None:
+        return [domain]  # made by the values an op was given: no setting of the training step made it (issue 22)
     if kind in _VANISHING or kind in _EXPLODING:
         causes = _depth_causes(kind in _EXPLODING, evidence, context)
     elif kind in (FindingKind.VANISHING_THROUGH_TIME, FindingKind.EXPLODING_THROUGH_TIME):
@@ -62,9 +66,13 @@ def causes_for(kind: FindingKind, evidence: dict[str, Any], context: FixContext)
     return causes
 
 
-def zero_init_cause(finding: Any, zero_init: list[str], order: list[str]) -> Cause | None:
+def zero_init_cause(
+    finding: Any, zero_init: list[str], order: list[str], gains: list[str] | None = None
+) -> Cause | None:
     """Exact-zero gradients upstream of a layer whose weight is exactly zero are what zero-initialization
-    (Fixup, SkipInit, zero_init_residual) does on purpose: W = 0 sends dL/dx = W^T dL/dy = 0 back."""
+    (Fixup, SkipInit, zero_init_residual) does on purpose: W = 0 sends dL/dx = W^T dL/dy = 0 back. ``gains``:
+    the zero parameters by their full names where some are no weight (ReZero's alpha, NF nets' gains), which
+    block the same way: y = x + 0 * f(x) sends nothing back into f."""
     if not zero_init or not finding.evidence.get("zero_layers"):
         return None
     if finding.kind not in (FindingKind.ZERO_GRADIENT, FindingKind.VANISHING_GRADIENT):
@@ -72,15 +80,24 @@ def zero_init_cause(finding: Any, zero_init: list[str], order: list[str]) -> Cau
     last_zero = max(order.index(name) for name in zero_init)
     if not any(name in order and order.index(name) < last_zero for name in finding.layers):
         return None
-    shown = ", ".join(zero_init[:3]) + (", ..." if len(zero_init) > 3 else "")
-    return Cause(
-        CauseId.ZERO_INIT,
-        f"{len(zero_init)} layer(s) have a weight of exactly zero ({shown}): a zero weight sends no gradient back "
-        "to the layers before it. If that is zero-initialization on purpose, one optimizer step makes it flow.",
-        abs(finding.evidence.get("decades") or 0.0),
-        (),
-        {"zero_init_layers": zero_init[:10]},
-    )
+    named = gains or zero_init
+    shown = ", ".join(named[:3]) + (", ..." if len(named) > 3 else "")
+    if gains:
+        summary = (
+            f"{len(gains)} parameter(s) start at exactly zero ({shown}): a zero weight or gain sends no gradient "
+            "back to the layers behind it. If that is zero-initialization on purpose, optimizer steps make it "
+            "flow, one for each zero of a chain."
+        )
+    else:
+        summary = (
+            f"{len(zero_init)} layer(s) have a weight of exactly zero ({shown}): a zero weight sends no gradient "
+            "back to the layers before it. If that is zero-initialization on purpose, one optimizer step makes it flow."
+        )
+    evidence: dict[str, Any] = {"zero_init_layers": zero_init[:10]}
+    if gains:
+        evidence["zero_parameters"] = gains[:10]
+        evidence["zero_parameter_count"] = len(gains)
+    return Cause(CauseId.ZERO_INIT, summary, abs(finding.evidence.get("decades") or 0.0), (), evidence)
 
 
 def order_fixes(fixes: list[Fix], causes: list[Cause]) -> list[Fix]:
@@ -111,7 +128,8 @@ def _depth_causes(exploding: bool, evidence: dict[str, Any], context: FixContext
     total = abs(evidence.get("decades") or 0.0)
     causes: list[Cause] = []
     weight, activation = mean_field_terms(context)
-    if weight and not structure.normalized:  # a norm after each layer cancels the weight scale
+    # (a norm after each layer cancels the weight scale; beside a recurrent stack, Linear weights are not its layers)
+    if weight and not structure.normalized and not recurrent_trend(context):
         ratio, count = weight
         off = ratio > INIT_SCALE_TOLERANCE if exploding else ratio * INIT_SCALE_TOLERANCE < 1
         if off:
@@ -130,16 +148,25 @@ def _depth_causes(exploding: bool, evidence: dict[str, Any], context: FixContext
     structural = unexplained >= STRUCTURAL_MIN_DECADES
     depth = context.depth
     if exploding and structure.residual is True:
+        per_block = evidence.get("gain_per_block") or evidence.get("gain_per_layer") or float("nan")
+        if structure.additive_skips:
+            how = (
+                "each x + f(x) adds its branch's variance to the residual stream, so the stream grows with depth "
+                f"and the gradient toward the input with it, x{per_block:.3g} per block here; branches that start "
+                "at zero begin as the identity."
+            )
+        else:  # concatenation only (DenseNet, Inception): each block passes its input on beside its branches
+            how = (
+                "its blocks concatenate their branches with their input (DenseNet, Inception), so each block's "
+                f"gradient adds its branches' to the skip's, x{per_block:.3g} per block here."
+            )
         causes.append(
             Cause(
                 CauseId.RESIDUAL_GROWTH,
-                "The model has skip connections: each x + f(x) adds its branch's variance to the residual stream, "
-                "so the stream grows with depth and the gradient toward the input with it, "
-                f"x{evidence.get('gain_per_layer') or float('nan'):.3g} per block here; branches that start at "
-                "zero begin as the identity.",
+                "The model has skip connections: " + how,
                 unexplained,
-                (FixId.INIT.value,),
-                {"gain_per_layer": evidence.get("gain_per_layer")},
+                (FixId.INIT.value,) if structure.additive_skips else (),
+                {"gain_per_layer": evidence.get("gain_per_layer"), "gain_per_block": evidence.get("gain_per_block")},
             )
         )
     elif structure.normalized and exploding and structure.residual is not True and not structure.recurrent:
@@ -183,12 +210,24 @@ def _init_scale(context: FixContext, ratio: float, count: int) -> Cause:
     scale, _ = context.weight_scale()
     target, name = context.target_scale()
     default = " (PyTorch's default U(+-1/sqrt(fan_in)) gives 0.577)" if abs(scale - 0.577) < 0.03 else ""
-    decades = abs(count * math.log10(ratio))
+    if context.result.structure.residual is True:
+        # x + f(x): the layers of different branches sit on parallel paths, and the skips carry the gradient
+        # around each branch (Veit et al. 2016), so the term scales each branch's share and does not compound
+        # over the depth as in a series: one layer's worth is what it accounts for (issue 22: Fixup read
+        # 10^-60.2 "over 66 layers").
+        compounded = math.log10(ratio)
+        effect = (
+            f"so each layer multiplies its branch's signal by {ratio:.3g} of unit gain; the skip connections carry "
+            f"the gradient around the branches, so it does not compound over the {count} layers."
+        )
+    else:
+        compounded = count * math.log10(ratio)
+        effect = f"so each layer multiplies the signal by {ratio:.3g} of unit gain: {_decades(compounded)} over {count} layers."
+    decades = abs(compounded)
     return Cause(
         CauseId.INIT_SCALE,
         f"Weight scale std*sqrt(fan_in) is {scale:.3g} (median of {count} weight layers){default}; {name} "
-        f"init needs {target:.3g}, so each layer multiplies the signal by {ratio:.3g} of unit gain: "
-        f"{_decades(count * math.log10(ratio))} over {count} layers.",
+        f"init needs {target:.3g}, {effect}",
         decades,
         (FixId.INIT.value, FixId.RELU.value) if ratio < 1 else (FixId.INIT.value,),
         {
@@ -330,6 +369,28 @@ def _time_causes(exploding: bool, evidence: dict[str, Any], context: FixContext)
             )
         )
     return causes
+
+
+def _domain_error(context: FixContext) -> Cause | None:
+    op = domain_op(context.result)
+    if op is None:
+        return None
+    where = f" at {op.location}" if op.location else " in the loss"
+    made = "an infinite slope, which the backward pass divides by" if op.singular else "values outside its domain"
+    low, high = op.operand_range or (None, None)
+    return Cause(
+        CauseId.DOMAIN_ERROR,
+        f"The NaN/Inf comes from {op.detail}{where}: {made}, not the size of a step.",
+        0.0,  # a NaN has no trend to account for: it is the finding's one cause
+        (FixId.SAFE_OP.value,),
+        {
+            "op": op.name,
+            "domain": op.domain,
+            "location": op.location,
+            "operand_min": _round(low),
+            "operand_max": _round(high),
+        },
+    )
 
 
 def _learning_rate(context: FixContext) -> list[Cause]:

@@ -124,12 +124,14 @@ class FindingKind(str, Enum):
     ZERO_INIT = "zero_init"  # exact-zero gradients from zero-initialized layers, by design (info)
     BASELINE_REGRESSION = "baseline_regression"  # worse than the saved baseline (--baseline)
     FP16_RANGE = "fp16_range"  # --amp: gradients outside fp16's range without loss scaling
+    # growth toward the input at the rate normalization gives, forward signal flat (info, or a warning)
+    NORMALIZED_GROWTH = "normalized_growth"
 
     @property
     def verdict(self) -> Verdict:
-        """The health verdict this kind stands for. A zero-init note and a baseline regression say
-        nothing of their own about the direction of the gradient: the other findings do."""
-        if self in (FindingKind.ZERO_INIT, FindingKind.BASELINE_REGRESSION):
+        """The health verdict this kind stands for. A zero-init note, a baseline regression and growth that
+        normalization explains say nothing of their own against the model's health: the other findings do."""
+        if self in (FindingKind.ZERO_INIT, FindingKind.BASELINE_REGRESSION, FindingKind.NORMALIZED_GROWTH):
             return Verdict.HEALTHY
         if self is FindingKind.NONFINITE:
             return Verdict.NONFINITE
@@ -149,6 +151,7 @@ class FixId(str, Enum):
     INIT = "init"
     LEARNING_RATE = "learning_rate"
     LOSS_SCALING = "loss_scaling"
+    SAFE_OP = "safe_op"  # keep an op inside its domain: log(x.clamp_min(eps)), a divisor away from 0 (issue 22)
 
 
 class CauseId(str, Enum):
@@ -166,6 +169,7 @@ class CauseId(str, Enum):
     MEMORY_GATE_BIAS = "memory_gate_bias"
     ZERO_INIT = "zero_init"
     LEARNING_RATE = "learning_rate"
+    DOMAIN_ERROR = "domain_error"  # a NaN/Inf made by an op outside its domain: log of negatives, division by 0
 
 
 class Device(str, Enum):

@@ -300,7 +300,12 @@ def demo(
         ),
     ] = Norm.NONE,
     residual: Annotated[
-        bool, typer.Option("--residual", help="Use pre-activation residual blocks.", rich_help_panel=PRESET_PANEL)
+        bool,
+        typer.Option(
+            "--residual",
+            help="Use pre-activation residual blocks (rnn, lstm: residual connections between the stacked layers).",
+            rich_help_panel=PRESET_PANEL,
+        ),
     ] = False,
     seq_len: Annotated[
         int,
@@ -326,7 +331,7 @@ def demo(
         bool,
         typer.Option(
             "--fix/--no-fix",
-            help="When there is an error finding, also measure the preset with the first fix that applies to it.",
+            help="When there is an error finding, also measure the preset with each suggested fix that applies, in order, until one cures.",
             rich_help_panel=MEASUREMENT_PANEL,
         ),
     ] = True,

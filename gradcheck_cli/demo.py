@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import fields
 
 from gradcheck_cli.api import check_model
-from gradcheck_cli.choices import FixId, Optimizer
+from gradcheck_cli.choices import FixId, Optimizer, TrialOutcome
 from gradcheck_cli.diagnosis import Thresholds
 from gradcheck_cli.fixes import Fix
 from gradcheck_cli.presets import DemoSpec, apply_fix, build_preset
 from gradcheck_cli.probe import ProgressFn
 from gradcheck_cli.report import FixTrial, Report
 from gradcheck_cli.training import track_training
-from gradcheck_cli.verify import judge_trials, suggested_fixes, try_on_copy, verify_fixes
+from gradcheck_cli.verify import judge_trial, suggested_fixes, try_on_copy, verify_fixes
 
 
 def run_demo(
@@ -29,7 +29,8 @@ def run_demo(
     progress: ProgressFn | None = None,
 ) -> Report:
     """Report on the preset. With ``verify``, every suggested fix is measured on a copy; otherwise, when
-    there is an error finding, the first fix that the preset can take is. ``steps`` trains a copy."""
+    there is an error finding, the fixes that the preset can take are tried in the report's order until one
+    cures (_until_cured). ``steps`` trains a copy."""
     spec = spec.resolved()
     report = _measure(spec, seed, passes, thresholds, progress, ignore)
     if steps:
@@ -42,17 +43,28 @@ def run_demo(
     if verify:
         report.fix_trials = verify_fixes(report, lambda fix: _trial(spec, fix, seed, passes, thresholds, progress))
     elif try_fix and report.fails():
-        report.fix_trials = judge_trials(report, _first_applicable(spec, report, seed, passes, thresholds, progress))
+        report.fix_trials = _until_cured(spec, report, seed, passes, thresholds, progress)
+        report.fix_trials_until_cured = True
     return report
 
 
-def _first_applicable(spec, report, seed, passes, thresholds, progress) -> list[FixTrial]:
+def _until_cured(spec, report, seed, passes, thresholds, progress) -> list[FixTrial]:
+    """The suggested fixes that are preset variants, each measured and judged (verify.judge_trial) in the report's
+    order until one cures: the trials in that order, the cure last, or all of them when none cured. A fix that
+    gives a variant already tried is not tried again (issue 22)."""
+    trials: list[FixTrial] = []
+    tried: set[DemoSpec] = set()
     for fix in suggested_fixes(report):
         fixed = apply_fix(spec, FixId(fix.id), fix.params)
-        if fixed is not None:
-            after = _measure(fixed, seed, passes, thresholds, progress)
-            return [FixTrial(fix.id, describe_change(spec, fixed), after, fix.title)]
-    return []
+        if fixed is None or fixed in tried:
+            continue
+        tried.add(fixed)
+        after = _measure(fixed, seed, passes, thresholds, progress)
+        trial = judge_trial(report, FixTrial(fix.id, describe_change(spec, fixed), after, fix.title))
+        trials.append(trial)
+        if trial.outcome is TrialOutcome.CURED:
+            break
+    return trials
 
 
 def _trial(spec: DemoSpec, fix: Fix, seed, passes, thresholds, progress) -> FixTrial:

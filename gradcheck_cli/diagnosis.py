@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import re
 import statistics
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -19,7 +19,7 @@ from typing import Any
 from gradcheck_cli.causes import Cause, causes_for, order_fixes, zero_init_cause
 from gradcheck_cli.choices import CauseId, FindingKind, FixId, LayerStatus, Severity, Verdict
 from gradcheck_cli.fixes import PRACTICAL_LR_FLOOR, Fix, FixContext, fixes_for
-from gradcheck_cli.stats import LayerStats, NonfiniteOrigin, ProbeResult, RecurrentStats
+from gradcheck_cli.stats import LayerStats, ModelStructure, NonfiniteOrigin, ProbeResult, RecurrentStats
 
 # |D| in decades, D = log10(b at the input end / b at the output end). Every pathology measured for
 # GRADIENTS.md had |D| >= 3.1 and every healthy design |D| <= 0.5 (SELU at depth 64: 0.95), so one
@@ -38,17 +38,19 @@ RELATIVE_GRAD_ERROR = 1e4
 # lr only (with the default lr 1e-3 the line is at 1e2, RELATIVE_GRAD_WARNING; issue 22).
 DEFAULT_LR = 1e-3
 LR_STEP_FRACTION = 0.1
-# With skip connections, x + f(x) adds each branch's variance to the residual stream, so the gradient
-# grows toward the input by a power of depth, not geometrically: a BatchNorm ResNet measures x1.07 per
-# block and D = +2.1 at 54 blocks (ResNet-110 depth), and trains with a short warm-up (He et al. 2016).
-# Below this gain per block a skip-connected model's growth is a warning, never an error.
-RESIDUAL_GROWTH_GAIN = 1.1
+# Growth toward the input that normalization explains. A BatchNorm layer's backward gain is 1/std of its
+# input, and a deep BN net's gradient grows about x1.21 per layer at initialization, sqrt(pi / (pi - 1)) for
+# ReLU (Yang et al. 2019); vgg16_bn measures x1.24 per conv. With skip connections the unit is the block
+# (one merge of paths read off the autograd graph): a branch of two to four normalized layers compounds
+# x1.21 per layer, and the zoo measures x1.05 (DenseNet) to x1.75 (Inception v3) per block, x1.36 for
+# ResNet-50 (tests/zoo/BASELINE.md). Up to these gains, with the forward signal kept flat, growth is the
+# normalization at work, and these nets train at lr 0.1: a note, or a warning past DECADES_ERROR, never
+# "exploding". Without skips the growth compounds over every layer, so there it is a note only below
+# DECADES_ERROR (a 40-layer BN MLP grows 10^3.3 and does not train; vgg16_bn grows 10^1.1 and does).
+NORMALIZED_GROWTH_PER_LAYER = 1.5
+SKIP_GROWTH_PER_BLOCK = 2.0
 # Fewer layers than this carry no depth trend worth fitting.
 MIN_TREND_LAYERS = 4
-# A role (the same position in repeated blocks) seen this often carries the trend, even in a model of
-# two blocks; its layers are compared with each other only.
-MIN_ROLE_REPEATS = 2
-_INDEX = re.compile(r"(?:(?<=\.)|^)\d+(?=\.|$)")  # a path component that is a number: a block index
 # The ends are the median of this fraction of the layers (at most END_LAYERS_MAX): one odd layer at
 # an end (an attention projection, a zero-initialized layer) must not decide the verdict.
 END_FRACTION = 0.1
@@ -100,15 +102,16 @@ class DepthProfile:
     layers: list[str]  # trend layers, input end first
     layer_type: str | None  # the one layer type the trend is read over
     decades: float | None  # D: log10(b_input_end / b_output_end); <0 vanishing, >0 exploding
-    gain_per_layer: float | None  # backward multiplier per trend layer, output to input (Theil-Sen fit)
+    gain_per_layer: float | None  # backward multiplier per trend layer, output to input (paired Theil-Sen fit)
     forward_decades: float | None  # F
     zero_layers: list[str]  # trend layers whose backward signal is exactly zero (underflow or blocked)
     reference: float | None  # b at the output end
-    # The same per role (type, name pattern) and per layer type: each layer is compared like with like.
+    # The output end of each kind of layer (like_key) and of each layer type: each layer is compared like with like.
     references: dict[Any, float] = field(default_factory=dict)
     head: str | None = None  # the layer nearest the loss, left out: its output gradient is dL/dlogits
     hooked: bool = True  # False: read from weight-gradient norms (the model takes no hooks)
-    role: str | None = None  # the name pattern of the trend layers, e.g. "blocks.#.fc#"; None: by type
+    blocks: int | None = None  # skip merges in the model's autograd graph, each one block; None: not read
+    kinds: dict[str, Any] = field(default_factory=dict)  # layer name -> like_key, for every candidate layer
 
     @property
     def depth_scale(self) -> float | None:
@@ -117,10 +120,20 @@ class DepthProfile:
             return None
         return 1.0 / abs(math.log(self.gain_per_layer))
 
+    @property
+    def gain_per_block(self) -> float | None:
+        """Backward multiplier per skip-connected block, output to input: 10^(D / blocks)."""
+        if self.decades is None or not self.blocks:
+            return None
+        return 10 ** (self.decades / self.blocks)
+
 
 @dataclass
 class TimeProfile:
-    """How the gradient reaching each time step's input decays, for one recurrent module."""
+    """How the gradient reaching each time step's input decays, for one recurrent module. The layers of a stacked
+    module (nn.LSTM(num_layers > 1)) are judged one by one, each on its own signal (RecurrentStats.stack): the
+    stack's profile is its steepest layer's, named for that layer, with every layer's decades in ``layer_decades``
+    (two profiles where some layers vanish and others explode: the steepest of each)."""
 
     name: str
     type: str
@@ -129,6 +142,8 @@ class TimeProfile:
     gain_per_step: float  # multiplier per step, last to first (Theil-Sen fit)
     zero_steps: int
     ratio_to_last: list[float] = field(default_factory=list)  # each step's gradient over the last step's
+    stack: str | None = None  # the stacked module this is the steepest layer of; None for a single-layer module
+    layer_decades: dict[str, float] = field(default_factory=dict)  # a stack's layers (this direction's): decades
 
 
 @dataclass
@@ -179,14 +194,12 @@ def diagnose(result: ProbeResult, thresholds: Thresholds | None = None, ignore: 
             for layer in result.layers
         }
         return diagnosis
-    profile = depth_profile(result.layers, thresholds, result.hooked)
+    profile = depth_profile(result.layers, thresholds, result.hooked, result.structure.skip_merges)
     ratios = _ratios(result.layers, profile)
-    time_profiles = [p for p in map(time_profile, result.recurrent) if p is not None]
+    time_profiles = time_profiles_of(result.recurrent)
     findings: list[Finding] = []
     findings += _nonfinite_findings(result)
-    findings += _depth_findings(
-        profile, ratios, thresholds, [layer.name for layer in result.layers], result.structure.residual
-    )
+    findings += _depth_findings(profile, ratios, thresholds, [layer.name for layer in result.layers], result.structure)
     findings += _relative_grad_findings(result.layers, thresholds)
     findings += _time_findings(time_profiles, thresholds)
     findings += _zero_gradient_findings(result.layers, profile)
@@ -214,51 +227,24 @@ def _ranked(findings: list[Finding]) -> list[Finding]:
     return sorted(findings, key=lambda f: (-f.severity.rank, -f.kind.verdict.rank))
 
 
-def settle_zero_init(diagnosis: Diagnosis, after: Diagnosis, step: str) -> Diagnosis:
-    """Replace the findings that zero-initialized layers explain with one info finding, if ``after`` (the
-    same model measured after ``step`` on a copy) shows the gradient flowing; else say it does not."""
-    blocked = [f for f in diagnosis.findings if any(c.id is CauseId.ZERO_INIT for c in f.causes)]
-    still_zero = [f for f in after.findings if f.kind is FindingKind.ZERO_GRADIENT and f.severity is Severity.ERROR]
-    after_text = _after_text(after)
-    if still_zero or after.verdict.rank > diagnosis.verdict.rank or after.verdict is not Verdict.HEALTHY:
-        for finding in blocked:
-            finding.message += f" After {step} on a copy the gradient still does not flow ({after_text}): not only the zero-initialization."
-        return diagnosis
-    layers = sorted({name for f in blocked for name in f.layers}, key=list(diagnosis.statuses).index)
-    zero_init = diagnosis.zero_init_layers
-    message = (
-        f"{len(zero_init)} zero-initialized layer(s) ({', '.join(zero_init[:3])}{', ...' if len(zero_init) > 3 else ''}) "
-        f"block the gradient to {len(layers)} layer(s) at initialization, by design (Fixup, SkipInit, "
-        f"zero_init_residual; Zhang, Dauphin & Ma 2019). After {step} on a copy every layer gets a gradient: {after_text}. "
-        "Not vanishing."
-    )
-    evidence = {
-        "zero_init_layers": len(zero_init),
-        "blocked_layers": len(layers),
-        "step": step,
-        "decades_after_step": _round(after.profile.decades),
-        "verdict_after_step": after.verdict.value,
-    }
-    info = Finding(
-        FindingKind.ZERO_INIT, Severity.INFO, layers, message, evidence, [], [c for f in blocked for c in f.causes][:1]
-    )
-    findings = [f for f in diagnosis.findings if f not in blocked] + [info]
-    return replace(diagnosis, findings=_ranked(findings), verdict=_verdict(findings))
-
-
 def with_later_findings(diagnosis: Diagnosis, later: Diagnosis, when: str) -> Diagnosis:
     """Add the findings of a later measurement (after training steps) that the first did not have at
     that severity: a problem that appears, or worsens, once training starts is a problem of the model."""
     present: dict[FindingKind, int] = {}
     for f in diagnosis.findings:
         present[f.kind] = max(present.get(f.kind, -1), f.severity.rank)
-    # Its causes describe the trained copy; of its fixes, only those that act on the training steps apply.
+    # Its causes describe the trained copy; of its fixes, only those that act on the training steps apply, and
+    # safe_op: an op the steps drove out of its domain is kept in it by the same change of code.
     new = [
         replace(
             f,
             message=f"{when[0].upper()}{when[1:]}: {f.message}",
             evidence={**f.evidence, "measured": when},
-            fixes=[fix for fix in f.fixes if fix.id in (FixId.LEARNING_RATE.value, FixId.CLIPPING.value)],
+            fixes=[
+                fix
+                for fix in f.fixes
+                if fix.id in (FixId.LEARNING_RATE.value, FixId.CLIPPING.value, FixId.SAFE_OP.value)
+            ],
         )
         for f in later.findings
         if f.severity is not Severity.INFO and f.severity.rank > present.get(f.kind, -1)
@@ -272,12 +258,6 @@ def add_findings(diagnosis: Diagnosis, findings: list[Finding]) -> Diagnosis:
         return diagnosis
     merged = diagnosis.findings + findings
     return replace(diagnosis, findings=_ranked(merged), verdict=_verdict(merged))
-
-
-def _after_text(after: Diagnosis) -> str:
-    decades = after.profile.decades
-    trend = f"input/output {_decades_text(decades)}, " if decades is not None else ""
-    return f"{trend}verdict {after.verdict.value}"
 
 
 def theil_sen_slope(xs: list[float], ys: list[float]) -> float:
@@ -299,20 +279,90 @@ def signal_of(layer: LayerStats, hooked: bool = True) -> float | None:
     return layer.backward if hooked else layer.weight_grad_norm
 
 
-def role_of(layer: LayerStats) -> tuple[str, str]:
-    """A layer's role: its type and its name with every block index replaced, so `blocks.3.fc1` and
-    `blocks.7.fc1` share the role ("Linear", "blocks.#.fc1"): the same position in repeated blocks."""
-    return layer.type, _INDEX.sub("#", layer.name)
+def like_keys(layers: list[LayerStats]) -> dict[str, tuple]:
+    """What each layer does, read off its measurements, never its name or nesting: its type, its shape (output
+    over input width, in powers of two: a transformer's fc1 widens, fc2 narrows, a 3x3 conv keeps its width),
+    its place in a repeated run of layers of its type (an attention block's q, k, v and output projections
+    run one after another with the same shape; their gradients differ by orders of magnitude at
+    initialization by design), and whether it reads the model's inputs (a stem's output gradient is the
+    residual stream's, not a branch's). Layers with the same key are like with like, across stages and blocks."""
+    runs: list[list[LayerStats]] = []
+    for layer in layers:
+        if runs and runs[-1][0].type == layer.type:
+            runs[-1].append(layer)
+        else:
+            runs.append([layer])
+    lengths = Counter((run[0].type, len(run)) for run in runs)
+    keys = {}
+    for run in runs:
+        # A run that recurs (q, k, v, o in every block) gives each member its place; a single long run is a
+        # plain stack (an MLP, a VGG stage), whose layers are all alike.
+        repeated = len(run) > 1 and lengths[(run[0].type, len(run))] >= 2
+        for place, layer in enumerate(run):
+            # (the run's length keeps a one-off layer, a pooler after the blocks, apart from a run's first member)
+            place_in_run = (place, len(run)) if repeated else None
+            keys[layer.name] = (layer.type, _width_ratio(layer), place_in_run, layer.starts_path)
+    return keys
 
 
-def depth_profile(layers: list[LayerStats], thresholds: Thresholds, hooked: bool = True) -> DepthProfile:
-    """The trend is read like with like. A BatchNorm's output gradient differs from its Linear's by a
-    constant factor, and an attention block's query/key projections get a tiny gradient at
-    initialization by design (the attention logits start near zero), so comparing different kinds of
-    layer at the two ends would read those factors as a depth trend. The trend layers are therefore one
-    role, the same position in repeated blocks (`role_of`), the most frequent one (ties: more
-    parameters); without repeated blocks, one layer type. The last candidate, usually the head, whose
-    output gradient is dL/dlogits rather than a hidden signal, is left out."""
+def _width_ratio(layer: LayerStats) -> int:
+    """log2 of output over input width, rounded: out = parameters / fan_in (the bias adds under 1 to it)."""
+    if not layer.fan_in or not layer.param_count:
+        return 0
+    out = max(1, layer.param_count // layer.fan_in)
+    return round(math.log2(out / layer.fan_in))
+
+
+def _path_segments(layers: list[LayerStats]) -> dict[str, int]:
+    """Which path from the model's inputs each layer is on: a layer whose input carried no gradient history,
+    after others ran, begins another (an encoder-decoder's decoder). Pairs of layers on different paths are not
+    in series, so the trend is never read across them."""
+    segment, seen_any, segments = 0, False, {}
+    for layer in layers:
+        if layer.starts_path and seen_any:
+            segment += 1
+        seen_any = True
+        segments[layer.name] = segment
+    return segments
+
+
+def _transforms(layer: LayerStats) -> bool:
+    """A layer that multiplies its input by a weight matrix (Linear, convolutions): the trend's candidates.
+    Embeddings look up rows, and norms scale: their output gradients are other quantities."""
+    return layer.fan_in is not None and "Embedding" not in layer.type
+
+
+def paired_slope(points: list[tuple[float, float, Any]]) -> float | None:
+    """Theil-Sen slope (Sen 1968) over pairs of like points only (the same key): the median of
+    (y_j - y_i) / (x_j - x_i). A constant factor between kinds of layer (an attention block's q and v
+    projections) cancels in every pair. Without like pairs, all pairs. Subsampled past 200 points."""
+    step = max(1, len(points) // 200)
+    points = points[::step]
+    like, every = [], []
+    for i, (x_i, y_i, key_i) in enumerate(points):
+        for x_j, y_j, key_j in points[i + 1 :]:
+            if x_j == x_i:
+                continue
+            slope = (y_j - y_i) / (x_j - x_i)
+            every.append(slope)
+            if key_i == key_j:
+                like.append(slope)
+    slopes = like or every
+    return statistics.median(slopes) if slopes else None
+
+
+def depth_profile(
+    layers: list[LayerStats], thresholds: Thresholds, hooked: bool = True, blocks: int | None = None
+) -> DepthProfile:
+    """The depth trend, read along the network's own path: the layers in the order the forward pass ran them,
+    like with like by what each does (like_keys), never by module names or nesting (issue 22).
+
+    The trend layers are the most frequent type of weight-matrix layer (ties: more parameters), the head
+    (the last candidate, whose output gradient is dL/dlogits) left out. The per-layer slope of log b is the
+    median over pairs of like layers on the same path from the inputs (paired_slope): a BatchNorm's gradient
+    differs from its conv's by a constant factor, and attention's query/key projections get a tiny gradient
+    at initialization by design, so comparing unlike layers would read those factors as depth. D is that
+    slope over the trend's length, so one odd layer at an end does not decide the verdict."""
     signal = {layer.name: signal_of(layer, hooked) for layer in layers}
     candidates = [
         layer for layer in layers if layer.trainable and signal[layer.name] is not None and not layer.shared_with
@@ -320,53 +370,70 @@ def depth_profile(layers: list[LayerStats], thresholds: Thresholds, hooked: bool
     head = None
     if len(candidates) > 2:
         head = candidates.pop().name
-    role = _dominant(candidates, role_of)
-    role_members = [layer for layer in candidates if role_of(layer) == role]
-    if len(role_members) >= MIN_ROLE_REPEATS and len(candidates) >= thresholds.min_trend_layers:
-        trend, role_name = role_members, role[1]
-    else:
-        layer_type = _dominant(candidates, lambda layer: layer.type)
-        trend, role_name = [layer for layer in candidates if layer.type == layer_type], None
-        if len(trend) < thresholds.min_trend_layers:
-            return DepthProfile(
-                [layer.name for layer in trend], layer_type, None, None, None, [], None, head=head, hooked=hooked
-            )
-    layer_type = trend[0].type
+    kinds = like_keys(candidates)
+    segments = _path_segments(candidates)
+    transforms = [layer for layer in candidates if _transforms(layer)]
+    pool = transforms if len(transforms) >= thresholds.min_trend_layers else candidates
+    layer_type = _dominant(pool, lambda layer: layer.type)
+    trend = [layer for layer in pool if layer.type == layer_type]
+    references = _references(candidates, signal, kinds)
     names = [layer.name for layer in trend]
-    references = {}
-    by_key: dict[Any, list[float]] = {}  # each role's and each type's signals, in depth order, in one walk
+    if len(trend) < thresholds.min_trend_layers:
+        return DepthProfile(names, layer_type, None, None, None, [], None, references, head, hooked, blocks, kinds)
+    backward = [signal[name] for name in names]
+    zero = [name for name in names if signal[name] == 0.0]
+    k = _end_count(len(trend))
+    reference = _median_positive(backward[-k:])
+    span = len(trend) - 1
+    slope = _trend_slope(trend, backward, kinds, segments)
+    decades = gain = None
+    if slope is not None and reference:
+        decades = -slope * span / math.log(10) + 0.0  # (+ 0.0: a flat trend reads 10^+0.0, not 10^-0.0)
+        gain = math.exp(-slope)
+    forward_decades = None
+    forward = [layer.forward_rms for layer in trend]
+    if all(f is not None and math.isfinite(f) for f in forward):
+        forward_slope = _trend_slope(trend, forward, kinds, segments)
+        if forward_slope is not None:
+            forward_decades = forward_slope * span / math.log(10) + 0.0
+    return DepthProfile(
+        names, layer_type, decades, gain, forward_decades, zero, reference, references, head, hooked, blocks, kinds
+    )
+
+
+def _trend_slope(
+    trend: list[LayerStats], values: list[float], kinds: dict[str, tuple], segments: dict[str, int]
+) -> float | None:
+    """The paired slope of log(value) per trend layer, over the layers with a positive finite value."""
+    points = [
+        (float(i), math.log(value), (kinds[layer.name], segments[layer.name]))
+        for i, (layer, value) in enumerate(zip(trend, values, strict=True))
+        if value > 0 and math.isfinite(value)
+    ]
+    if len(points) < 2:
+        return None
+    slope = paired_slope(points)
+    if slope is None:
+        return None
+    # Pairs across paths only where no like pair lies on one path (paired_slope's fallback reads every pair).
+    return slope
+
+
+def _references(candidates: list[LayerStats], signal: dict[str, float | None], kinds: dict[str, tuple]) -> dict:
+    """The output end (median of the last few) of each kind of layer seen twice or more, and of each type."""
+    by_key: dict[Any, list[float]] = {}
     for layer in candidates:
-        by_key.setdefault(role_of(layer), []).append(signal[layer.name])
+        by_key.setdefault(kinds[layer.name], []).append(signal[layer.name])
     for layer in candidates:
         by_key.setdefault(layer.type, []).append(signal[layer.name])
+    references = {}
     for key, members in by_key.items():
         if isinstance(key, tuple) and len(members) < 2:
-            continue  # a role seen once has no output end of its own: its type's is used
+            continue  # a kind seen once has no output end of its own: its type's is used
         reference_of_key = _median_positive(members[-_end_count(len(members)) :])
         if reference_of_key:
             references[key] = reference_of_key
-    backward = [signal[layer.name] for layer in trend]
-    zero = [layer.name for layer in trend if signal[layer.name] == 0.0]
-    k = _end_count(len(trend))
-    positive = [(i, b) for i, b in enumerate(backward) if b > 0 and math.isfinite(b)]
-    reference = _median_positive(backward[-k:])
-    decades = None
-    if positive and reference:
-        first = _median_positive([b for _, b in positive[:k]])
-        decades = math.log10(first / reference)
-    gain = None
-    if len(positive) >= 2:
-        slope = theil_sen_slope([float(i) for i, _ in positive], [math.log(b) for _, b in positive])
-        gain = math.exp(-slope)
-    forward = [layer.forward_rms for layer in trend]
-    forward_decades = None
-    if all(f is not None and math.isfinite(f) for f in forward):
-        start, end = _median_positive(forward[:k]), _median_positive(forward[-k:])
-        if start and end:
-            forward_decades = math.log10(end / start)
-    return DepthProfile(
-        names, layer_type, decades, gain, forward_decades, zero, reference, references, head, hooked, role_name
-    )
+    return references
 
 
 def _end_count(count: int) -> int:
@@ -389,14 +456,15 @@ def _median_positive(values: list[float]) -> float | None:
 
 def _ratios(layers: list[LayerStats], profile: DepthProfile) -> dict[str, float]:
     """Each layer's backward signal over the output end's, like with like: against the last layers of its
-    own role, else of its own type (a BatchNorm against BatchNorms), else against the trend's end."""
+    own kind (like_keys), else of its own type (a BatchNorm against BatchNorms), else the trend's end."""
     if not profile.reference:
         return {}
     ratios = {}
     for layer in layers:
         value = signal_of(layer, profile.hooked)
         if value is not None and math.isfinite(value):
-            reference = profile.references.get(role_of(layer)) or profile.references.get(layer.type)
+            kind = profile.kinds.get(layer.name)
+            reference = (kind and profile.references.get(kind)) or profile.references.get(layer.type)
             ratios[layer.name] = value / (reference or profile.reference)
     return ratios
 
@@ -459,6 +527,8 @@ def _nonfinite_findings(result: ProbeResult) -> list[Finding]:
             origin_input_min=_round(min((low for low, _ in origin.input_ranges), default=None)),
             origin_input_max=_round(max((high for _, high in origin.input_ranges), default=None)),
             passed_on=len(origin.passed_on),
+            origin_op=origin.op.name if origin.op else None,
+            origin_domain=origin.op.domain if origin.op else None,
         )
     elif forward_origin:
         where = f"the forward pass first produced NaN/Inf at {forward_origin}"
@@ -478,8 +548,13 @@ def _origin_text(origin: NonfiniteOrigin) -> str:
     if origin.passed_on:
         shown = ", ".join(origin.passed_on[:3]) + (", ..." if len(origin.passed_on) > 3 else "")
         passed = f"; {len(origin.passed_on)} module(s) only passed it on ({shown})"
+    made = ""
+    # The op inside that module's code (nonfinite.py), where it says more than the module: one with a domain, or
+    # one the user's code called (not the F.linear inside an nn.Linear of gradcheck's demo).
+    if origin.op is not None and (origin.op.domain is not None or origin.op.location is not None):
+        made = f"; made by {origin.op.detail}" + (f" at {origin.op.location}" if origin.op.location else "")
     if origin.module is None:
-        return f"it first appears in the loss ({origin.detail}){inputs}{passed}"
+        return f"it first appears in the loss ({origin.detail}){made}{inputs}{passed}"
     stage = (
         "forward pass"
         if origin.stage == "forward"
@@ -487,7 +562,7 @@ def _origin_text(origin: NonfiniteOrigin) -> str:
         if origin.stage == "backward"
         else origin.stage
     )
-    return f"it first appears in the {stage} at {origin.module} ({origin.type}): {origin.detail}{inputs}{passed}"
+    return f"it first appears in the {stage} at {origin.module} ({origin.type}): {origin.detail}{made}{inputs}{passed}"
 
 
 def _severity(magnitude: float, thresholds: Thresholds) -> Severity | None:
@@ -499,7 +574,11 @@ def _severity(magnitude: float, thresholds: Thresholds) -> Severity | None:
 
 
 def _depth_findings(
-    profile: DepthProfile, ratios: dict[str, float], thresholds: Thresholds, order: list[str], residual: bool | None
+    profile: DepthProfile,
+    ratios: dict[str, float],
+    thresholds: Thresholds,
+    order: list[str],
+    structure: ModelStructure,
 ) -> list[Finding]:
     if profile.decades is None:
         return []
@@ -507,17 +586,18 @@ def _depth_findings(
     evidence: dict[str, Any] = {
         "decades": round(decades, 3),
         "gain_per_layer": _round(profile.gain_per_layer),
+        "gain_per_block": _round(profile.gain_per_block),
+        "blocks": profile.blocks,
         "depth_scale_layers": _round(profile.depth_scale),
         "forward_decades": _round(profile.forward_decades),
         "trend_layers": len(profile.layers),
         "trend_layer_type": profile.layer_type,
-        "trend_role": profile.role,
         "signal": "backward" if profile.hooked else "weight_grad_norm",
         "zero_layers": len(profile.zero_layers),
         "first_layer": profile.layers[0],
         "last_layer": profile.layers[-1],
     }
-    # Layers of every type are listed by their own-type ratio; the head stays out, as from the trend.
+    # Layers of every type are listed by their own-kind ratio; the head stays out, as from the trend.
     listed = [n for n in order if n in ratios and n != profile.head]
     unhooked = "" if profile.hooked else UNHOOKED_NOTE
     # Exactly-zero gradients at the input end below a decaying trend are the limit of vanishing
@@ -531,8 +611,11 @@ def _depth_findings(
     if vanishing_severity:
         layers = [n for n in listed if ratios[n] <= 10**-thresholds.decades_warning]
         zero = f" (exactly zero, underflowed, at {len(profile.zero_layers)} layer(s))" if profile.zero_layers else ""
+        lead = (
+            "Vanishing gradients" if vanishing_severity is Severity.ERROR else "The gradient weakens toward the input"
+        )
         message = (
-            f"Vanishing gradients: the backward signal at the input end is {_decades_text(decades)} of that "
+            f"{lead}: the backward signal at the input end is {_decades_text(decades)} of that "
             f"near the loss{zero}; each layer passes on x{_fmt(profile.gain_per_layer)} of it."
         )
         if forward is not None and forward <= -thresholds.forward_decades_error:
@@ -541,24 +624,20 @@ def _depth_findings(
         findings.append(
             Finding(FindingKind.VANISHING_GRADIENT, vanishing_severity, layers, message + unhooked, dict(evidence))
         )
-    exploding_severity = _severity(decades, thresholds) if decades > 0 else None
-    residual_growth = residual is True and (profile.gain_per_layer or 0.0) < RESIDUAL_GROWTH_GAIN
-    if exploding_severity and residual_growth:
-        exploding_severity = Severity.WARNING
+    growth = _normalized_growth(profile, thresholds, structure, evidence) if decades > 0 else None
+    exploding_severity = _severity(decades, thresholds) if decades > 0 and growth is None else None
+    if growth is not None:
+        findings.append(growth)
     if exploding_severity:
         layers = [n for n in listed if ratios[n] >= 10**thresholds.decades_warning]
+        lead = "Exploding gradients" if exploding_severity is Severity.ERROR else "The gradient grows toward the input"
         message = (
-            f"Exploding gradients: the backward signal at the input end is {_decades_text(decades)} of that "
+            f"{lead}: the backward signal at the input end is {_decades_text(decades)} of that "
             f"near the loss; each layer multiplies it by x{_fmt(profile.gain_per_layer)}."
         )
         if forward is not None and forward >= thresholds.forward_decades_error:
             message += f" The forward activations grow too ({_decades_text(forward)} from input to output)."
             forward_counted = True
-        if residual_growth:
-            message += (
-                " The model has skip connections and grows slowly per block: the residual stream adds each "
-                "branch's variance, so this is a warning (warm-up or zero-initialized branches remove it)."
-            )
         findings.append(
             Finding(FindingKind.EXPLODING_GRADIENT, exploding_severity, layers, message + unhooked, dict(evidence))
         )
@@ -568,6 +647,43 @@ def _depth_findings(
         message = f"The forward activations {verb} with depth: RMS at the output end is {_decades_text(forward)} of the input end."
         findings.append(Finding(kind, Severity.ERROR, [profile.layers[-1]], message, dict(evidence)))
     return findings
+
+
+def _normalized_growth(
+    profile: DepthProfile, thresholds: Thresholds, structure: ModelStructure, evidence: dict[str, Any]
+) -> Finding | None:
+    """Growth toward the input that normalization explains (NORMALIZED_GROWTH_PER_LAYER, SKIP_GROWTH_PER_BLOCK):
+    the model normalizes, its forward signal stays flat, and the gradient grows no faster per block (per layer
+    without skips) than normalized layers make it. A note; a warning from DECADES_ERROR on."""
+    decades = profile.decades
+    if decades is None or decades < thresholds.decades_warning or not structure.normalized:
+        return None
+    forward = profile.forward_decades
+    if forward is not None and abs(forward) >= thresholds.forward_decades_error / 2:
+        return None  # normalization keeps the forward signal flat; a drifting one is not its doing
+    if profile.gain_per_block is not None:
+        rate, unit, tolerance = profile.gain_per_block, "block", SKIP_GROWTH_PER_BLOCK
+        usual = "usual for normalized nets with skips (BatchNorm ResNets: about x1.3 per block; Inception: x1.75)"
+    elif structure.residual is not True and profile.gain_per_layer is not None and decades < thresholds.decades_error:
+        # Without skips the growth compounds over every layer: past DECADES_ERROR a deep BN net without skips
+        # is untrainable (Yang et al. 2019), whatever its rate per layer.
+        rate, unit, tolerance = profile.gain_per_layer, "layer", NORMALIZED_GROWTH_PER_LAYER
+        usual = "usual for BatchNorm nets, about x1.21 per layer (Yang et al. 2019)"
+    else:
+        return None
+    if rate > tolerance:
+        return None
+    severity = Severity.WARNING if decades >= thresholds.decades_error else Severity.INFO
+    count = profile.blocks if unit == "block" else len(profile.layers)
+    message = (
+        f"The gradient grows x{rate:.3g} per {unit} toward the input ({_decades_text(decades)} over {count} "
+        f"{unit}s), with the forward signal kept flat by normalization: {usual}."
+    )
+    if severity is Severity.WARNING:
+        message += " The layers near the input take larger steps at first: watch the first steps (a short lr warm-up)."
+    return Finding(
+        FindingKind.NORMALIZED_GROWTH, severity, [], message, {**evidence, "tolerance_per_" + unit: tolerance}
+    )
 
 
 def _relative_grad_findings(layers: list[LayerStats], thresholds: Thresholds) -> list[Finding]:
@@ -622,11 +738,37 @@ def time_profile(series: RecurrentStats) -> TimeProfile | None:
         gain_per_step=math.exp(-slope),
         zero_steps=sum(1 for b in steps if b == 0.0),
         ratio_to_last=[b / steps[-1] for b in steps],
+        stack=series.stack,
     )
+
+
+def time_profiles_of(series: list[RecurrentStats]) -> list[TimeProfile]:
+    """Each recurrent module's profile, in the order measured. A stacked module's layers are each judged on their
+    own (issue 22): its profile is its steepest layer's (exact zeros first, then the largest |decades|), one for the
+    layers whose gradient shrinks toward the first step and one for those where it grows, if both occur."""
+    groups: dict[tuple[str, bool], list[TimeProfile]] = {}
+    for profile in filter(None, map(time_profile, series)):
+        key = (profile.stack, _shrinks(profile)) if profile.stack is not None else (profile.name, False)
+        groups.setdefault(key, []).append(profile)
+    profiles = []
+    for members in groups.values():
+        steepest = max(members, key=lambda p: (p.zero_steps > 0, abs(p.decades)))
+        if steepest.stack is not None:
+            steepest = replace(steepest, layer_decades={p.name: p.decades for p in members})
+        profiles.append(steepest)
+    return profiles
+
+
+def _shrinks(profile: TimeProfile) -> bool:
+    return profile.decades < 0 or profile.zero_steps > 0
 
 
 def _time_findings(profiles: list[TimeProfile], thresholds: Thresholds) -> list[Finding]:
     findings = []
+    stack_sizes: dict[str, int] = {}
+    for profile in profiles:
+        if profile.stack is not None:
+            stack_sizes[profile.stack] = stack_sizes.get(profile.stack, 0) + len(profile.layer_decades)
     for profile in profiles:
         evidence = {
             "module": profile.name,
@@ -636,7 +778,7 @@ def _time_findings(profiles: list[TimeProfile], thresholds: Thresholds) -> list[
             "gain_per_step": _round(profile.gain_per_step),
             "zero_steps": profile.zero_steps,
         }
-        if profile.decades < 0 or profile.zero_steps:
+        if _shrinks(profile):
             severity = Severity.ERROR if profile.zero_steps else _severity(-profile.decades, thresholds)
             kind, what = FindingKind.VANISHING_THROUGH_TIME, "vanishes"
         else:
@@ -644,24 +786,42 @@ def _time_findings(profiles: list[TimeProfile], thresholds: Thresholds) -> list[
             kind, what = FindingKind.EXPLODING_THROUGH_TIME, "explodes"
         if severity is None:
             continue
+        if profile.stack is None:
+            message = (
+                f"The gradient through time {what} in {profile.name} ({profile.type}): the gradient reaching the first "
+                f"of {profile.steps} steps is {_decades_text(profile.decades)} of that at the last step "
+                f"(x{_fmt(profile.gain_per_step)} per step)."
+            )
+            findings.append(Finding(kind, severity, [profile.name], message, evidence))
+            continue
+        # A stack's layers past the warning line, each judged alone under its stack's output gradient (recurrent.py).
+        layers = [name for name, d in profile.layer_decades.items() if abs(d) >= thresholds.decades_warning]
+        layers = layers or [profile.name]  # (exact zeros at the first steps make the steepest layer one)
+        shown = [profile.layer_decades[name] for name in layers]
+        spread = _decades_text(max(shown, key=abs))
+        if len(shown) > 1:
+            spread = f"{_decades_text(min(shown, key=abs))} to {spread}"
         message = (
-            f"The gradient through time {what} in {profile.name} ({profile.type}): the gradient reaching the first "
-            f"of {profile.steps} steps is {_decades_text(profile.decades)} of that at the last step "
-            f"(x{_fmt(profile.gain_per_step)} per step)."
+            f"The gradient through time {what} in {len(layers)} of the {stack_sizes[profile.stack]} layers of "
+            f"{profile.stack} ({profile.type}), each followed alone from the stack's output: the gradient reaching the "
+            f"first of {profile.steps} steps is {spread} of that at the last (steepest {profile.name}, "
+            f"x{_fmt(profile.gain_per_step)} per step)."
         )
-        findings.append(Finding(kind, severity, [profile.name], message, evidence))
+        evidence.update(stack=profile.stack, stack_layers=stack_sizes[profile.stack], layers_over=len(layers))
+        findings.append(Finding(kind, severity, layers, message, evidence))
     return findings
 
 
 def _zero_gradient_findings(layers: list[LayerStats], profile: DepthProfile) -> list[Finding]:
-    """Layers that cannot learn: exactly zero gradient not explained by a vanishing trend, or none at all."""
+    """Layers that cannot learn: exactly zero gradient not explained by a vanishing trend, or none at all, in
+    every pass. A layer that got a gradient in another pass than the first is not one: its loss depends on the
+    batch (an SSD's hard-negative mining leaves the anchors of its coarsest map without a loss in some batches)."""
     explained = set(profile.zero_layers) if profile.decades is not None and profile.decades <= 0 else set()
-    zero = [
-        layer.name
-        for layer in layers
-        if layer.trainable and layer.grad_norm == 0.0 and layer.name not in explained and not layer.shared_with
+    never = [
+        layer for layer in layers if layer.trainable and not layer.shared_with and not layer.grad_nonzero_in_a_pass
     ]
-    missing = [layer for layer in layers if layer.trainable and layer.grad_norm is None and not layer.shared_with]
+    zero = [layer.name for layer in never if layer.grad_norm == 0.0 and layer.name not in explained]
+    missing = [layer for layer in never if layer.grad_norm is None]
     findings = []
     if zero:
         message = f"{len(zero)} layer(s) get a gradient of exactly zero, so they cannot learn: {', '.join(zero[:5])}."
@@ -713,8 +873,8 @@ def _statuses(
             status = LayerStatus.NONFINITE
         elif layer.grad_norm is None and not layer.shared_with:
             status = LayerStatus.NO_GRAD
-        elif layer.grad_norm == 0.0 or layer.backward == 0.0:
-            status = LayerStatus.ZERO
+        elif (layer.grad_norm == 0.0 or layer.backward == 0.0) and not layer.grad_nonzero_in_a_pass:
+            status = LayerStatus.ZERO  # (zero in the first pass only is the batch's doing: see _zero_gradient_findings)
         else:
             status = from_findings.get(layer.name, LayerStatus.OK)
         statuses[layer.name] = status
@@ -726,13 +886,18 @@ def _finding_status(
 ) -> LayerStatus:
     """How badly one finding touches one of its layers: past the error line, or only the warning line."""
     kind = finding.kind
-    if kind is FindingKind.VANISHING_GRADIENT and ratio is not None:
-        return LayerStatus.VANISHING if ratio <= 10**-thresholds.decades_error else LayerStatus.WEAK
-    if kind is FindingKind.EXPLODING_GRADIENT and ratio is not None:
-        return LayerStatus.EXPLODING if ratio >= 10**thresholds.decades_error else LayerStatus.HIGH
-    if kind is FindingKind.LARGE_RELATIVE_GRADIENT and layer is not None and layer.relative_grad is not None:
-        return LayerStatus.EXPLODING if layer.relative_grad >= thresholds.relative_grad_error else LayerStatus.HIGH
+    # A status word is never stronger than its finding: "exploding" rows only under an error (issue 22).
     error = finding.severity is Severity.ERROR
+    if kind is FindingKind.VANISHING_GRADIENT and ratio is not None:
+        return LayerStatus.VANISHING if error and ratio <= 10**-thresholds.decades_error else LayerStatus.WEAK
+    if kind is FindingKind.EXPLODING_GRADIENT and ratio is not None:
+        return LayerStatus.EXPLODING if error and ratio >= 10**thresholds.decades_error else LayerStatus.HIGH
+    if kind is FindingKind.LARGE_RELATIVE_GRADIENT and layer is not None and layer.relative_grad is not None:
+        return (
+            LayerStatus.EXPLODING
+            if error and layer.relative_grad >= thresholds.relative_grad_error
+            else LayerStatus.HIGH
+        )
     if kind is FindingKind.VANISHING_THROUGH_TIME:
         return LayerStatus.VANISHING if error else LayerStatus.WEAK
     if kind is FindingKind.EXPLODING_THROUGH_TIME:

@@ -6,13 +6,14 @@ does not fit the model (an LSTM for a CNN, BatchNorm for a net that is already n
 
 from __future__ import annotations
 
+import ast
 import math
 import statistics
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from gradcheck_cli.choices import FindingKind, FixId
-from gradcheck_cli.stats import LayerStats, ProbeResult
+from gradcheck_cli.stats import LayerStats, NonfiniteOp, ProbeResult
 
 if TYPE_CHECKING:
     from gradcheck_cli.diagnosis import DepthProfile
@@ -85,11 +86,12 @@ class FixContext:
         return sum(v for k, v in acts.items() if k in RELU_FAMILY) > sum(acts.values()) / 2
 
     def weight_scale(self) -> tuple[float, int] | None:
-        """Median std * sqrt(fan_in) over the layers with weight matrices, and how many there are."""
+        """Median std * sqrt(fan_in) over the layers with weight matrices, and how many there are. A weight at
+        exactly zero is a zero-initialized design's (Fixup's last conv, a zero head), not a scale: left out."""
         scales = [
             layer.weight_std * math.sqrt(layer.fan_in)
             for layer in self.result.layers
-            if layer.weight_std is not None and layer.fan_in and layer.type in ("Linear", "Conv1d", "Conv2d", "Conv3d")
+            if layer.weight_std and layer.fan_in and layer.type in ("Linear", "Conv1d", "Conv2d", "Conv3d")
         ]
         return (statistics.median(scales), len(scales)) if scales else None
 
@@ -121,13 +123,17 @@ class FixContext:
 def fixes_for(kind: FindingKind, evidence: dict[str, Any], context: FixContext) -> list[Fix]:
     """The fixes for one finding, in order of how much the measurements support them."""
     if kind in (FindingKind.VANISHING_GRADIENT, FindingKind.VANISHING_ACTIVATION):
-        candidates = [_relu, _init_vanishing, _batchnorm, _residual]
+        candidates = [_relu, _init_vanishing, _batchnorm, _residual, _recurrent_residual]
     elif kind in (FindingKind.EXPLODING_GRADIENT, FindingKind.EXPLODING_ACTIVATION):
         candidates = [_residual_for_normalized, _zero_init_branches, _init_exploding, _clipping, _learning_rate]
+    elif kind is FindingKind.NORMALIZED_GROWTH:
+        candidates = [_zero_init_branches]  # growth normalization explains: branches that start as the identity
     elif kind is FindingKind.LARGE_RELATIVE_GRADIENT:
         candidates = [_init_exploding, _learning_rate, _clipping]
     elif kind is FindingKind.NONFINITE:
-        candidates = [_clipping, _init_exploding]
+        # An op outside its domain (a log of negatives, a division by 0) is cured where it is made: clipping bounds
+        # the gradient's norm, and the init does not move a domain (issue 22).
+        candidates = [_safe_op] if domain_op(context.result) else [_clipping, _init_exploding]
     elif kind is FindingKind.VANISHING_THROUGH_TIME:
         candidates = [_lstm, _forget_bias]
     elif kind is FindingKind.EXPLODING_THROUGH_TIME:
@@ -164,6 +170,8 @@ def _relu(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
 
 
 def _init_vanishing(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    if recurrent_trend(context):
+        return None  # the scale of Linear and Conv weights beside a recurrent stack is not what its trend crosses
     measured = context.weight_scale()
     if measured is None:
         return None
@@ -268,9 +276,9 @@ def _residual_for_normalized(context: FixContext, evidence: dict[str, Any]) -> F
 
 
 def _zero_init_branches(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
-    if context.result.structure.residual is not True:
-        return None
-    gain = evidence.get("gain_per_layer")
+    if not context.result.structure.additive_skips:
+        return None  # no x + f(x) to start at the identity (none, or concatenations only)
+    gain = evidence.get("gain_per_block")
     measured = f" (x{gain:.3g} per block here)" if gain else ""
     return Fix(
         FixId.INIT.value,
@@ -403,6 +411,50 @@ def _recurrent_orthogonal(context: FixContext, evidence: dict[str, Any]) -> Fix 
     )
 
 
+# Recurrent layer types whose stacks the depth trend can run through (a stacked module is measured per layer).
+RECURRENT_TYPES = ("LSTM", "GRU", "RNN")
+
+
+def recurrent_trend(context: FixContext) -> str | None:
+    """The recurrent type ("LSTM") when the depth trend runs through recurrent layers only: the layers of a stacked
+    nn.LSTM/GRU/RNN (measured one by one) or single-layer modules in series. Read off the layers' types."""
+    trend = set(context.profile.layers)
+    types = {layer.type for layer in context.result.layers if layer.name in trend}
+    return types.pop() if len(trend) >= 2 and len(types) == 1 and types <= set(RECURRENT_TYPES) else None
+
+
+def _recurrent_residual(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    kind = recurrent_trend(context)
+    if kind is None or context.result.structure.residual:
+        return None
+    decades = evidence.get("decades")
+    gain = evidence.get("gain_per_layer")
+    measured = f" reaches the first at 10^{decades:+.1f} of the last" if decades is not None else " weakens"
+    per_layer = f" (x{gain:.3g} per layer)" if gain else ""
+    return Fix(
+        FixId.RESIDUAL.value,
+        "Add residual connections between the stacked recurrent layers",
+        f"The gradient crosses {context.depth} {kind} layers in series and{measured}{per_layer}: each layer passes "
+        "on only part of it to the layer below, through its gates and at every step. A residual connection around "
+        "each layer after the first (x + layer(x)) gives it a path around every layer; GNMT's stacks train well "
+        "with them where plain stacks train well to about 4 layers and poorly beyond 8 (Wu et al. 2016, "
+        "section 3.1). nn.LSTM(num_layers=L) has none: build the stack from single layers.",
+        "class ResidualStack(nn.Module):\n"
+        "    def __init__(self, input_size, hidden_size, num_layers):\n"
+        "        super().__init__()\n"
+        "        self.layers = nn.ModuleList(\n"
+        f"            nn.{kind}(input_size if i == 0 else hidden_size, hidden_size, batch_first=True)\n"
+        "            for i in range(num_layers)\n"
+        "        )\n"
+        "    def forward(self, x):\n"
+        "        for i, layer in enumerate(self.layers):\n"
+        "            out, _ = layer(x)\n"
+        "            x = out if i == 0 else x + out  # from the second layer on (Wu et al. 2016)\n"
+        "        return x",
+        {"scheme": "between_recurrent_layers"},
+    )
+
+
 def _loss_scaling(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
     fp16 = context.result.amp == "float16"
     # fp16 passes found a scale that kept every gradient finite: GradScaler can start there. Otherwise
@@ -439,3 +491,252 @@ def _loss_scaling(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
 
 def _percent(share: float) -> str:
     return f"{100 * share:.3g}%"
+
+
+# --- safe_op: an op kept inside its domain (issue 22)
+
+# The eps of a safe op, by dtype: 1/eps must stay finite (float16 holds up to 65504), and 1 - eps must differ
+# from 1 for acos and asin (float16 keeps 11 bits, so 1 - 1e-3 holds; bfloat16 keeps 8, so 1 - 1e-2).
+SAFE_OP_EPS = {"float16": 1e-3, "bfloat16": 1e-2}
+SAFE_OP_DEFAULT_EPS = 1e-6
+# exp clamped below the largest x whose exp is finite (88.7 in float32 and bfloat16, 709.8 in float64, 11.1
+# in float16), with room left for a sum of such values.
+EXP_CLAMP = {"float16": 10.0, "float64": 700.0}
+EXP_CLAMP_DEFAULT = 80.0
+
+# Why each domain gives NaN/Inf.
+_DOMAIN_WHY = {
+    "log": "The logarithm is defined for x > 0: a negative x gives NaN and 0 gives -Inf",
+    "log1p": "log1p(x), the logarithm of 1 + x, is defined for x > -1: below it gives NaN, and -1 gives -Inf",
+    "sqrt": "The square root is defined for x >= 0, and its slope 1/(2 sqrt(x)) is infinite at 0",
+    "rsqrt": "The reciprocal square root is defined for x > 0: 0 gives Inf and a negative x NaN",
+    "division": "A division by 0 gives Inf (0/0 gives NaN), and one by a tiny divisor overflows",
+    "pow": "A fractional power of a negative number is NaN, 0 to a negative power is Inf, and a power below 1 "
+    "has an infinite slope at 0",
+    "acos": "The arccosine is defined on [-1, 1], and its slope is infinite at -1 and 1",
+    "asin": "The arcsine is defined on [-1, 1], and its slope is infinite at -1 and 1",
+    "atanh": "The inverse hyperbolic tangent is defined on (-1, 1): -1 and 1 give Inf",
+    "exp": "The exponential overflows to Inf above the log of the largest number the dtype holds",
+}
+# The names a call of each domain's ops can have in the code (torch.log(x), x.log(), x.log_()).
+_DOMAIN_CALLS = {
+    "log": {"log", "log2", "log10"},
+    "log1p": {"log1p"},
+    "sqrt": {"sqrt"},
+    "rsqrt": {"rsqrt"},
+    "division": {"div", "divide", "true_divide", "floor_divide", "reciprocal"},
+    "pow": {"pow", "float_power"},
+    "acos": {"acos", "arccos"},
+    "asin": {"asin", "arcsin"},
+    "atanh": {"atanh", "arctanh"},
+    "exp": {"exp", "expm1"},
+}
+
+
+def domain_op(result: ProbeResult) -> NonfiniteOp | None:
+    """The op outside its domain that made the first NaN/Inf, when the watched pass found one."""
+    origin = result.nonfinite_origin
+    op = origin.op if origin is not None else None
+    return op if op is not None and op.domain is not None else None
+
+
+def _safe_op(context: FixContext, evidence: dict[str, Any]) -> Fix | None:
+    op = domain_op(context.result)
+    if op is None:
+        return None
+    eps = SAFE_OP_EPS.get(op.dtype, SAFE_OP_DEFAULT_EPS)
+    limit = EXP_CLAMP.get(op.dtype, EXP_CLAMP_DEFAULT)
+    bound = _number(limit) if op.domain == "exp" else _number(eps)
+    rewritten = _rewrite(op, bound)
+    original, operand, safe = rewritten or _placeholder(op, bound)
+    at = op.location or "in the loss"
+    if rewritten is not None:
+        lines = [f"# {at} ({op.detail}):", safe]
+    else:
+        called = f", in {' '.join(op.source.split())}" if op.source else ""  # a call spread over lines, on one
+        role = {"division": "the divisor", "pow": "the base"}.get(op.domain, f"the input of {op.name}")
+        lines = [f"# {at}{called}: {op.detail}; {operand} stands for {role}:", f"{safe}  # instead of {original}"]
+    lines += [f"# {line}" for line in _alternatives(op, operand, bound)]
+    lead = f"At {op.location}, " if op.location else "In the loss, "
+    stage = ", in the backward pass" if op.singular else ""
+    detail = (
+        f"{lead}{op.detail} made the first NaN/Inf{stage}. {_DOMAIN_WHY[op.domain]}. {_remedy(op, eps, limit)}. "
+        "The NaN comes from the values this op was given, not from the size of a step: clipping the gradient, "
+        "the init or a lower learning rate does not remove it."
+    )
+    params: dict[str, Any] = {"op": op.name, "domain": op.domain}
+    params.update({"max": limit} if op.domain == "exp" else {"eps": eps})
+    if rewritten is not None:
+        params["replaces"] = original  # the call as written at op.location, which the code's line replaces
+    return Fix(FixId.SAFE_OP.value, _safe_title(op, bound), detail, "\n".join(lines), params)
+
+
+def _safe_title(op: NonfiniteOp, bound: str) -> str:
+    if op.domain in ("log", "sqrt", "rsqrt"):
+        return f"Keep the input of {op.name} positive (clamp it at {bound})"
+    if op.domain == "log1p":
+        return f"Keep the input of {op.name} above -1 (clamp it at -1 + {bound})"
+    if op.domain == "division":
+        return f"Keep the divisor away from 0 (clamp it at {bound}, or -{bound} for a negative one)"
+    if op.domain == "pow":
+        return f"Keep the base of {op.name} positive (clamp it at {bound})"
+    if op.domain == "exp":
+        return f"Keep {op.name} from overflowing (clamp its input at {bound}, or use logsumexp / softmax)"
+    return f"Keep the input of {op.name} inside (-1, 1) (clamp it to +-(1 - {bound}))"
+
+
+def _remedy(op: NonfiniteOp, eps: float, limit: float) -> str:
+    shown = _number(eps)
+    if op.domain in ("log", "log1p"):
+        return f"Clamped at eps = {shown}, the output stays finite and its slope below {1 / eps:.3g}"
+    if op.domain in ("sqrt", "rsqrt"):
+        slope = 0.5 / eps**0.5 if op.domain == "sqrt" else 0.5 / eps**1.5  # |d/dx| of x^(1/2), x^(-1/2) at eps
+        return f"Clamped at eps = {shown}, the output and its slope stay finite (the slope below {slope:.3g})"
+    if op.domain == "division":
+        return f"A divisor kept at least eps = {shown} away from 0 bounds the quotient by |numerator| / {shown}"
+    if op.domain == "pow":
+        return f"Clamped at eps = {shown}, the base is positive: the power and its slope are finite"
+    if op.domain == "exp":
+        return f"Clamped at {_number(limit)}, the exponential stays below {math.exp(limit):.3g}"
+    slope = 1 / math.sqrt(1 - (1 - eps) ** 2)
+    return f"Clamped to +-(1 - {shown}), the output stays finite and its slope below {slope:.3g}"
+
+
+def _rewrite(op: NonfiniteOp, bound: str) -> tuple[str, str, str] | None:
+    """(the op's call as written, its operand, the call with the operand kept in the domain), when the
+    code that called it parses and holds a call of that op."""
+    if not op.source or op.domain not in _DOMAIN_CALLS:
+        return None
+    tree = None
+    for mode in ("eval", "exec"):  # the call itself (Python 3.11+), else the whole line
+        try:
+            tree = ast.parse(op.source, mode=mode)
+            break
+        except SyntaxError:
+            continue
+    if tree is None:
+        return None
+    for node in ast.walk(tree):  # outermost first
+        operand = _domain_operand(node, op.domain)
+        if operand is None or _is_number(operand):
+            continue  # a number cannot be clamped: the code below says what to change
+        start, end = _span(op.source, node), _span(op.source, operand)
+        if start is None or end is None:
+            return None
+        text = op.source[end[0] : end[1]]
+        receiver = _receiver(text, operand)
+        arguments = [*node.args, *(k.value for k in node.keywords)] if isinstance(node, ast.Call) else []
+        if operand not in arguments and op.source[end[0] - 1 : end[0]] == "(" and op.source[end[1] : end[1] + 1] == ")":
+            end = (end[0] - 1, end[1] + 1)  # its own parentheses, as in (x - y) ** 0.5: replaced with it
+            text = receiver = op.source[end[0] : end[1]]
+        safe = _safe_operand(op, text, receiver, bound)
+        return op.source[start[0] : start[1]], text, op.source[start[0] : end[0]] + safe + op.source[end[1] : start[1]]
+    return None
+
+
+def _domain_operand(node: ast.AST, domain: str) -> ast.expr | None:
+    """In a call of an op of ``domain``, the operand that can leave it (a division's divisor, a power's base)."""
+    if isinstance(node, ast.BinOp):
+        if domain == "division" and isinstance(node.op, (ast.Div, ast.FloorDiv)):
+            return node.right
+        if domain == "pow" and isinstance(node.op, ast.Pow):
+            return node.left
+        return None
+    if not isinstance(node, ast.Call):
+        return None
+    func = node.func
+    called = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+    called = called.removesuffix("_")  # in place: x.log_()
+    if called not in _DOMAIN_CALLS[domain]:
+        return None
+    method_of = func.value if isinstance(func, ast.Attribute) else None
+    binary = domain in ("division", "pow") and called != "reciprocal"
+    # torch.div(a, b) has both operands as arguments; a.div(b) has its first as the receiver.
+    if len(node.args) >= (2 if binary else 1):
+        return node.args[1] if domain == "division" and binary else node.args[0]
+    if method_of is None:
+        return None
+    if domain == "division" and binary:
+        return node.args[0] if node.args else next((k.value for k in node.keywords if k.arg == "other"), None)
+    return method_of
+
+
+def _is_number(node: ast.expr) -> bool:
+    if isinstance(node, ast.UnaryOp):
+        node = node.operand
+    return isinstance(node, ast.Constant) and isinstance(node.value, (int, float))
+
+
+def _span(source: str, node: ast.AST) -> tuple[int, int] | None:
+    """A node's (start, end) in ``source`` as character offsets (ast counts UTF-8 bytes within a line)."""
+    if getattr(node, "end_lineno", None) is None or getattr(node, "end_col_offset", None) is None:
+        return None
+    lines = source.splitlines(keepends=True)
+
+    def offset(lineno: int, column: int) -> int:
+        return sum(len(line) for line in lines[: lineno - 1]) + len(
+            lines[lineno - 1].encode()[:column].decode(errors="ignore")
+        )
+
+    return offset(node.lineno, node.col_offset), offset(node.end_lineno, node.end_col_offset)
+
+
+def _receiver(text: str, node: ast.expr | None) -> str:
+    """``text`` as it can be written before ``.clamp_min(...)``: parenthesized unless it binds tighter."""
+    if node is None or isinstance(node, (ast.Name, ast.Attribute, ast.Call, ast.Subscript)):
+        return text
+    return f"({text})"
+
+
+def _safe_operand(op: NonfiniteOp, text: str, receiver: str, bound: str) -> str:
+    if op.domain == "log1p":
+        return f"{receiver}.clamp_min(-1 + {bound})"
+    if op.domain == "division":
+        low, high = op.operand_range or (0.0, 0.0)
+        if low >= 0:
+            return f"{receiver}.clamp_min({bound})"
+        if high <= 0:
+            return f"{receiver}.clamp_max(-{bound})"
+        return f"torch.where({receiver} >= 0, {receiver}.clamp_min({bound}), {receiver}.clamp_max(-{bound}))"
+    if op.domain in ("acos", "asin", "atanh"):
+        return f"{receiver}.clamp(-1 + {bound}, 1 - {bound})"
+    if op.domain == "exp":
+        return f"{receiver}.clamp_max({bound})"
+    return f"{receiver}.clamp_min({bound})"  # log, sqrt, rsqrt, the base of pow
+
+
+def _placeholder(op: NonfiniteOp, bound: str) -> tuple[str, str, str]:
+    """(call, operand, safe call) with placeholder names, where the calling code is not at hand (or not Python
+    that parses on its own line: a call spread over lines, an op inside a built-in module)."""
+    if op.domain == "division":
+        return "a / b", "b", f"a / {_safe_operand(op, 'b', 'b', bound)}"
+    if op.domain == "pow":
+        power = f"{op.exponent:g}" if op.exponent is not None else "p"
+        return f"x ** {power}", "x", f"{_safe_operand(op, 'x', 'x', bound)} ** {power}"
+    return f"{op.name}(x)", "x", f"{op.name}({_safe_operand(op, 'x', 'x', bound)})"
+
+
+def _alternatives(op: NonfiniteOp, operand: str, bound: str) -> list[str]:
+    """Other safe forms, as comment lines: for a quantity positive by construction, a smooth one."""
+    receiver = operand if operand.isidentifier() or operand.endswith(")") else f"({operand})"
+    if op.domain == "log":
+        return [
+            "a learned scale or variance? positive by construction:",
+            f"{op.name}(torch.nn.functional.softplus({operand}) + {bound})",
+        ]
+    if op.domain == "sqrt":
+        return [f"{operand} >= 0 by construction (a squared norm)? {op.name}({operand} + {bound}) is smooth"]
+    if op.domain == "division":
+        return [f"a divisor >= 0 by construction (a count, a norm)? ({operand} + {bound}) works too"]
+    if op.domain == "pow":
+        power = f"{op.exponent:g}" if op.exponent is not None else "p"
+        return [f"to keep the sign: torch.sign({operand}) * {receiver}.abs().clamp_min({bound}) ** {power}"]
+    if op.domain == "exp":
+        return ["log(exp(x).sum(dim)) -> torch.logsumexp(x, dim)", "exp(x) / exp(x).sum(dim) -> torch.softmax(x, dim)"]
+    return []
+
+
+def _number(value: float) -> str:
+    """1e-06 as 1e-6, 80.0 as 80: a literal as one writes it."""
+    text = f"{value:g}"
+    return text.replace("e-0", "e-").replace("e+0", "e+")

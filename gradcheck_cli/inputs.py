@@ -28,6 +28,29 @@ DEFAULT_SEQ_LEN = 16
 # Small spatial sizes that still survive a ResNet-style stem (stride 2 conv + pool) and a few stages.
 SPATIAL_SIZE = {1: 32, 2: 32, 3: 8}
 IMAGENET_SIZE = 224
+# A guessed image size the model finds too small gives way to the next of these, in turn (issue 22): the sizes
+# image models are built for. 64 leaves 2 px after the five stride-2 stages of an ImageNet classifier, which
+# ResNets, VGGs, MobileNets, DenseNets and ConvNeXts take (the zoo runs them at 64) at a quarter of the cost of
+# the next size; 224 is ImageNet's, the size nearly every other image model is built for; 299 that of
+# Inception v3 and v4, Inception-ResNet and Xception, whose 5x5 and 3x3 kernels on the 17 px and 8 px maps of
+# their later stages (the auxiliary head's too) need it. No architecture is built for the sizes in between.
+STANDARD_IMAGE_SIZES = {
+    64: "a small size most image classifiers take",
+    224: "ImageNet's size",
+    299: "the size of Inception v3 and Xception",
+}
+# What torch says when an input is too small for a layer: a kernel, pooling window or reflection pad larger than
+# what is left of it, or a single element left to normalize over.
+TOO_SMALL_MESSAGES = (
+    "Kernel size can't be greater than actual input size",  # convolutions
+    "Output size is too small",  # max, average and LP pooling
+    "smaller than kernel size",  # 3-D average pooling
+    "Invalid computed output size",  # 1-D max pooling
+    "too large relative to input",  # fractional max pooling
+    "Padding size should be less than the corresponding input dimension",  # reflection padding
+    "but its components must be at least one",  # unfold
+    "Expected more than 1 spatial element when training",  # instance norm of a 1x1 map
+)
 # A size the model fixes (224-pixel images, Whisper's 3000 mel frames) would make a batch of 8 cost gigabytes
 # in a large model: such samples come two to a batch, still more than one for BatchNorm. The probe measures
 # ratios through depth, which a smaller batch leaves as they are.
@@ -57,6 +80,16 @@ class InputPlan:
     make_batch: Callable[[int], Batch]
     assumed: bool = False  # True when inferred: a failing forward pass then points to the options
     hint: str = "check the inputs, or pass --input-shape"  # the way out when the forward pass fails on them
+    # Guessed images: the plan at the next standard size (STANDARD_IMAGE_SIZES), if there is one
+    larger: Callable[[], InputPlan | None] | None = None
+
+    def after(self, error: BaseException) -> InputPlan | None:
+        """The inputs to try next after the model's forward pass failed on these with ``error``: guessed images
+        at the next standard size where the error says they were too small for the model, else None."""
+        if self.larger is None:
+            return None
+        text = str(error.__cause__ or error)  # the exception torch raised, not gradcheck's sentence about it
+        return self.larger() if any(message in text for message in TOO_SMALL_MESSAGES) else None
 
 
 def plan_inputs(
@@ -496,10 +529,38 @@ def _from_first_layer(
                 )
             continue
         kind, spec = inferred
+        if kind is InputKind.IMAGES and (stated or configured) is None:
+            return _guessed_images(spec, label, options, device)
         batch = _batch_size(options, [spec], stated=(stated or configured) is not None)
         description = f"assumed from the first layer {label}: {spec.detail}, {spec.describe(batch)}"
         return _from_specs([spec], batch, device, description, hint=_hint(kind, spec))
     raise GradcheckError(f"cannot infer the model's input: it has no layer with weights to read; {INPUT_OPTIONS_HINT}.")
+
+
+def _guessed_images(
+    spec: InputSpec, label: str, options: InputOptions, device: torch.device, tried: tuple[tuple[int, str], ...] = ()
+) -> InputPlan:
+    """Images of a size the model does not state: the first guess (SPATIAL_SIZE), then, each time the model finds
+    the last too small (InputPlan.after), the next of STANDARD_IMAGE_SIZES. ``tried``: (size, shapes) of the
+    sizes that were too small. Sizes the model needs come two to a batch (_batch_size), as stated ones do."""
+    channels, size = spec.sample_shape[0], spec.sample_shape[-1]
+    batch = _batch_size(options, [spec], stated=bool(tried))
+    description = f"assumed from the first layer {label}: {spec.detail}, {spec.describe(batch)}"
+    if tried:
+        smaller = [str(previous) for previous, _ in tried]
+        listed = smaller[0] if len(smaller) == 1 else f"{', '.join(smaller[:-1])} and {smaller[-1]}"
+        verb = "was" if len(smaller) == 1 else "were"
+        description += f": {size} px, {STANDARD_IMAGE_SIZES[size]}, taken as {listed} px {verb} too small for the model"
+    plan = _from_specs([spec], batch, device, description, hint=_hint(InputKind.IMAGES, spec))
+    tried = (*tried, (size, plan.shapes))
+    plan.shapes = " then ".join(shapes for _, shapes in tried)
+    larger = next((standard for standard in STANDARD_IMAGE_SIZES if standard > size), None)
+    if larger is not None:
+        bigger = dataclasses.replace(
+            spec, sample_shape=(channels, larger, larger), retry=_image_retry(channels, larger)
+        )
+        plan.larger = lambda: _guessed_images(bigger, label, options, device, tried)
+    return plan
 
 
 def _pretrained_cfg_size(model: nn.Module) -> tuple[tuple[int, int], str] | None:

@@ -301,7 +301,9 @@ def _figure(report: Report) -> Any:
     curves = comparison_curves(report)
     layers = report.result.layers
     judged = any(curve.report.diagnosis.ratios for curve in curves)
-    recurrent = [series.name for series in report.result.recurrent]
+    # (a stacked module's layers: the steepest one's panel, as diagnosis.time_profiles_of keeps it)
+    profiled = {profile.name for profile in report.diagnosis.time_profiles}
+    recurrent = [series.name for series in report.result.recurrent if series.stack is None or series.name in profiled]
     # A recurrent model has two or three layers: its per-layer panel needs less room than its time panel.
     heights = [3.0 if len(layers) > FEW_LAYERS else 2.2] + ([2.8] if judged else []) + [2.4] * len(recurrent)
     many = len(layers) > NAMED_LAYERS_MAX
@@ -395,7 +397,7 @@ def _judged_panel(axes: Any, report: Report, curves: list[Curve]) -> None:
     _keep_lines_in_view(axes, thresholds.decades_error)
     signal = "backward signal" if diagnosis.profile.hooked else "weight-gradient norm"
     axes.set_ylabel(f"{signal} \u00f7 output end")
-    trend = _label(diagnosis.profile.role or diagnosis.profile.layer_type or "its type", None)
+    trend = _label(diagnosis.profile.layer_type or "its type", None)
     axes.set_title(
         f"Judged: {signal} over the output end of the layer's kind (trend layers: {trend}; the head is left out)",
         loc="left",

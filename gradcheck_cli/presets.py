@@ -32,7 +32,7 @@ class DemoSpec:
     init: Init = Init.DEFAULT
     gain: float | None = None
     norm: Norm = Norm.NONE
-    residual: bool = False
+    residual: bool = False  # residual blocks (mlp/cnn), or residual connections between stacked layers (rnn/lstm)
     seq_len: int = 50
     batch_size: int | None = None
     forget_bias: float | None = None  # LSTM only; None leaves PyTorch's default (about 0)
@@ -55,9 +55,12 @@ class DemoSpec:
         spec = self.resolved()
         if spec.arch is Arch.LSTM:
             bias = f", forget bias {spec.forget_bias:.3g}" if spec.forget_bias is not None else ""
-            return f"LSTM, {spec.depth} layer(s) x {spec.width}, {spec.seq_len} steps{bias}"
+            residual = ", residual" if spec.residual else ""
+            return f"LSTM, {spec.depth} layer(s) x {spec.width}, {spec.seq_len} steps{bias}{residual}"
         if spec.arch is Arch.RNN:
-            return f"RNN ({spec.activation.value}), {spec.depth} layer(s) x {spec.width}, {spec.seq_len} steps"
+            init = f", {spec.init.value} init" if spec.init is not Init.DEFAULT else ""
+            residual = ", residual" if spec.residual else ""
+            return f"RNN ({spec.activation.value}), {spec.depth} layer(s) x {spec.width}, {spec.seq_len} steps{init}{residual}"
         parts = [f"{spec.arch.value.upper()} depth {spec.depth} x {spec.width}", spec.activation.value]
         parts.append(f"{spec.init.value} init" + (f" (gain {spec.gain:g})" if spec.gain is not None else ""))
         if spec.norm is not Norm.NONE:
@@ -83,8 +86,12 @@ def _validate(spec: DemoSpec) -> None:
         )
     if spec.arch is Arch.LSTM and spec.activation is not Activation.TANH:
         raise InvalidOptionError("An LSTM's activations are fixed (sigmoid gates, tanh cell); drop --activation.")
-    if spec.arch.recurrent and (spec.residual or spec.norm is not Norm.NONE):
-        raise InvalidOptionError("--residual and --norm apply to --arch mlp or cnn, not to recurrent presets.")
+    if spec.arch.recurrent and spec.norm is not Norm.NONE:
+        raise InvalidOptionError("--norm applies to --arch mlp or cnn, not to recurrent presets.")
+    if spec.arch.recurrent and spec.residual and spec.depth < 2:
+        raise InvalidOptionError(
+            "--residual connects stacked recurrent layers: it needs --depth 2 or more with --arch rnn or lstm."
+        )
     if spec.forget_bias is not None and spec.arch is not Arch.LSTM:
         raise InvalidOptionError("A forget-gate bias applies to --arch lstm only.")
 
@@ -121,9 +128,8 @@ def build_preset(spec: DemoSpec, seed: int = 0) -> Preset:
             model: nn.Module = RecurrentClassifier(spec)
         else:
             model = DeepNet(spec)
-    residual = spec.residual if not spec.arch.recurrent else False
     move_to_placement(model)  # the preset is gradcheck's own: built on the CPU, moved where the passes run
-    return Preset(spec, model, describe_structure(model, residual=residual))
+    return Preset(spec, model, describe_structure(model, residual=spec.residual))
 
 
 def activation_module(activation: Activation) -> nn.Module:
@@ -196,24 +202,40 @@ class DeepNet(nn.Module):
 
 
 class RecurrentClassifier(nn.Module):
-    """A recurrent layer over a sequence, loss on the last step through a linear head. Float64: the
-    gradient reaching early steps of a tanh RNN falls below float32's range (GRADIENTS.md)."""
+    """``depth`` stacked recurrent layers over a sequence, loss on the last step through a linear head: one
+    nn.LSTM/nn.RNN(num_layers=depth), or with ``residual`` single layers with a residual connection around each
+    after the first (Wu et al. 2016, GNMT section 3.1). Float64: the gradient reaching early steps of a tanh RNN
+    falls below float32's range (GRADIENTS.md)."""
 
     def __init__(self, spec: DemoSpec):
         super().__init__()
         cls = nn.LSTM if spec.arch is Arch.LSTM else nn.RNN
         kwargs = {} if spec.arch is Arch.LSTM else {"nonlinearity": spec.activation.value}
-        self.rnn = cls(RNN_INPUT_FEATURES, spec.width, num_layers=spec.depth, batch_first=True, **kwargs)
+        self.residual = spec.residual
+        if (
+            spec.residual
+        ):  # nn.LSTM(num_layers=L) has no connection around its layers: the stack is built of single ones
+            widths = [RNN_INPUT_FEATURES] + [spec.width] * (spec.depth - 1)
+            self.rnn: nn.Module = nn.ModuleList(cls(w, spec.width, batch_first=True, **kwargs) for w in widths)
+        else:
+            self.rnn = cls(RNN_INPUT_FEATURES, spec.width, num_layers=spec.depth, batch_first=True, **kwargs)
         self.head = nn.Linear(spec.width, CLASSES)
         if spec.init is not Init.DEFAULT:
             initialize(self.rnn, spec.init, spec.activation, spec.gain)
         if spec.forget_bias is not None:
-            set_memory_gate_bias(self.rnn, spec.forget_bias)
+            for layer in self.rnn if spec.residual else [self.rnn]:
+                set_memory_gate_bias(layer, spec.forget_bias)
         self.double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.rnn(x)
-        return self.head(out[:, -1])
+        if not self.residual:
+            out, _ = self.rnn(x)
+            return self.head(out[:, -1])
+        h = x
+        for index, layer in enumerate(self.rnn):
+            out, _ = layer(h)
+            h = out if index == 0 else h + out
+        return self.head(h[:, -1])
 
 
 def initialize(module: nn.Module, init: Init, activation: Activation, gain: float | None) -> None:
@@ -244,13 +266,17 @@ def initialize(module: nn.Module, init: Init, activation: Activation, gain: floa
 def apply_fix(spec: DemoSpec, fix: FixId, params: dict | None = None) -> DemoSpec | None:
     """The preset with one fix applied, or None where no preset variant is that fix (clipping and the
     learning rate bound the update, not the gradient profile; zero-initialized residual branches are not
-    a preset option)."""
+    a preset option, nor a re-scaled init of a recurrent preset's Linear head). A fix that changes nothing
+    (residual connections where there are already) is None too."""
     spec = spec.resolved()
-    if (params or {}).get("scheme") == "zero_residual":
+    scheme = (params or {}).get("scheme")
+    if scheme == "zero_residual":
         return None
     if fix is FixId.RELU:
         return replace(spec, activation=Activation.RELU, init=Init.KAIMING, gain=None)
     if fix is FixId.INIT:
+        if spec.arch.recurrent and scheme == "scale":
+            return None
         if spec.arch is Arch.LSTM:
             return replace(spec, forget_bias=chrono_forget_bias(spec.seq_len))
         if spec.arch is Arch.RNN:
@@ -258,8 +284,8 @@ def apply_fix(spec: DemoSpec, fix: FixId, params: dict | None = None) -> DemoSpe
         if spec.activation.relu_family or spec.activation is Activation.SELU:
             return replace(spec, init=Init.KAIMING, gain=None)
         return replace(spec, init=Init.XAVIER, gain=None)
-    if fix is FixId.RESIDUAL and not spec.arch.recurrent:
-        return replace(spec, residual=True)
+    if fix is FixId.RESIDUAL and not spec.residual and (spec.depth > 1 or not spec.arch.recurrent):
+        return replace(spec, residual=True)  # for rnn/lstm: between the stacked layers (Wu et al. 2016)
     if fix is FixId.BATCHNORM and not spec.arch.recurrent:
         return replace(spec, norm=Norm.BATCH)
     if fix is FixId.LSTM and spec.arch is Arch.RNN:

@@ -18,7 +18,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import torch
@@ -35,6 +35,7 @@ from gradcheck_cli.errors import (
     describe_exception,
 )
 from gradcheck_cli.nonfinite import trace_nonfinite
+from gradcheck_cli.recurrent import StackedLayers, stacked_modules
 from gradcheck_cli.stats import ActivationStats, LayerStats, ModelStructure, ProbeResult, RecurrentStats
 
 # Norms are reduced in float64: a vanishing gradient of 1e-30 squares to 1e-60, which float32 flushes to
@@ -51,6 +52,7 @@ NORM_TYPES = (
     nn.LocalResponseNorm,
 )  # fmt: skip
 RMS_NORM = getattr(nn, "RMSNorm", None)
+ALL_NORM_TYPES = NORM_TYPES + ((RMS_NORM,) if RMS_NORM else ())  # nn.RMSNorm: torch 2.4 on
 # Norms whose output is unchanged when their input is scaled: a layer whose output goes straight into one has a
 # scale-invariant weight, so its ||g||/||w|| does not say what a step does (issue 22). LocalResponseNorm is not.
 SCALE_INVARIANT_NORMS = (
@@ -66,10 +68,12 @@ DYING = (nn.ReLU, nn.ReLU6)
 # Autograd nodes that add two tensors: a skip connection when the operands crossed different numbers
 # of weighted operations (x + f(x)).
 _ADD_NODES = ("AddBackward0", "AddBackward1")
+_CAT_NODES = ("CatBackward0",)  # torch.cat: a skip when its operands crossed different numbers of weighted ops
+_MERGE_NODES = frozenset({*_ADD_NODES, *_CAT_NODES})
 _ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"  # the node of a leaf tensor: its .variable
-_ELEMENTWISE_NODES = frozenset({*_ADD_NODES, "SubBackward0", "MulBackward0", "DivBackward0"})
+ELEMENTWISE_NODES = frozenset({*_ADD_NODES, "SubBackward0", "MulBackward0", "DivBackward0"})
 # Nodes that only reshape or cast what they are given: a weight seen through one is still a parameter.
-_VIEW_NODES = frozenset(
+VIEW_NODES = frozenset(
     f"{name}Backward0"
     for name in (
         "T", "View", "UnsafeView", "Reshape", "ReshapeAlias", "Expand", "Permute", "Transpose", "Unsqueeze",
@@ -168,9 +172,14 @@ class Reducer(Protocol):
         ...
 
 
-def describe_structure(model: nn.Module, residual: bool | None = None) -> ModelStructure:
-    """Read what the model is built from off its module types (cheap, no forward pass)."""
+def describe_structure(model: nn.Module, residual: bool | None = None, skips: Skips | None = None) -> ModelStructure:
+    """Read what the model is built from off its module types (cheap, no forward pass); ``skips``, read off
+    the autograd graph, say whether and how often paths merge (``residual`` when they were not read)."""
+    if skips is not None:
+        residual = skips.merges > 0
     structure = ModelStructure(residual=residual)
+    if skips is not None:
+        structure.skip_merges, structure.concatenations = skips.merges, skips.concatenations
     norm_types = NORM_TYPES + ((RMS_NORM,) if RMS_NORM else ())
     for module in model.modules():
         kind = type(module).__name__
@@ -227,7 +236,9 @@ def probe_model(
 
     The first pass computes and reads the parameter gradients; the later ones, where the model takes hooks
     and the scan is not distributed, are signal passes: outputs and output gradients only, without computing
-    any parameter gradient. Output and output-gradient figures are medians over all passes.
+    any parameter gradient but those of the layers whose gradient was exactly zero on the first pass (whether
+    any pass gives them one: LayerStats.grad_nonzero_in_a_pass). Output and output-gradient figures are medians
+    over all passes.
 
     ``make_batch(i)`` gives the batch of pass ``i``; it and the model draw randomness from the global
     RNG, seeded with ``seed`` here and restored afterwards. ``loss_fn(output, batch)`` gives a scalar.
@@ -239,7 +250,14 @@ def probe_model(
         raise InvalidOptionError(f"passes must be at least 1 (got {passes}); try --passes 3.")
     all_modules = list(model.named_modules())
     layers = [(n, m) for n, m in all_modules if owns_parameters(m)]
+    # A stacked nn.LSTM/GRU/RNN is measured as its layers, a row each (recurrent.py; issue 22): not where its forward
+    # cannot be replaced on the instance (see _wrappable), nor in TorchScript or across processes.
+    stacked = stacked_modules(all_modules)
+    local = stacked and reducer is None and _wrappable(all_modules) and not isinstance(model, torch.jit.ScriptModule)
+    stacks = StackedLayers(stacked if local else [])
+    layers = stacks.replace(layers)
     recorder = _Recorder(layers, reducer)
+    recorder.stacks = stacks
     per_pass: list[_PassFigures] = []
     started = time.perf_counter()
     params = _unique(p for _, module in all_modules for p in module._parameters.values())  # model.parameters()
@@ -261,16 +279,17 @@ def probe_model(
         # activation of every pass would cost more than the passes themselves.
         activation_hooks = _ForwardHooks(wrap)
         stack.callback(activation_hooks.remove)
+        stack.enter_context(stacks.layer_by_layer(recorder.time_probe, recorder.first_pass))  # see recurrent.py
         for module_name, module in all_modules:
             if isinstance(module, nn.RNNBase):
-                hooks.add(module, recorder.time_probe_hook(module_name, module), pre=True)
+                if module not in stacks:
+                    hooks.add(module, recorder.time_probe_hook(module_name, module), pre=True)
             elif recorder.hooked and isinstance(module, ACTIVATION_TYPES):
                 recorder.hook_activation(module_name, module, activation_hooks)
-        # Skips are read off the autograd graph once. A recurrent cell adds its input and state paths at
+        # Skips are read off the autograd graph once (also where the caller gave the structure: their count
+        # says how many blocks the depth trend spans). A recurrent cell adds its input and state paths at
         # every step, which would read as skips, and TorchScript hides its ops: for those it stays unknown.
-        recorder.read_skips = (
-            structure is None and recorder.hooked and not any(isinstance(m, nn.RNNBase) for _, m in all_modules)
-        )
+        recorder.read_skips = recorder.hooked and not any(isinstance(m, nn.RNNBase) for _, m in all_modules)
         # Every pass takes its backward by torch.autograd.grad of the layer outputs' gradient edges: the
         # backward signal and forward RMS vary from batch to batch and are taken on every pass, while the
         # parameter gradients are asked for on the first pass only and left uncomputed on the others (a
@@ -321,7 +340,9 @@ def probe_model(
         origin = trace_nonfinite(model, nonfinite_batch, loss_fn) if nonfinite_batch is not None else None
     seconds = time.perf_counter() - started
     if structure is None:
-        structure = describe_structure(model, recorder.residual)
+        structure = describe_structure(model, skips=recorder.skips)
+    elif recorder.skips is not None and structure.skip_merges is None:
+        structure = replace(structure, skip_merges=recorder.skips.merges)
     result = _assemble(model, params, name, recorder, per_pass, passes, seed, seconds, structure)
     result.nonfinite_origin = origin
     if amp is not None:
@@ -519,7 +540,7 @@ def _forward_backward(
 ) -> torch.Tensor:
     """One pass; ``repeated``: the number of this call of the model where an earlier call ran with inputs of the
     same shapes (a failure then is the model's state, not its inputs: RepeatCallError)."""
-    batch = _on_device(batch, params)
+    batch = batch_on_device(batch, params)
     stage = stages.FORWARD
     output = loss = scaled = None
     stages.enter(stage)
@@ -535,7 +556,7 @@ def _forward_backward(
         if not loss.requires_grad:
             raise ModelRunError(_cut_graph_message(output, params), stage)
         if recorder.read_skips:
-            recorder.residual = has_skip_connections(loss, recorder.graph_nodes)  # before backward frees the graph
+            recorder.skips = read_skips(loss, recorder.graph_nodes)  # before backward frees the graph
             recorder.read_skips = False
         stage = stages.BACKWARD
         stages.enter(stage)
@@ -621,7 +642,7 @@ def _cut_graph_message(output: Any, params: list[nn.Parameter]) -> str:
     )
 
 
-def _on_device(batch: Batch, params: list[nn.Parameter]) -> Batch:
+def batch_on_device(batch: Batch, params: list[nn.Parameter]) -> Batch:
     """The batch on the model's device: presets and inferred inputs are drawn on the CPU."""
     device = params[0].device if params else None
     if device is None or not _any_tensor(batch, lambda t: t.device != device):
@@ -665,6 +686,13 @@ def _carries_grad(args: tuple) -> bool:
     if len(args) == 1 and type(args[0]) is torch.Tensor:
         return args[0].requires_grad
     return any(t.requires_grad for t in tensors_in(args))
+
+
+def _starts_path(args: tuple) -> bool:
+    """Whether a layer's positional inputs are tensors none of which carries a gradient history: it reads the
+    model's inputs (or something computed from them without parameters). No tensor given: unknown, False."""
+    tensors = list(tensors_in(args))
+    return bool(tensors) and not any(t.requires_grad for t in tensors)
 
 
 def _batch_size(batch: Batch) -> int:
@@ -808,15 +836,23 @@ class _Recorder:
         self._range_bounds: tuple[torch.Tensor, ...] | None = None  # see _count_fp16_range
         self._time_probes: list[tuple[str, torch.Tensor, int]] = []
         self.recurrent_types: dict[str, str] = {}
+        self.stacks = StackedLayers([])  # the stacked recurrent modules measured layer by layer (probe_model)
         self.hooked = True
         self._owned: list[tuple[int, bool, nn.Parameter]] | None = None
+        # A loss can reach a layer in some batches only (hard-negative mining, masked tokens; issue 22): the later
+        # passes read again the parameter gradients of the layers that got exactly zero on the first.
+        self._rechecked: list[tuple[int, bool, nn.Parameter]] = []
+        self.nonzero_grad: set[int] = set()  # layers a pass gave a finite, nonzero parameter gradient
         self.read_skips = False
-        self.residual: bool | None = None
+        self.skips: Skips | None = None  # None: not read (given a structure, TorchScript, recurrent)
         self._last_layer: int | None = None  # the layer with weights that ran last (what an activation follows)
         # (layer, weak reference to its output) of the last layer hooked on the first pass, and layer -> the
         # scale-invariant norm layer that took that output as its input (see _note_normalized_input)
         self._previous_output: tuple[int, weakref.ref] | None = None
         self.normalized_by: dict[int, int] = {}
+        # Layers whose first call's input carried no gradient history: each begins a path from the model's
+        # inputs (a stem, an embedding, a decoder's token embedding), so the depth trend does not run across it.
+        self.path_starts: set[int] = set()
         # Activations, one site per (module, call in the pass): a shared nn.ReLU used after every layer
         # is measured after each of them.
         self.activation_sites: list[_ActivationSite] = []
@@ -902,6 +938,8 @@ class _Recorder:
                 self.order.append(index)
             if self._first:
                 self._note_normalized_input(index, module, args, output)
+                if self.calls[index] == 1 and _starts_path(args):
+                    self.path_starts.add(index)
             if self._last_output is not None:
                 self._note_overwrite()
             for tensor in (output,) if type(output) is torch.Tensor else tensors_in(output):
@@ -933,9 +971,10 @@ class _Recorder:
 
     def _read_params(self) -> list[tuple[int, bool, nn.Parameter]]:
         """(owning layer, is-a-weight, parameter) of the parameters whose gradients this pass reads: all on
-        the first pass (all passes when no hook shows anything else), none on the others."""
+        the first pass (all passes when no hook shows anything else); on the others, those of the layers whose
+        gradient was exactly zero on the first (see _note_nonzero_gradients), none where there are none."""
         if self.hooked and (not self._first or self._inexact is not None):
-            return []
+            return self._rechecked if not self._first and self._inexact is None else []
         if self._owned is None:  # the layers' order is known once the first forward pass has run
             self._owned = _owned_parameters(self)
         return self._owned
@@ -1053,6 +1092,14 @@ class _Recorder:
             return (sequence + probe, *args[1:])
 
         return hook
+
+    def first_pass(self) -> bool:
+        return self._first
+
+    def time_probe(self, name: str, probe: torch.Tensor, time_dim: int) -> None:
+        """A layer of a stacked recurrent module: ``probe``'s gradient is its gradient through time (recurrent.py)."""
+        self.recurrent_types.setdefault(name, type(self.stacks.layer(name)[0]).__name__)
+        self._time_probes.append((name, probe, time_dim))
 
     def hook_activation(self, name: str, module: nn.Module, hooks: _ForwardHooks) -> None:
         """Measure the squared derivative phi'(h)^2 on every element: in closed form from the output for
@@ -1212,10 +1259,31 @@ class _Recorder:
             kept = self._inexact
             figures.weight_grad_sq, figures.other_grad_sq = kept.weight_grad_sq, kept.other_grad_sq
             figures.grad_nonfinite, figures.total_grad_norm = kept.grad_nonfinite, kept.total_grad_norm
+        self._note_nonzero_gradients(figures)
         if figures.exact:
             self.activation_passes.append(self._activation_pass)
         self._plan_precision(figures)  # for the next pass, or for this one measured again
         return figures
+
+    def _note_nonzero_gradients(self, figures: _PassFigures) -> None:
+        """The layers this pass gave a finite, nonzero gradient; after the first pass, which layers' gradients the
+        later passes read again: those exactly zero or absent there. A later pass of a hooked model reads only
+        those, and its gradient figures are dropped, so that every layer's stay the first pass's."""
+        weight_sq, other_sq = figures.weight_grad_sq, figures.other_grad_sq
+        if self.hooked and not self._first:
+            if not self._rechecked:  # (a signal pass: no parameter gradient read)
+                return
+            owners = {owner for owner, _, _ in self._rechecked}
+        else:
+            owners = range(len(self.layers))
+        sums = {index: (weight_sq[index] or 0.0) + (other_sq[index] or 0.0) for index in owners}
+        self.nonzero_grad.update(index for index, sq in sums.items() if 0.0 < sq < math.inf)
+        if self._first:
+            self._rechecked = [entry for entry in self._owned or () if sums[entry[0]] == 0.0]
+        elif self.hooked:
+            n_layers = len(self.layers)
+            figures.weight_grad_sq, figures.other_grad_sq = [None] * n_layers, [None] * n_layers
+            figures.grad_nonfinite, figures.total_grad_norm = [False] * n_layers, None
 
     def _plan_precision(self, figures: _PassFigures) -> None:
         """Which slots the next pass must take in float64: those whose value here left SAFE_FLOAT32_NORM."""
@@ -1554,6 +1622,8 @@ def _assemble(
                 trainable=any(p.requires_grad for p in own),
                 shared_with=shared_with,
                 normalized_by=_normalizer_name(recorder, index),
+                starts_path=index in recorder.path_starts,
+                grad_nonzero_in_a_pass=index in recorder.nonzero_grad,
                 **figures,
                 **_pass_figures(index, per_pass, figures.get("weight_norm")),
             )
@@ -1572,7 +1642,7 @@ def _assemble(
         device=str(first_param.device) if first_param is not None else "cpu",
         layers=layer_stats,
         recurrent=[
-            _recurrent_stats(model, name, recorder.recurrent_types.get(name, "RNN"), steps)
+            _recurrent_stats(model, name, recorder.recurrent_types.get(name, "RNN"), steps, recorder.stacks.layer(name))
             for name, steps in time_series.items()
         ],
         losses=[p.loss for p in per_pass],
@@ -1661,8 +1731,11 @@ def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass
     return stats
 
 
-def _recurrent_stats(model: nn.Module, name: str, kind: str, steps: list[float]) -> RecurrentStats:
-    module = model.get_submodule(name) if name else model
+def _recurrent_stats(
+    model: nn.Module, name: str, kind: str, steps: list[float], layer: tuple[nn.RNNBase, str] | None = None
+) -> RecurrentStats:
+    """``layer``: (the single-layer module, the stacked module's name) when ``name`` is a layer of a stack."""
+    module, stack = layer or (model.get_submodule(name) if name else model, None)
     spectral, nonlinearity, gate_bias = None, None, None
     with torch.no_grad():
         if isinstance(module, nn.RNN):
@@ -1674,26 +1747,71 @@ def _recurrent_stats(model: nn.Module, name: str, kind: str, steps: list[float])
             h = module.hidden_size
             total = module.bias_ih_l0.detach()[h : 2 * h] + module.bias_hh_l0.detach()[h : 2 * h]
             gate_bias = float(total.to(_NORM_DTYPE).mean())
-    return RecurrentStats(name, kind, steps, spectral, nonlinearity, gate_bias)
+    return RecurrentStats(name, kind, steps, spectral, nonlinearity, gate_bias, stack)
 
 
 def has_skip_connections(loss: torch.Tensor, nodes: list[Any]) -> bool:
-    """Whether the autograd graph behind ``loss`` adds two tensors that crossed different numbers of
-    weighted operations, as x + f(x) does: the mark of a skip connection, whatever the forward code.
+    """Whether the autograd graph behind ``loss`` has a skip connection (see read_skips)."""
+    return read_skips(loss, nodes).merges > 0
+
+
+@dataclass(frozen=True)
+class Skips:
+    """The skip connections of one autograd graph: where two paths of different weighted depth merge."""
+
+    additions: int = 0  # x + f(x): residual connections
+    concatenations: int = 0  # torch.cat([x, f(x)]): DenseNet, Inception's branches, U-Net
+
+    @property
+    def merges(self) -> int:
+        return self.additions + self.concatenations
+
+
+def read_skips(loss: torch.Tensor, nodes: list[Any]) -> Skips:
+    """The merges in the autograd graph behind ``loss`` of tensors that crossed different numbers of
+    weighted operations, as x + f(x) and torch.cat([x, f(x)]) do: the mark of a skip connection, whatever
+    the forward code, the module names or their nesting. Inception's branches of 1, 2 and 3 convolutions
+    concatenated count as one merge, as a residual block's sum does: each merge is one block.
+    ``nodes`` receives every node the walk reads, for release_nodes once the graph's roots are gone.
+    """
+    walk = walk_weighted_depths(loss, nodes)
+    additions = len(walk.additions)
+    return Skips(additions, len(walk.merges) - additions)
+
+
+@dataclass
+class WeightedDepths:
+    """The autograd graph behind a loss, read by walk_weighted_depths."""
+
+    # Per node: (fed only by parameters, as a weight through .t() or a view; such a node feeds a parameter of 2+
+    # dims; depth in weighted operations).
+    nodes: dict[Any, tuple[bool, bool, int]] = field(default_factory=dict)
+    # Each addition or concatenation of operands of different depths: (its node, its name, its operand nodes).
+    merges: list[tuple[Any, str, list[Any]]] = field(default_factory=list)
+
+    @property
+    def additions(self) -> list[tuple[Any, str, list[Any]]]:
+        """The merges that are x + f(x), not torch.cat."""
+        return [merge for merge in self.merges if merge[1] in _ADD_NODES]
+
+
+def walk_weighted_depths(loss: torch.Tensor, nodes: list[Any]) -> WeightedDepths:
+    """Every node behind ``loss`` with its depth in weighted operations, and the skip merges (read_skips).
 
     A weighted operation is a node fed (through views) by a parameter of 2 or more dimensions; a bias,
     a norm's scale or a positional table added directly are parameters, not operands, so they do not
-    count, and two embeddings added together are the same depth.
+    count, and two embeddings added together are the same depth. A merge with the raw input alone (depth
+    0) is not a skip merge.
     ``nodes`` receives every node the walk reads, for release_nodes once the graph's roots are gone.
     """
+    walk = WeightedDepths()
     root = loss.grad_fn
     if root is None:
-        return False
+        return walk
     nodes.append(root)
-    # Per node: (fed only by parameters, as a weight through .t() or a view; such a node feeds a parameter of 2+
-    # dims; depth in weighted operations). A deep model's graph has thousands of nodes: each is read once
-    # (its name, its children), and a node on the stack carries them once they are read.
-    seen: dict[Any, tuple[bool, bool, int]] = {}
+    # A deep model's graph has thousands of nodes: each is read once (its name, its children), and a node on the
+    # stack carries them once they are read.
+    seen = walk.nodes
     stack: list[tuple[Any, str, list[Any]] | tuple[Any, None, None]] = [(root, None, None)]
     while stack:
         node, name, children = stack.pop()
@@ -1711,15 +1829,15 @@ def has_skip_connections(loss: torch.Tensor, nodes: list[Any]) -> bool:
             continue
         fed = [seen[child] for child in children]
         operands = [depth for param_only, _, depth in fed if not param_only]
-        param_only = bool(children) and not operands and name in _VIEW_NODES
+        param_only = bool(children) and not operands and name in VIEW_NODES
         weighted = param_only and any(w for _, w, _ in fed)
         # A parameter added or multiplied elementwise (a positional table, a scale) is not a weighted op.
-        own = not param_only and name not in _ELEMENTWISE_NODES and any(p and w for p, w, _ in fed)
+        own = not param_only and name not in ELEMENTWISE_NODES and any(p and w for p, w, _ in fed)
         depth = max(operands, default=0) + (1 if own else 0)
         seen[node] = (param_only, weighted, depth)
-        if name in _ADD_NODES and len(operands) >= 2 and len(set(operands)) > 1 and min(operands) >= 1:
-            return True
-    return False
+        if len(operands) >= 2 and len(set(operands)) > 1 and min(operands) >= 1 and name in _MERGE_NODES:
+            walk.merges.append((node, name, [child for child in children if not seen[child][0]]))
+    return walk
 
 
 def _weight_figures(layers: list[tuple[str, nn.Module]], reducer: Reducer | None = None) -> list[dict[str, Any]]:
@@ -1730,10 +1848,20 @@ def _weight_figures(layers: list[tuple[str, nn.Module]], reducer: Reducer | None
     weights: list[torch.Tensor] = []
     owners: list[int] = []
     mains: list[tuple[int, int]] = []  # (layer, position in weights)
+    # Parameters that gate a path when exactly zero (issue 22), told by value and shape: every weight, and any
+    # other parameter of one element (ReZero's alpha, SkipInit's) or of 2+ dimensions (NF nets' per-channel
+    # gains); a 1-D vector that is not a weight is a bias, which adds and gates nothing. Their norms are taken
+    # with the weights': (layer, parameter name, the parameter), the weights first, in their order.
+    weight_gates: list[tuple[int, str, nn.Parameter]] = []
+    other_gates: list[tuple[int, str, nn.Parameter]] = []
     for index, (_, module) in enumerate(layers):
         has_main = False
         for name, p in module._parameters.items():
-            if p is None or not _is_weight(name):
+            if p is None:
+                continue
+            if not _is_weight(name):
+                if p.numel() == 1 or p.dim() >= 2:
+                    other_gates.append((index, name, p))
                 continue
             if not has_main and p.dim() >= 2:
                 has_main = True
@@ -1741,11 +1869,14 @@ def _weight_figures(layers: list[tuple[str, nn.Module]], reducer: Reducer | None
                     mains.append((index, len(weights)))
             weights.append(p)
             owners.append(index)
+            weight_gates.append((index, name, p))
+    gates = weight_gates + other_gates
     figures: list[dict[str, Any]] = [{} for _ in layers]
-    if not weights:
+    if not gates:
         return figures
-    numel = [p.numel() for p in weights]  # a DTensor's numel is the whole tensor's
-    flat = [p.detach() for p in weights] if reducer is None else [reducer.local(p.detach()) for p in weights]
+    tensors = [p for _, _, p in gates]
+    numel = [p.numel() for p in tensors]  # a DTensor's numel is the whole tensor's
+    flat = [p.detach() for p in tensors] if reducer is None else [reducer.local(p.detach()) for p in tensors]
     # In float32, taken again in float64 only where that would not be exact (float64 copies of a large
     # model's weights cost more than the passes). The std comes from the norm and the sum: one read each.
     values = _norms_and_sums(flat, [k for _, k in mains])
@@ -1762,6 +1893,9 @@ def _weight_figures(layers: list[tuple[str, nn.Module]], reducer: Reducer | None
     for (index, k), total in zip(mains, host[count:]):
         figures[index]["weight_std"] = _std(flat[k], numel[k], norm_values[k], total, reducer)
         figures[index]["fan_in"] = math.prod(weights[k].shape[1:])
+    for (index, name, p), norm in zip(gates, norm_values):
+        if norm == 0.0 and p.requires_grad:  # a frozen zero stays zero: no design of the kind
+            figures[index].setdefault("zero_parameters", []).append(name)
     return figures
 
 
@@ -1881,9 +2015,9 @@ def _pass_figures(index: int, per_pass: list[_PassFigures], weight_norm: float |
 
 
 def _median_series(per_pass: list[dict[str, list[float]]], batch_sizes: list[int]) -> dict[str, list[float]]:
-    names = {name for figures in per_pass for name in figures}
+    names = dict.fromkeys(name for figures in per_pass for name in figures)  # in the order first measured
     out: dict[str, list[float]] = {}
-    for name in sorted(names, key=lambda n: next(i for i, f in enumerate(per_pass) if n in f)):
+    for name in names:
         runs = [
             [math.sqrt(b * v) for v in figures[name]] for figures, b in zip(per_pass, batch_sizes) if name in figures
         ]

@@ -41,6 +41,8 @@ class Report:
     result: ProbeResult
     diagnosis: Diagnosis
     fix_trials: list[FixTrial] = field(default_factory=list)
+    # The demo without --verify: the fixes were tried in order until one cured (the cure last), not ranked
+    fix_trials_until_cured: bool = False
     # How it was measured, as (what, how) rows: which model, inputs, output and loss were used.
     context: list[tuple[str, str]] = field(default_factory=list)
     training: list[TrainingStep] = field(default_factory=list)

@@ -104,18 +104,26 @@ def scan_model(
         given = None if inputs is None else inputs if callable(inputs) else (lambda: inputs)
         plan = plan_inputs(model, namespace, options.inputs, saved_inputs, given)
         objective = Objective(model, options.loss, namespace)
-        make_batch, loss_fn = plan.make_batch, objective
-        if ranks is not None:
-            make_batch, loss_fn = ranks.split(plan.make_batch), ranks.split_loss(objective)
-        try:
-            report = check_model(
-                model, make_batch, loss_fn, passes=options.passes, seed=options.seed, thresholds=thresholds,
-                title=title, progress=progress, ignore=options.ignore, reducer=ranks,
-            )  # fmt: skip
-        except ModelRunError as error:
-            if error.stage != "forward pass" or isinstance(error, (RepeatCallError, UserCodeExit)):  # not the inputs
-                raise
-            raise GradcheckError(f"{error} (inputs tried: {plan.shapes}, {plan.description}); {plan.hint}.") from error
+        while True:  # once, unless guessed images are too small for the model: then at the next size (plan.after)
+            make_batch, loss_fn = plan.make_batch, objective
+            if ranks is not None:
+                make_batch, loss_fn = ranks.split(plan.make_batch), ranks.split_loss(objective)
+            try:
+                report = check_model(
+                    model, make_batch, loss_fn, passes=options.passes, seed=options.seed, thresholds=thresholds,
+                    title=title, progress=progress, ignore=options.ignore, reducer=ranks,
+                )  # fmt: skip
+                break
+            except ModelRunError as error:
+                # (not the inputs': a failure in the loss or the backward, on a repeated call, or sys.exit())
+                if error.stage != "forward pass" or isinstance(error, (RepeatCallError, UserCodeExit)):
+                    raise
+                retry = plan.after(error)
+                if retry is None:
+                    raise GradcheckError(
+                        f"{error} (inputs tried: {plan.shapes}, {plan.description}); {plan.hint}."
+                    ) from error
+                plan = retry
         if options.steps:
             track_training(
                 model, plan.make_batch, objective, report, steps=options.steps, optimizer=options.optimizer,

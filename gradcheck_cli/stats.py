@@ -10,7 +10,8 @@ class LayerStats:
     """One layer (a module that owns parameters directly), in the order the forward pass first ran it.
 
     The output and output-gradient figures are medians over the probe's passes, the parameter-gradient
-    figures are the first pass's (see probe_model); ``spread`` holds (min, max) per figure.
+    figures are the first pass's (see probe_model); ``spread`` holds (min, max) per figure. A layer whose
+    gradient is exactly zero on the first pass has it read again on the later ones (``grad_nonzero_in_a_pass``).
     ``None`` means "not measured": no weight, no gradient arrived, or the output was not a float tensor.
     """
 
@@ -23,12 +24,22 @@ class LayerStats:
     # The norm layer (BatchNorm, LayerNorm, GroupNorm, InstanceNorm, RMSNorm) that takes this layer's output as
     # its input: the weight is scale-invariant then (BN(cWx) = BN(Wx)), and ||g||/||w|| not a step's effect.
     normalized_by: str | None = None
+    # Its input carried no gradient history on its first call: it begins a path from the model's inputs (a
+    # stem, an embedding; an encoder-decoder's decoder begins a second one). Read off tensors, not names.
+    starts_path: bool = False
     fan_in: int | None = None
     weight_std: float | None = None
     weight_norm: float | None = None
+    # Its trainable parameters at exactly zero that can gate a path: weights, and parameters of one element or
+    # of 2+ dimensions (ReZero's alpha, NF nets' gains; a 1-D non-weight vector is a bias). Zero-initialized
+    # designs start so on purpose (gradcheck_cli/zero_init.py, issue 22).
+    zero_parameters: list[str] = field(default_factory=list)
     weight_grad_norm: float | None = None
     other_grad_norm: float | None = None  # biases and other non-weight parameters
     grad_norm: float | None = None  # all of the layer's own parameters
+    # Some pass gave its parameters a finite, nonzero gradient: a loss that reaches the layer in some batches only
+    # (hard-negative mining, masked tokens) leaves it exactly zero in others, which is no sign it cannot learn.
+    grad_nonzero_in_a_pass: bool = False
     relative_grad: float | None = None  # weight_grad_norm / weight_norm
     backward: float | None = None  # per-sample RMS of ||dL/d(output)||: the backward signal
     forward_rms: float | None = None  # RMS of the output: the forward signal
@@ -69,7 +80,7 @@ class ActivationStats:
 
 @dataclass
 class RecurrentStats:
-    """Gradient reaching each time step's input of one recurrent module (index 0 = first step)."""
+    """Gradient reaching each time step's input of one recurrent module or layer (index 0 = first step)."""
 
     name: str
     type: str
@@ -81,6 +92,29 @@ class RecurrentStats:
     # Mean bias (bias_ih + bias_hh) of the gate that keeps the state: an LSTM's forget gate, a GRU's
     # update gate. Near 0 the gate is about 0.5 and the state's gradient halves every step.
     memory_gate_bias: float | None = None
+    # The stacked module (nn.LSTM(num_layers > 1), ...) this series is one layer of, measured on its own: then
+    # ``time_steps`` is the gradient the stack's output gets from the loss, followed back through this layer alone
+    # to each step's input (recurrent.py), and ``name`` the layer's row, e.g. "rnn.l0". None: a whole module.
+    stack: str | None = None
+
+
+@dataclass
+class NonfiniteOp:
+    """The torch operation that made the first NaN/Inf, seen by a TorchFunctionMode during the watched pass."""
+
+    name: str  # as torch names it: "torch.log", "torch.div" (also a / b), "torch.pow" (also a ** b)
+    # The domain it left, the key of its safe form: "log", "log1p", "sqrt", "rsqrt", "division", "pow", "acos",
+    # "asin", "atanh", "exp" (overflow); None for an op with no domain to keep to (an overflow in a matmul).
+    domain: str | None
+    detail: str  # e.g. "torch.log of values down to -2.3", "division by 0 (divisor in [0, 3.1])"
+    # (min, max) over the finite values of the operand out of its domain (log's input, the divisor, pow's base)
+    operand_range: tuple[float, float] | None
+    dtype: str  # of that operand, e.g. "float32": the safe form's eps depends on it
+    # True: its output was finite but its slope is infinite there (sqrt at 0), so the backward pass made it.
+    singular: bool = False
+    exponent: float | None = None  # torch.pow: the exponent, when it is a number
+    location: str | None = None  # "model.py:14": the line of the code that called it (None: gradcheck's own loss)
+    source: str | None = None  # that call as written, e.g. "torch.log(x)" (Python 3.10: the whole line)
 
 
 @dataclass
@@ -94,6 +128,7 @@ class NonfiniteOrigin:
     # (min, max) over the finite values of each floating-point input of that module's forward call
     input_ranges: list[tuple[float, float]] = field(default_factory=list)
     passed_on: list[str] = field(default_factory=list)  # modules that only passed a non-finite value on
+    op: NonfiniteOp | None = None  # the op in that module's own code (or the loss) that made it, where one was seen
 
 
 @dataclass
@@ -104,14 +139,22 @@ class ModelStructure:
     norms: dict[str, int] = field(default_factory=dict)
     recurrent: dict[str, int] = field(default_factory=dict)
     convolutional: bool = False
-    # Skip connections, read off the autograd graph when not given: an addition of two tensors that
-    # crossed different numbers of weighted operations (x + f(x); concatenation is not counted, and a skip
+    # Skip connections, read off the autograd graph when not given: an addition or concatenation of two
+    # tensors that crossed different numbers of weighted operations (x + f(x), torch.cat([x, f(x)]); a skip
     # from the raw input alone is not seen). None: unknown.
     residual: bool | None = None
+    # How many such merges the graph has: each is one block the depth trend crosses. None: not read.
+    skip_merges: int | None = None
+    concatenations: int = 0  # of those, concatenations (DenseNet, Inception, U-Net); the others are additions
 
     @property
     def normalized(self) -> bool:
         return bool(self.norms)
+
+    @property
+    def additive_skips(self) -> bool:
+        """Skips that add (x + f(x)), as far as known: a model whose merges are all concatenations has none."""
+        return self.residual is True and (self.skip_merges is None or self.skip_merges > self.concatenations)
 
 
 @dataclass

@@ -1,8 +1,8 @@
 """Optimizer steps on a copy of the model: how the gradient profile moves once training starts.
 
 Used by ``--steps N`` (explosions often appear after a few steps; dead ReLUs appear as training moves
-the biases) and by the zero-initialization check (one small step makes a blocked gradient flow). The
-user's model is deep-copied first and never stepped.
+the biases) and by the zero-initialization check (small steps make a blocked gradient flow,
+gradcheck_cli/zero_init.py). The user's model is deep-copied first and never stepped.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from gradcheck_cli.probe import BatchFn, LossFn
 from gradcheck_cli.report import Report, TrainingStep
 from gradcheck_cli.stats import ModelStructure
 
-# The zero-initialization check: one plain SGD step, small enough not to disturb a healthy model, is
-# enough to make a zero weight non-zero (W = -lr * g, and g is not zero for the zero-initialized layer).
-ZERO_INIT_CHECK_LR = 1e-2
 # Training batches are drawn after the probe's: batch indices from here on.
 FIRST_TRAINING_BATCH = 1000
 

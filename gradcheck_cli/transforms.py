@@ -1,8 +1,8 @@
 """Apply a catalog fix to a copy of a user's model, so ``gradcheck --verify`` can measure the fixed model.
 
 Only what can be done without touching the model's forward code is done here: modules are swapped,
-weights re-drawn, and layers inserted or wrapped inside ``nn.Sequential`` containers (whose forward runs
-its children in order). Anything else raises ``FixNotApplicable`` with a sentence saying what to do by hand.
+weights re-drawn or zeroed, and layers inserted or wrapped inside ``nn.Sequential`` containers (whose forward
+runs its children in order). Anything else raises ``FixNotApplicable`` with a sentence saying what to do by hand.
 
 Nothing here seeds: the caller seeds the global RNG, and every draw walks the modules in registration
 order, so the same seed gives the same copy.
@@ -18,8 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradcheck_cli.errors import describe_exception
 from gradcheck_cli.fixes import SATURATING
-from gradcheck_cli.probe import ACTIVATION_TYPES, NORM_TYPES, RMS_NORM
+from gradcheck_cli.probe import ACTIVATION_TYPES, ALL_NORM_TYPES
+from gradcheck_cli.residual_branches import BranchEnds, ForwardLoss, branch_weight, find_branch_ends
 from gradcheck_cli.training import deepcopy_model
 
 
@@ -41,12 +43,11 @@ class Residual(nn.Module):
 
 SATURATING_TYPES = tuple(getattr(nn, name) for name in SATURATING)
 WEIGHTED_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORMS = NORM_TYPES + ((RMS_NORM,) if RMS_NORM else ())
 _BATCHNORM_FOR_CONV = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
 # Modules that return a tensor of their input's shape, so a residual group may run through them;
 # anything else (pooling, Flatten, a custom block) ends the group and stays outside the skip.
 _SHAPE_KEEPING = (
-    *ACTIVATION_TYPES, *NORMS, nn.Identity,
+    *ACTIVATION_TYPES, *ALL_NORM_TYPES, nn.Identity,
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
 )  # fmt: skip
 # PyTorch's gate layout: LSTM rows are (input, forget, cell, output), GRU rows (reset, update, new); the
@@ -54,12 +55,16 @@ _SHAPE_KEEPING = (
 _MEMORY_GATE = {"forget": nn.LSTM, "update": nn.GRU}
 
 
-def apply_fix_to_copy(model: nn.Module, fix_id: str, params: dict[str, Any] | None) -> tuple[nn.Module, str]:
+def apply_fix_to_copy(
+    model: nn.Module, fix_id: str, params: dict[str, Any] | None, forward_loss: ForwardLoss | None = None
+) -> tuple[nn.Module, str]:
     """A deep copy of ``model`` with the fix applied, and what changed, e.g.
     "50 Sigmoid -> ReLU; 51 Linear re-initialized (He normal, std sqrt(2/fan_in))". The original is never touched.
+    ``forward_loss(copy)`` runs one forward pass and returns the loss: the zero_residual init reads off its
+    autograd graph which module ends each residual branch (residual_branches.py).
 
     Raises ``FixNotApplicable`` where the model does not allow it, ``ValueError`` for ``clipping`` (it changes
-    the training step, not the model), an unknown id or missing params.
+    the training step, not the model), an unknown id or missing params (or forward_loss).
     """
     fix_id = getattr(fix_id, "value", fix_id)  # a FixId member hashes by its name, not its value
     transform = _TRANSFORMS.get(fix_id)
@@ -67,6 +72,15 @@ def apply_fix_to_copy(model: nn.Module, fix_id: str, params: dict[str, Any] | No
         raise ValueError("clipping changes the training step, not the model: the caller applies it")
     if transform is None:
         raise ValueError(f"no model transform for fix {fix_id!r}; the transforms are {', '.join(_TRANSFORMS)}")
+    if fix_id == "residual" and (params or {}).get("scheme") == "between_recurrent_layers":
+        raise FixNotApplicable(
+            "the stacked layers are one recurrent module (num_layers > 1), whose forward has no place for a skip; "
+            "split it into one-layer modules added to their inputs, as in the code below."
+        )
+    # (the one transform that must see the model run: no module type or name says where a branch ends)
+    zero_residual = fix_id == "init" and (params or {}).get("scheme") == "zero_residual"
+    if zero_residual and forward_loss is None:
+        raise ValueError("the init/zero_residual fix needs forward_loss, a forward pass to find the branches in")
     try:
         fixed = deepcopy_model(model)
     except Exception as error:  # deepcopy raises whatever the model's attributes raise
@@ -74,6 +88,8 @@ def apply_fix_to_copy(model: nn.Module, fix_id: str, params: dict[str, Any] | No
             f"the model cannot be copied (deepcopy failed: {error}), so the fix cannot be tried on it; "
             "apply the code below by hand."
         ) from error
+    if zero_residual:
+        return _zero_residual_branches(fixed, forward_loss)
     return transform(fixed, params or {})
 
 
@@ -108,7 +124,7 @@ def _reinitialize(model: nn.Module, params: dict[str, Any]) -> tuple[nn.Module, 
         return _set_memory_gate_bias(model, params)
     if scheme == "orthogonal":
         return _orthogonalize_recurrent(model)
-    raise ValueError(f"unknown init scheme {scheme!r}; expected scale, gate_bias or orthogonal")
+    raise ValueError(f"unknown init scheme {scheme!r}; expected scale, gate_bias, orthogonal or zero_residual")
 
 
 def _rescale_weights(model: nn.Module, params: dict[str, Any]) -> tuple[nn.Module, str]:
@@ -171,6 +187,78 @@ def _orthogonalize_recurrent(model: nn.Module) -> tuple[nn.Module, str]:
     return model, _counts(changed, sep="; ")
 
 
+def _zero_residual_branches(model: nn.Module, forward_loss: ForwardLoss) -> tuple[nn.Module, str]:
+    """Zero the weight that ends each residual branch, so that every block x + f(x) starts as the identity."""
+    modes = [(module, module.training) for module in model.modules()]
+    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()]
+    model.train()  # the graph the probe measures: dropout and drop path as in training
+    try:
+        found = find_branch_ends(model, forward_loss)
+    except Exception as error:  # the user's forward or loss
+        raise FixNotApplicable(
+            f"the forward pass that finds its residual branches failed ({describe_exception(error)}); zero the "
+            "last norm of each branch in the code as below."
+        ) from error
+    finally:
+        for module, training in modes:
+            module.training = training
+        with torch.no_grad():  # the pass moved the norms' running statistics
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+    if not found.branches:
+        if found.concatenations:
+            raise FixNotApplicable(
+                "its skip connections concatenate (torch.cat([x, f(x)])) rather than add, so there is no residual "
+                "branch that a zero would start as the identity; this fix does not apply to it."
+            )
+        raise FixNotApplicable(
+            "its autograd graph adds no x + f(x) (two paths through different numbers of layers), so there is no "
+            "residual branch to start at zero; this fix does not apply to it."
+        )
+    zeroed: list[nn.Module] = []
+    weightless: list[nn.Module] = []
+    with torch.no_grad():
+        for module in found.ends:
+            weight = branch_weight(module)
+            if weight is None:
+                weightless.append(module)
+            else:
+                nn.init.zeros_(weight)
+                zeroed.append(module)
+    if not zeroed:
+        raise FixNotApplicable(_no_branch_end_zeroed(found, weightless))
+    kinds = " or ".join(sorted({"norm" if isinstance(m, ALL_NORM_TYPES) else "layer" for m in zeroed}))
+    names = {id(module): name or "(model)" for name, module in model.named_modules()}
+    shown = [names[id(module)] for module in zeroed]
+    shown = shown if len(shown) <= 3 else [*shown[:2], "...", shown[-1]]
+    branches = sum(found.ends[module] for module in zeroed)
+    parts = [f"zeroed the last {kinds} of {branches} residual branches ({_types(zeroed)}: {', '.join(shown)})"]
+    if weightless:
+        more = sum(found.ends[module] for module in weightless)
+        parts.append(f"{more} more end in a norm or layer without a weight ({_types(weightless)}), left as they were")
+    if found.unmatched:
+        parts.append(f"{found.unmatched} more end in an op that is no norm or layer module, left as they were")
+    return model, "; ".join(parts)
+
+
+def _no_branch_end_zeroed(found: BranchEnds, weightless: list[nn.Module]) -> str:
+    """Why no branch of a model with x + f(x) merges got a zero: one sentence with what to do by hand."""
+    if weightless:
+        return (
+            f"its residual branches end in a norm or layer without a weight to zero ({_types(weightless)}: "
+            "affine=False, or no weight of its own); make the norm affine and zero its weight in the code as below."
+        )
+    return (
+        f"its {found.branches} residual branches end in an op that is no norm or layer module (an activation, or a "
+        "function called in forward), so gradcheck cannot tell which weight to zero; zero it in the code as below."
+    )
+
+
+def _types(modules: list[nn.Module]) -> str:
+    """'16 BatchNorm2d, 1 Conv2d'."""
+    return _counts(Counter(type(module).__name__ for module in modules))
+
+
 def _insert_normalization(model: nn.Module, params: dict[str, Any]) -> tuple[nn.Module, str]:
     norm = params.get("norm", "batch")
     if norm not in ("batch", "layer"):
@@ -188,7 +276,7 @@ def _insert_normalization(model: nn.Module, params: dict[str, Any]) -> tuple[nn.
             if not isinstance(module, WEIGHTED_TYPES) or (module is head and last):
                 continue
             eligible += 1
-            if not last and isinstance(entries[index + 1][1], NORMS):
+            if not last and isinstance(entries[index + 1][1], ALL_NORM_TYPES):
                 continue
             new = _norm_after(module, norm)
             fresh = _fresh_name(f"{name}_norm", taken)

@@ -1,25 +1,25 @@
 """``--verify``: each suggested fix applied to a copy of the model and measured again.
 
 The fix is applied mechanically where that is possible (``transforms``: swap activation modules,
-re-initialize weights, insert normalization into an ``nn.Sequential``, ...), clipping is measured by
-clipping the copy's gradients, and a fix that needs a change of the forward code is reported as not
-applied, with its code. The user's model is never touched.
+re-initialize weights, zero the weight that ends each residual branch, insert normalization into an
+``nn.Sequential``, ...), clipping is measured by clipping the copy's gradients, and a fix that needs a change
+of the forward code is reported as not applied, with its code. The user's model is never touched.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from gradcheck_cli.api import check_model
-from gradcheck_cli.choices import FixId, TrialOutcome, Verdict
+from gradcheck_cli.choices import FindingKind, FixId, TrialOutcome, Verdict
 from gradcheck_cli.diagnosis import Diagnosis, Thresholds
 from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.fixes import Fix
-from gradcheck_cli.probe import BatchFn, LossFn
+from gradcheck_cli.probe import BatchFn, LossFn, batch_on_device
 from gradcheck_cli.report import FixTrial, Report
 from gradcheck_cli.transforms import FixNotApplicable, apply_fix_to_copy
 
@@ -62,41 +62,75 @@ def judge_trials(report: Report, trials: list[FixTrial]) -> list[FixTrial]:
     """Each trial's outcome against ``report``, ranked: cured first, then helped, no change, worse, then the
     fixes that could not be applied; equals keep their order (the report's)."""
     for trial in trials:
-        if trial.report is not None:
-            trial.outcome = trial_outcome(
-                report.verdict,
-                trend_decades(report.diagnosis),
-                trial.report.verdict,
-                trend_decades(trial.report.diagnosis),
-            )
+        judge_trial(report, trial)
     return sorted(trials, key=lambda trial: len(TrialOutcome) if trial.outcome is None else trial.outcome.rank)
 
 
-def trend_decades(diagnosis: Diagnosis) -> float | None:
-    """The steepest trend the verdict reads: across the layers or along a recurrent module's time steps
-    (signed: < 0 vanishing, > 0 exploding); None when none was measured."""
-    trends = [diagnosis.profile.decades, *(series.decades for series in diagnosis.time_profiles)]
-    finite = [d for d in trends if d is not None and math.isfinite(d)]
-    return max(finite, key=abs, default=None)
+def judge_trial(report: Report, trial: FixTrial) -> FixTrial:
+    """Set the trial's outcome against ``report`` (where the fix was applied and measured)."""
+    if trial.report is not None:
+        depth_before, time_before = trends(report.diagnosis)
+        depth_after, time_after = trends(trial.report.diagnosis)
+        trial.outcome = trial_outcome(
+            report.verdict, depth_before, trial.report.verdict, depth_after, time_before, time_after
+        )
+    return trial
+
+
+def trends(diagnosis: Diagnosis) -> tuple[float | None, float | None]:
+    """The trends the verdict reads: (across the layers, along the steepest recurrent module's time steps),
+    each signed (< 0 vanishing, > 0 exploding); None where none was measured.
+
+    Where zero-initialized layers block the gradient to others (a zero_init finding: Fixup, zero_init_residual,
+    or the zero_residual fix just applied), the depth trend is that of the copy the zero-init check stepped until
+    every layer got a gradient, as the verdict is (zero_init.settle_zero_init): at initialization the blocked
+    layers have none to read a trend from."""
+    depth = diagnosis.profile.decades
+    for finding in diagnosis.findings:
+        if finding.kind is FindingKind.ZERO_INIT and finding.evidence.get("decades_after_step") is not None:
+            depth = finding.evidence["decades_after_step"]
+    return _steepest([depth]), _steepest([series.decades for series in diagnosis.time_profiles])
+
+
+def _steepest(trends: Sequence[float | None]) -> float | None:
+    return max((d for d in trends if d is not None and math.isfinite(d)), key=abs, default=None)
 
 
 def trial_outcome(
-    before: Verdict, before_decades: float | None, after: Verdict, after_decades: float | None
+    before: Verdict,
+    before_decades: float | None,
+    after: Verdict,
+    after_decades: float | None,
+    before_time: float | None = None,
+    after_time: float | None = None,
 ) -> TrialOutcome:
-    """What a fix did: cured (now healthy), helped (the trend shrank by OUTCOME_DECADES, same direction),
-    no change, or worse (the trend grew by OUTCOME_DECADES, or the verdict turned: healthy -> unhealthy,
-    vanishing <-> exploding, finite -> nonfinite)."""
+    """What a fix did: cured (now healthy), helped (a trend shrank by OUTCOME_DECADES, same direction),
+    no change, or worse (a trend grew by OUTCOME_DECADES, or the verdict turned: healthy -> unhealthy,
+    vanishing <-> exploding, finite -> nonfinite).
+
+    ``*_decades`` is the depth trend, ``*_time`` the steepest trend through time (recurrent models): each measured
+    before and after is judged on its own, so that a fix that removes a stacked LSTM's loss through depth helped
+    even while its loss through time stays (issue 22). Where one shrank and the other grew, the steeper of the two
+    before and after decides."""
     if after is Verdict.HEALTHY and before is not Verdict.HEALTHY:
         return TrialOutcome.CURED
     if after is not before:
         # nonfinite -> vanishing or exploding: the gradients are numbers again, whatever their trend
         return TrialOutcome.HELPED if before is Verdict.NONFINITE else TrialOutcome.WORSE
-    if before_decades is None or after_decades is None:
-        return TrialOutcome.NO_CHANGE
-    shrink = abs(before_decades) - abs(after_decades)
-    if shrink >= OUTCOME_DECADES:
+    pairs = [
+        (b, a)
+        for b, a in ((before_decades, after_decades), (before_time, after_time))
+        if b is not None and a is not None
+    ]
+    shrinks = [abs(b) - abs(a) for b, a in pairs]
+    helped = any(shrink >= OUTCOME_DECADES for shrink in shrinks)
+    worse = any(shrink <= -OUTCOME_DECADES for shrink in shrinks)
+    if helped and worse:
+        shrink = abs(_steepest([b for b, _ in pairs])) - abs(_steepest([a for _, a in pairs]))
+        helped, worse = shrink >= OUTCOME_DECADES, shrink <= -OUTCOME_DECADES
+    if helped:
         return TrialOutcome.HELPED
-    if shrink <= -OUTCOME_DECADES:
+    if worse:
         return TrialOutcome.WORSE
     return TrialOutcome.NO_CHANGE
 
@@ -135,7 +169,7 @@ def try_on_copy(
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)  # the re-drawn weights are the same for the same seed
-                changed, description = apply_fix_to_copy(model, fix.id, params)
+                changed, description = apply_fix_to_copy(model, fix.id, params, _forward_loss(make_batch, loss_fn))
         except FixNotApplicable as error:
             return FixTrial(fix.id, str(error), None, fix.title)
         except ValueError:
@@ -149,3 +183,13 @@ def try_on_copy(
             continue
         return FixTrial(fix.id, description, report, fix.title)
     return FixTrial(fix.id, f"the changed copy failed to run ({failure})", None, fix.title)
+
+
+def _forward_loss(make_batch: BatchFn, loss_fn: LossFn) -> Callable[[nn.Module], torch.Tensor]:
+    """One forward pass of a copy on the first pass's batch, and its loss: where a transform reads the graph."""
+
+    def forward_loss(copy: nn.Module) -> torch.Tensor:
+        batch = batch_on_device(make_batch(0), list(copy.parameters()))
+        return loss_fn(copy(*batch.args, **batch.kwargs), batch)
+
+    return forward_loss

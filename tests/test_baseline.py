@@ -165,7 +165,7 @@ def test_a_worse_verdict_regresses():
 def test_a_vanishing_model_against_a_healthy_baseline_lists_the_verdict_first():
     comparison = compare(make_report(geometric_result(gain=0.5)), baseline_entry(make_report()))
     assert comparison.regressions[:2] == ["verdict healthy -> vanishing", "new error finding vanishing_gradient"]
-    assert comparison.regressions[2].startswith("the depth trend 10^+0.0 -> 10^-5.4")
+    assert comparison.regressions[2].startswith("the depth trend 10^+0.0 -> 10^-5.7")
     factors = [c.factor for c in comparison.changes]
     assert factors == sorted(factors, reverse=True)
     assert comparison.changes[0].layer == "layers.0"
@@ -324,12 +324,13 @@ def test_load_a_file_that_is_not_json(tmp_path, content):
     [
         ([1, 2], "is not a gradcheck baseline"),
         ({"targets": {}}, "is not a gradcheck baseline"),
-        ({"schema_version": "1.0", "tool": {"name": "other"}, "targets": {}}, "is not a gradcheck baseline"),
-        ({"schema_version": "1.0", "tool": {"name": "gradcheck"}, "layers": []}, "is a gradcheck report"),
-        ({"schema_version": "2.0", "tool": {"name": "gradcheck"}, "targets": {}}, "schema version '2.0'"),
+        ({"schema_version": "2.0", "tool": {"name": "other"}, "targets": {}}, "is not a gradcheck baseline"),
+        ({"schema_version": "2.0", "tool": {"name": "gradcheck"}, "layers": []}, "is a gradcheck report"),
+        ({"schema_version": "3.0", "tool": {"name": "gradcheck"}, "targets": {}}, "schema version '3.0'"),
+        ({"schema_version": "1.0", "tool": {"name": "gradcheck"}, "targets": {}}, "schema version '1.0'"),
         ({"tool": {"name": "gradcheck"}, "targets": {}}, "schema version None"),
-        ({"schema_version": "1.0", "tool": {"name": "gradcheck"}, "targets": []}, "has no targets"),
-        ({"schema_version": "1.0", "tool": {"name": "gradcheck"}, "targets": {"m.py": {}}}, "target 'm.py'"),
+        ({"schema_version": "2.0", "tool": {"name": "gradcheck"}, "targets": []}, "has no targets"),
+        ({"schema_version": "2.0", "tool": {"name": "gradcheck"}, "targets": {"m.py": {}}}, "target 'm.py'"),
     ],
 )
 def test_load_a_file_of_the_wrong_shape(tmp_path, document, expected):
@@ -365,7 +366,7 @@ def test_a_newer_minor_schema_version_is_read(tmp_path):
     path = tmp_path / "baseline.json"
     save_baseline([make_report()], path)
     document = json.loads(path.read_text())
-    document["schema_version"] = "1.3"
+    document["schema_version"] = "2.3"
     path.write_text(json.dumps(document))
     assert not compare(make_report(), load_baseline(path)["model.py"]).regressed
 

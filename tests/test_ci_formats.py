@@ -224,7 +224,7 @@ def test_junit_warnings_fail_only_with_fail_on_warning():
     # Below fail_on the warnings are not lost: they are the check's output.
     suite = suites_of(render(OutputFormat.JUNIT, [report], fail_on=FailOn.ERROR)).find("testsuite")
     case = next(case for case in suite.findall("testcase") if case.get("name") == "vanishing_gradient")
-    assert case.find("failure") is None and "Vanishing gradients" in case.find("system-out").text
+    assert case.find("failure") is None and "The gradient weakens toward the input" in case.find("system-out").text
     # The info finding is not a check: it shows in the verdict case's output and never fails.
     verdict = next(case for case in suite.findall("testcase") if case.get("name") == "verdict")
     assert "zero-initialized" in verdict.find("system-out").text
@@ -234,6 +234,7 @@ def test_junit_lists_the_same_checks_on_every_run():
     assert [kind.value for kind in CHECKS] == [
         "vanishing_gradient",
         "exploding_gradient",
+        "normalized_growth",
         "vanishing_activation",
         "exploding_activation",
         "large_relative_gradient",

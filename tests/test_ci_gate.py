@@ -332,7 +332,7 @@ def test_github_annotations(runner, project):
         lines[0],
     )
     assert re.fullmatch(
-        rf"::warning file=warn\.py,line={warn_line},title=gradcheck vanishing_gradient::Vanishing gradients.+",
+        rf"::warning file=warn\.py,line={warn_line},title=gradcheck vanishing_gradient::The gradient weakens toward the input.+",
         lines[1],
     )
     assert lines[2:] == [

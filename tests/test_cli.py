@@ -59,7 +59,7 @@ def test_warning_fails_only_with_fail_on_warning(runner):
 def test_json_is_one_document_with_the_required_keys(runner):
     result = run(runner, [*SMALL_VANISHING, "--format", "json"])
     document = json.loads(result.stdout)  # nothing else on stdout
-    assert document["schema_version"] == "1.0"
+    assert document["schema_version"] == "2.0"
     assert document["tool"] == {"name": "gradcheck", "version": __version__}
     assert document["verdict"] in {v.value for v in Verdict}
     assert document["verdict"] == "vanishing"

@@ -37,8 +37,8 @@ def test_vanishing_profile_measures_decades_and_gain():
     diagnosis = diagnose(geometric_result(depth=30, gain=0.5))
     assert diagnosis.verdict is Verdict.VANISHING
     assert diagnosis.profile.gain_per_layer == pytest.approx(0.5)
-    # ends are medians of 3 layers: layer 1 vs layer 28 of the 30 trend layers (the head is left out)
-    assert diagnosis.profile.decades == pytest.approx(27 * math.log10(0.5))
+    # D is the paired slope over the trend's length: 29 steps between the 30 trend layers (the head is left out)
+    assert diagnosis.profile.decades == pytest.approx(29 * math.log10(0.5))
     assert diagnosis.profile.depth_scale == pytest.approx(1 / math.log(2))
     (finding,) = diagnosis.findings
     assert finding.kind is FindingKind.VANISHING_GRADIENT and finding.severity is Severity.ERROR

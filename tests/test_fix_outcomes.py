@@ -59,13 +59,14 @@ def test_trials_ranked_by_outcome_ties_in_order_not_applied_last():
     assert cured == [t.fix_id for t in reversed(measured) if t.outcome is TrialOutcome.CURED]
 
 
-def test_lstm_forget_bias_fix_is_labelled_worse():
-    """Regression (issue 22): the forget-bias fix turns vanishing into exploding and was shown unjudged."""
+def test_lstm_forget_bias_fix_at_depth_4_cures_once_depth_and_time_are_measured_apart():
+    """Regression (issue 22): measured as one module, the 4-layer LSTM's forget-bias fix read as vanishing -6.85 ->
+    exploding +3.37 through time, shown unjudged: the gradient at the last step's input had crossed the 4 layers
+    straight down. Each layer measured on its own, the fix cures; residual connections remove the depth loss only."""
     env = {"COLUMNS": "80", "NO_COLOR": "1"}
-    args = ["demo", "--arch", "lstm", "--depth", "4", "--verify"]
+    args = ["demo", "--arch", "lstm", "--depth", "4", "--passes", "1", "--verify"]
     data = json.loads(CliRunner().invoke(app, [*args, "--format", "json"], env=env).stdout)
-    (trial,) = data["fix_trials"]
-    assert (data["verdict"], trial["report"]["verdict"], trial["outcome"]) == ("vanishing", "exploding", "worse")
-    text = CliRunner().invoke(app, args, env=env).stdout
-    assert "Before -> after (worse): VANISHING -> EXPLODING" in text
-    assert "No fix tried cured it." in text
+    outcomes = [(t["fix_id"], t["report"]["verdict"], t["outcome"]) for t in data["fix_trials"]]
+    assert data["verdict"] == "vanishing"
+    assert outcomes == [("init", "healthy", "cured"), ("residual", "vanishing", "helped")]  # ranked: cured first
+    assert all(not (t["decades"] > 1) for t in data["time_profiles"])

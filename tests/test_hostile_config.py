@@ -355,7 +355,7 @@ def baseline_document(layer: dict | None = None, profile: dict | None = None) ->
         "time_profiles": [],
         "findings": [],
     }
-    return {"schema_version": "1.0", "tool": {"name": "gradcheck", "version": "0"}, "targets": {"model.py": entry}}
+    return {"schema_version": "2.0", "tool": {"name": "gradcheck", "version": "0"}, "targets": {"model.py": entry}}
 
 
 def test_a_deeply_nested_baseline_is_one_sentence(tmp_path: Path):

@@ -190,7 +190,7 @@ def test_the_default_report_fits_a_screen_and_verbose_has_the_rest():
 def test_evidence_only_with_verbose():
     for options in ({}, {"quiet": True}, {"all_layers": True}):
         assert "evidence:" not in render(vanishing_report_with_fix(), 80, **options)
-    assert "evidence: decades=-21.1" in render(vanishing_report_with_fix(), 80, verbose=True)
+    assert "evidence: decades=-23.5" in render(vanishing_report_with_fix(), 80, verbose=True)
 
 
 def test_the_default_report_states_no_noise():

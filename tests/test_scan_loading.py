@@ -521,7 +521,7 @@ def test_json_with_several_targets_is_one_document_with_a_worst_verdict(runner, 
     result = run(runner, ["scan", "healthy.py", "vanishing.py", "--format", "json", "--passes", "1"])
     assert result.exit_code == 1, result.stderr
     document = json.loads(result.stdout)  # one document, nothing else on stdout
-    assert document["schema_version"] == "1.0"
+    assert document["schema_version"] == "2.0"
     assert document["verdict"] == "vanishing"
     assert [r["verdict"] for r in document["reports"]] == ["healthy", "vanishing"]
     assert [r["context"]["model"] for r in document["reports"]] == [

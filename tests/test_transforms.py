@@ -407,3 +407,19 @@ def test_missing_params_are_value_errors():
         apply_fix_to_copy(saturating_mlp(8), "init", None)
     with pytest.raises(ValueError, match="forget_bias"):
         apply_fix_to_copy(RNNClassifier(), "lstm", {})
+
+
+def test_residual_between_recurrent_layers_is_not_applied_even_beside_wrappable_linears():
+    """The recurrent-stack residual fix needs the stack split into modules: it is never confused with the
+    Sequential-wrapping residual fix, which a model with same-width Linear groups would otherwise take."""
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.rnn = nn.LSTM(8, 8, num_layers=4, batch_first=True)
+            self.mlp = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+
+    params = {"scheme": "between_recurrent_layers"}
+    with pytest.raises(FixNotApplicable, match=r"^the stacked layers are one recurrent module .*code below\.$"):
+        apply_fix_to_copy(Tagger(), FixId.RESIDUAL, params)
+    apply_fix_to_copy(Tagger(), FixId.RESIDUAL, {})  # the plain residual fix still wraps the Linear groups

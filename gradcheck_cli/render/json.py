@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from gradcheck_cli.stats import LayerStats
 
 # Bump on any change to an existing key's meaning or removal (new keys are a minor change). See CHANGELOG.
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 
 class JsonRenderer:
@@ -68,7 +68,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
             "forward_decades": profile.forward_decades,
             "trend_layers": len(profile.layers),
             "trend_layer_type": profile.layer_type,
-            "trend_role": profile.role,
+            "blocks": profile.blocks,
+            "gain_per_block": profile.gain_per_block,
             "zero_layers": len(profile.zero_layers),
         },
         "time_profiles": [asdict(series) for series in diagnosis.time_profiles],

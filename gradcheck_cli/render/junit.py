@@ -27,6 +27,7 @@ from gradcheck_cli.report import Report
 CHECKS = [
     FindingKind.VANISHING_GRADIENT,
     FindingKind.EXPLODING_GRADIENT,
+    FindingKind.NORMALIZED_GROWTH,  # a note, or a warning past 10^2
     FindingKind.VANISHING_ACTIVATION,
     FindingKind.EXPLODING_ACTIVATION,
     FindingKind.LARGE_RELATIVE_GRADIENT,

@@ -80,6 +80,13 @@ RULES: dict[FindingKind, tuple[str, str, str]] = {
         "In a recurrent module the gradient grows from the last time step toward the first.",
         "error",
     ),
+    FindingKind.NORMALIZED_GROWTH: (
+        "Gradient growth that normalization explains",
+        "The backward signal grows toward the input no faster per block (per layer without skips) than "
+        "normalized layers make it, with the forward signal flat: usual for BatchNorm nets, which train from it. "
+        "A warning past two decades: watch the first steps.",
+        "note",
+    ),
     FindingKind.ZERO_INIT: (
         "Zero-initialized layers block the gradient by design",
         "Zero-initialized layers (Fixup, SkipInit, zero_init_residual) block the gradient at initialization "

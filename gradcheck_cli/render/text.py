@@ -110,7 +110,10 @@ class TextRenderer:
         if report.training:
             console.print()
             console.print(_training(report, console.width))
-        if report.fix_trials and not one_fix:
+        if report.fix_trials and not one_fix and report.fix_trials_until_cured:
+            console.print()
+            console.print(_tried_in_order(report, names))
+        elif report.fix_trials and not one_fix:
             console.print()
             console.print(_trials(report, names, console.width))
         elif one_fix:
@@ -196,6 +199,8 @@ def _render_report(
         console.print()
     profiles = {profile.name: profile for profile in report.diagnosis.time_profiles}
     for series in report.result.recurrent:
+        if series.stack is not None and series.name not in profiles:
+            continue  # a stacked module's layers: the steepest one's chart (diagnosis.time_profiles_of)
         other = [s for s in (companion.result.recurrent if companion else []) if s.name == series.name]
         other_profiles = {p.name: p for p in companion.diagnosis.time_profiles} if companion else {}
         _print_chart(
@@ -203,7 +208,10 @@ def _render_report(
             _step_bars(series, profiles.get(series.name), report.diagnosis),
             [bar for s in other for bar in _step_bars(s, other_profiles.get(s.name), companion.diagnosis)],
             f"Gradient through time in {shown(series.name)} ({shown(series.type)}), first step first",
-            "Bar: per-sample RMS of dL/dx_t, the gradient reaching each step's input; log scale.",
+            "Bar: per-sample RMS of dL/dx_t, the gradient reaching each step's input; log scale."
+            if series.stack is None
+            else f"Bar: per-sample RMS of dL/dx_t through {shown(series.name)} alone, from the gradient at "
+            f"{shown(series.stack)}'s output; log scale.",
             "steps",
             chart_rows,
         )
@@ -551,8 +559,9 @@ def _comparison(before: Report, after: Report, names: Names, width: int) -> Grou
     return Group(Text("Before -> after", style="italic"), table)
 
 
-def _before_after(before: Report, trial: FixTrial) -> Text:
-    """The comparison in one sentence with the fix's outcome (the default report; -v shows the table)."""
+def _before_after(before: Report, trial: FixTrial, last: bool = True) -> Text:
+    """The comparison in one sentence with the fix's outcome (the default report; -v shows the table); ``last``:
+    no other fix follows, so one that did not cure says so."""
     b, a = before.diagnosis, trial.report.diagnosis
     line = Text("Before -> after (")
     line.append(trial.outcome.value, style=OUTCOME_STYLE[trial.outcome])
@@ -570,9 +579,25 @@ def _before_after(before: Report, trial: FixTrial) -> Text:
         )
     errors = [sum(f.severity is Severity.ERROR for f in d.findings) for d in (b, a)]
     line.append(f" · error findings {errors[0]} -> {errors[1]}.")
-    if trial.outcome is not TrialOutcome.CURED:
+    if last and trial.outcome is not TrialOutcome.CURED:
         line.append(" No fix tried cured it.")
     return line
+
+
+def _tried_in_order(report: Report, names: Names) -> Group:
+    """The demo's fixes tried one after another until one cured: each one's change and before -> after."""
+    parts: list = [Rule("The suggested fixes, tried in order until one cures", style="cyan")]
+    for index, trial in enumerate(report.fix_trials, 1):
+        parts.append(
+            Text(f"{index}. {trial.fix_id}, applied to a copy: {names.prose(trial.description)}.", style="cyan")
+        )
+        parts.append(_before_after(report, trial, last=False))
+    cured = next((trial for trial in report.fix_trials if trial.outcome is TrialOutcome.CURED), None)
+    tried = len(report.fix_trials)
+    parts.append(
+        Text(f"The first that cured: {cured.fix_id}." if cured else f"None of the {tried} fixes tried cured it.")
+    )
+    return Group(*parts)
 
 
 def _trials(report: Report, names: Names, width: int) -> Group:

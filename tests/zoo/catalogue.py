@@ -108,9 +108,6 @@ AS_PUBLISHED = "trained from this init by its authors' recipe"
 ZERO_HEAD = "its classifier starts at zero; one step unlocks it"
 NORMED_EMBEDDINGS = "embeddings at std 0.02 before a norm: the raw signal rises toward them, the blocks are flat"
 DETECTOR = "a detector in training mode returns a dict of 0-d losses; their sum is the loss"
-# What goes wrong today
-NAMES = "issue 22 (1): the depth trend is read over one name pattern"
-GROWTH_AS_EXPLODING = "issue 22 (2): growth under BatchNorm is reported as WARNING exploding_gradient"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -146,7 +143,6 @@ def _vision() -> list[Architecture]:
             images(64),
             healthy,
             AS_PUBLISHED,
-            known_failures={Check.VERDICT: f"{GROWTH_AS_EXPLODING} (+1.5 over 13 convs, no skips)"},
         ),
         tv(
             "densenet121",
@@ -154,10 +150,6 @@ def _vision() -> list[Architecture]:
             images(64),
             healthy,
             "concatenation skips carry the signal around each layer: not 121 layers in series",
-            known_failures={
-                Check.VERDICT: "issue 22 (2): concatenation skips not seen; WARNING exploding_gradient +1.6 read "
-                "over 121 BatchNorm2d layers as if in series"
-            },
         ),
         tv(
             "efficientnet_b0",
@@ -165,7 +157,6 @@ def _vision() -> list[Architecture]:
             images(64),
             healthy,
             BN_GROWTH,
-            known_failures={Check.VERDICT: f"{GROWTH_AS_EXPLODING} (+1.3 over 47 inverted-residual layers)"},
         ),
         tv("mobilenet_v2", torchvision_model("mobilenet_v2"), images(64), healthy, BN_GROWTH),
         tv("mobilenet_v3_large", torchvision_model("mobilenet_v3_large"), images(64), healthy, BN_GROWTH),
@@ -175,7 +166,6 @@ def _vision() -> list[Architecture]:
             images(64),
             healthy,
             BN_GROWTH,
-            known_failures={Check.VERDICT: f"{GROWTH_AS_EXPLODING} (+2.7 over 85 convs)"},
         ),
         tv(
             "inception_v3",
@@ -184,12 +174,6 @@ def _vision() -> list[Architecture]:
             healthy,
             "Inception's branch sums under BatchNorm grow toward the stem and fall within three SGD steps at lr 0.1",
             check_inference=True,
-            known_failures={
-                Check.VERDICT: "issue 22 (2): branch sums under BatchNorm (+3.2 over 94 convs, no skip seen) give "
-                "ERROR exploding_gradient",
-                Check.INFERS_INPUTS: "issue 22 (7): the input guessed from the first conv, 32 px, is too small for "
-                "Inception v3 (299 px native): the forward pass fails in Mixed_6a",
-            },
         ),
         tv("googlenet", torchvision_model("googlenet", init_weights=True), images(64), healthy, AS_PUBLISHED),
         tv("squeezenet1_1", torchvision_model("squeezenet1_1"), images(64), healthy, AS_PUBLISHED),
@@ -226,10 +210,6 @@ def _vision() -> list[Architecture]:
             images(64),
             Expected.HEALTHY_AFTER_ZERO_INIT,
             "NF-ResNet: each branch's last conv has its gain at zero (Brock et al. 2021)",
-            known_failures={
-                Check.VERDICT: "issue 22 (3): zero scalar gains read as ERROR zero_gradient; the one-step "
-                "re-measure is tried for zero weights only"
-            },
         ),
     ]
 
@@ -426,11 +406,6 @@ def _detection_segmentation_video() -> list[Architecture]:
             _detection_inputs,
             why=DETECTOR,
             family=Family.DETECTION,
-            known_failures={
-                Check.VERDICT: "issue 22 (2, 6): ERROR zero_gradient on the extra layers and heads whose anchors "
-                "hard-negative mining leaves without a loss in a batch, and inverted-residual growth (+1.9) as "
-                "WARNING exploding_gradient"
-            },
         ),
         tv(
             "fasterrcnn_mobilenet_v3_fpn",
@@ -467,10 +442,6 @@ def _pathological() -> list[Architecture]:
             Expected.VANISHING,
             "15 plain convs at PyTorch's default init, weight variance 1/(3 fan_in): about half a decade lost per "
             "conv (test_zoo.py measures it with independent hooks)",
-            known_failures={
-                Check.VERDICT: f"{NAMES}: HEALTHY (WARNING vanishing_gradient -1.7) from stage5's 4 convs, while "
-                "independent hooks measure -7.0 over the 15"
-            },
         ),
         design(
             "deep_sigmoid_mlp",
@@ -493,10 +464,6 @@ def _pathological() -> list[Architecture]:
             Expected.VANISHING,
             "each of the 8 stacked layers passes a fraction of the gradient to the one below (test_zoo.py "
             "measures it layer by layer)",
-            known_failures={
-                Check.VERDICT: "issue 22 (4): nn.LSTM(num_layers=8) is measured as one layer: HEALTHY with WARNING "
-                "exploding_through_time, while the gradient loses 4 decades through the 8 layers"
-            },
         ),
         design(
             "rezero_transformer",
@@ -504,9 +471,6 @@ def _pathological() -> list[Architecture]:
             tokens(100, batch=8),
             Expected.HEALTHY_AFTER_ZERO_INIT,
             "ReZero, alpha = 0 (Bachlechner et al. 2020): trains from it",
-            known_failures={
-                Check.VERDICT: "issue 22 (3): ReZero's alpha = 0, a zero scalar gain, read as ERROR zero_gradient"
-            },
         ),
         design(
             "fixup_resnet20",
@@ -514,10 +478,6 @@ def _pathological() -> list[Architecture]:
             images(32, batch=8),
             Expected.HEALTHY_AFTER_ZERO_INIT,
             "Fixup (Zhang et al. 2019): zero last conv per branch and zero head",
-            known_failures={
-                Check.VERDICT: "issue 22 (3): Fixup's chain of two zeros (the head, then each branch's last conv) "
-                "needs two steps; after one, ERROR zero_gradient"
-            },
         ),
     ]
 

@@ -47,7 +47,7 @@ def scan_row(folder: Path, name: str, *, variant: str | None = None, example_inp
         return {"outcome": "crash", "detail": first_line(error), "seconds": time.perf_counter() - start}
     report = scan.report
     profile = report.diagnosis.profile
-    trend = f"{profile.role or profile.layer_type} ({len(profile.layers)} layers)" if profile.layers else "-"
+    trend = f"{profile.layer_type} ({len(profile.layers)} layers)" if profile.layers else "-"
     return {
         "outcome": report.verdict.value.upper(),
         "decades": profile.decades,

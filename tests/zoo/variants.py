@@ -87,16 +87,4 @@ INVARIANCE = {
 }
 
 # What today's gradcheck gets wrong, per (architecture, variant): tests/test_zoo.py marks them strict xfail.
-RESNET_NAMES = (
-    "issue 22 (1): +0.65 over layer3's 6 convs as built, +1.9 (WARNING exploding_gradient) over the 16 blocks"
-)
-VGG_NAMES = "issue 22 (1): HEALTHY -1.7 over stage5's convs as built, VANISHING -6.3 over the 15 convs"
-KNOWN_FAILURES = {
-    ("resnet50", "sequential"): RESNET_NAMES,
-    ("resnet50", "flat_blocks"): RESNET_NAMES,
-    ("resnet50", "renamed"): RESNET_NAMES,
-    ("vgg_named_stages_default_init", "sequential"): VGG_NAMES,
-    ("vgg_named_stages_default_init", "renamed"): VGG_NAMES,
-    ("timm_vit_tiny", "named_blocks"): "issue 22 (1): +0.54 over blocks.#.mlp.fc1 (12 layers) as built, +0.02 over "
-    "49 Linear layers once the blocks are named encoder_layer_#",
-}
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
