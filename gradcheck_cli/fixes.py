@@ -16,7 +16,7 @@ from gradcheck_cli.choices import FindingKind, FixId
 from gradcheck_cli.stats import LayerStats, NonfiniteOp, ProbeResult
 
 if TYPE_CHECKING:
-    from gradcheck_cli.diagnosis import DepthProfile
+    from gradcheck_cli.depth_trend import DepthProfile
 
 SATURATING = ("Sigmoid", "Tanh", "Hardtanh", "Hardsigmoid", "LogSigmoid", "Softsign")
 RELU_FAMILY = ("ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "CELU", "GELU", "SiLU", "Mish", "Softplus")

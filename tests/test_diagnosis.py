@@ -5,7 +5,8 @@ import math
 import pytest
 
 from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, Verdict
-from gradcheck_cli.diagnosis import Thresholds, diagnose, theil_sen_slope
+from gradcheck_cli.depth_trend import theil_sen_slope
+from gradcheck_cli.diagnosis import Thresholds, diagnose
 from gradcheck_cli.stats import LayerStats, RecurrentStats
 from tests.synthetic import geometric_result
 

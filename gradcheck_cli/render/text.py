@@ -23,7 +23,8 @@ from rich.table import Table
 from rich.text import Text
 
 from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, TrialOutcome, Verdict
-from gradcheck_cli.diagnosis import Diagnosis, Finding, TimeProfile, signal_of
+from gradcheck_cli.depth_trend import signal_of
+from gradcheck_cli.diagnosis import Diagnosis, Finding, TimeProfile
 from gradcheck_cli.render.chart import Bar, chart_layout, draw_bar_chart, group_bars, group_size, log_scale
 from gradcheck_cli.render.code import fit_code
 from gradcheck_cli.render.interface import RenderOptions
