@@ -9,7 +9,7 @@ __version__ = "0.1.0"
 # Public API, resolved lazily (PEP 562) so that importing the package stays torch-free.
 _LAZY = {
     "probe_model": "gradcheck_cli.probe",
-    "Batch": "gradcheck_cli.probe",
+    "Batch": "gradcheck_cli.batches",
     "diagnose": "gradcheck_cli.diagnosis",
     "Thresholds": "gradcheck_cli.diagnosis",
     "check_model": "gradcheck_cli.api",

@@ -5,8 +5,9 @@ from __future__ import annotations
 from torch import nn
 
 from gradcheck_cli.arguments import module_argument, number_argument, patterns_argument
+from gradcheck_cli.batches import BatchFn, LossFn, ProgressFn
 from gradcheck_cli.diagnosis import Thresholds, diagnose
-from gradcheck_cli.probe import BatchFn, LossFn, ProgressFn, Reducer, probe_model
+from gradcheck_cli.probe import Reducer, probe_model
 from gradcheck_cli.report import Report
 from gradcheck_cli.stats import ModelStructure
 from gradcheck_cli.torch_compat import eager_model

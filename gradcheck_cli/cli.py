@@ -362,7 +362,7 @@ def demo(
     [dim]Example: gradcheck demo --depth 50 --activation relu --init kaiming[/]
     """
     try:
-        from gradcheck_cli.isolation import DemoJob
+        from gradcheck_cli.jobs import DemoJob
 
         settings = _Settings(ctx, _load_config(config, isolated, verbose))
         _check_output(output)
@@ -538,7 +538,7 @@ def scan(
 
     [dim]Example: gradcheck scan examples/vanishing_mlp.py[/]
     """
-    from gradcheck_cli.isolation import Distributed, ScanJob
+    from gradcheck_cli.jobs import Distributed, ScanJob
     from gradcheck_cli.options import InputOptions, ScanOptions, check_input_memory, parse_shape
 
     try:
@@ -833,7 +833,7 @@ def _placement(settings: _Settings, device: Device, amp: Amp | None) -> tuple[st
 
 def _limits(settings: _Settings, timeout: float, max_memory: str | None) -> Any:
     """--timeout and --max-memory (or the config file's); the memory default is a share of this machine's."""
-    from gradcheck_cli.isolation import Limits
+    from gradcheck_cli.jobs import Limits
     from gradcheck_cli.limits import default_memory, parse_memory
 
     seconds = settings.get("timeout", timeout)
@@ -844,7 +844,8 @@ def _limits(settings: _Settings, timeout: float, max_memory: str | None) -> Any:
 @contextlib.contextmanager
 def _worker_run(jobs: list, limits: Any, silent: bool, spread: Any = None) -> Any:
     """The jobs in worker processes (gradcheck_cli/isolation.py); what they print reaches stderr, labelled."""
-    from gradcheck_cli.isolation import Request, WorkerRun
+    from gradcheck_cli.isolation import WorkerRun
+    from gradcheck_cli.jobs import Request
     from gradcheck_cli.render.names import shown
 
     def relay(label: str, line: str) -> None:

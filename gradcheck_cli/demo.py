@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import fields
 
 from gradcheck_cli.api import check_model
+from gradcheck_cli.batches import ProgressFn
 from gradcheck_cli.choices import FixId, Optimizer, TrialOutcome
 from gradcheck_cli.diagnosis import Thresholds
 from gradcheck_cli.fixes import Fix
 from gradcheck_cli.presets import DemoSpec, apply_fix, build_preset
-from gradcheck_cli.probe import ProgressFn
 from gradcheck_cli.report import FixTrial, Report
 from gradcheck_cli.training import track_training
 from gradcheck_cli.verify import judge_trial, suggested_fixes, try_on_copy, verify_fixes

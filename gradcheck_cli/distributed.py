@@ -25,8 +25,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from gradcheck_cli.batches import Batch, BatchFn, LossFn
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError, describe_exception
-from gradcheck_cli.probe import Batch, BatchFn, LossFn
 from gradcheck_cli.torch_compat import FSDP2
 
 SHARD_HOOK = "shard_model"

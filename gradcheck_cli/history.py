@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -331,7 +332,7 @@ class TrainingJudge:
                 continue
             self._early[i].append((step, value))
             if len(self._early[i]) == self.rules.reference_steps:
-                self.reference[i] = _median([v for _, v in self._early[i]])
+                self.reference[i] = statistics.median([v for _, v in self._early[i]])
 
 
 def probe_result(header: HistoryHeader, record: StepRecord) -> ProbeResult:
@@ -670,12 +671,6 @@ def _decoded(value: Any) -> Any:
     if isinstance(value, list):
         return [_decoded(item) for item in value]
     return value
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def _why(error: BaseException) -> str:

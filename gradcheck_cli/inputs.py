@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from gradcheck_cli import stages
+from gradcheck_cli.batches import Batch
 from gradcheck_cli.errors import GradcheckError, describe_exception
+from gradcheck_cli.layer_figures import owns_parameters
 from gradcheck_cli.options import InputOptions
-from gradcheck_cli.probe import Batch, owns_parameters
 
 EXAMPLE_INPUT_NAMES = ("example_inputs", "sample_input", "get_inputs")
 DEFAULT_BATCH_SIZE = 8  # more than one sample: BatchNorm in training mode needs it

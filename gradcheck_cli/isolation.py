@@ -10,21 +10,19 @@ after it. The worker's stdout and stderr come to the CLI's stderr, each line lab
 stdout carries the report alone. ``Limits`` bounds each job's time and the worker's memory.
 
 Reports are sent as pickles of gradcheck's own report classes; the CLI unpickles them with an allow-list of
-exactly those classes (``_ReportUnpickler``), so a worker cannot make the CLI build anything else. This is no
+exactly those classes (``jobs.ReportUnpickler``), so a worker cannot make the CLI build anything else. This is no
 sandbox: the user's code runs with the user's rights (see docs/security.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import io
 import os
 import pickle
 import select
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -34,12 +32,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradcheck_cli.diagnosis import Thresholds
 from gradcheck_cli.errors import GradcheckError
+from gradcheck_cli.jobs import FRAME_HEADER, Job, Limits, Outcome, ReportUnpickler, Request
 from gradcheck_cli.limits import show_bytes
-from gradcheck_cli.options import ScanOptions
 
-FRAME_HEADER = struct.Struct("<I")
 # The test suite's seam: with this set to 1 the jobs run in the calling process, through the same messages,
 # so the many CLI tests about options and output do not each pay a worker's start (an `import torch`).
 # tests/test_isolation.py runs without it. Not for users: it gives up everything this module is for.
@@ -53,62 +49,6 @@ NO_WORKER_NOTE = (
 )
 POLL_SECONDS = 0.1  # how often the memory watchdog reads the worker's resident size
 KILL_GRACE_SECONDS = 2.0  # after SIGTERM, before SIGKILL
-
-
-@dataclass(frozen=True)
-class Limits:
-    timeout: float | None  # seconds for one job, None: no limit
-    max_memory: int  # bytes the worker (and what it starts) may use
-
-
-@dataclass(frozen=True)
-class ScanJob:
-    target: str
-    options: ScanOptions
-    thresholds: Thresholds
-    device: str = "auto"
-    amp: str | None = None
-
-    @property
-    def label(self) -> str:
-        return self.target
-
-
-@dataclass(frozen=True)
-class DemoJob:
-    spec: dict[str, Any]  # presets.DemoSpec's fields (DemoSpec imports torch)
-    run: dict[str, Any]  # demo.run_demo's keyword arguments
-    device: str = "auto"
-    amp: str | None = None
-    label: str = "demo"
-
-
-Job = ScanJob | DemoJob
-
-
-@dataclass(frozen=True)
-class Distributed:
-    """A torchrun process's worker joins the job's process group and scans every target in it."""
-
-    fsdp: bool
-    device: str
-
-
-@dataclass
-class Request:
-    jobs: list[Job]
-    limits: Limits
-    distributed: Distributed | None = None
-
-
-@dataclass
-class Outcome:
-    """What became of one job: a report, or one sentence (and, with --debug, the worker's traceback)."""
-
-    index: int
-    report: Any = None
-    error: str | None = None
-    details: str = ""  # the traceback, shown with --debug
 
 
 class WorkerRun:
@@ -457,7 +397,7 @@ def _frames(worker: _Worker) -> Iterator[tuple]:
             return
         body = bytes(buffer[FRAME_HEADER.size : FRAME_HEADER.size + size])
         del buffer[: FRAME_HEADER.size + size]
-        yield _ReportUnpickler(io.BytesIO(body)).load()
+        yield ReportUnpickler(io.BytesIO(body)).load()
 
 
 def _resident_bytes(pid: int) -> int | None:
@@ -483,14 +423,3 @@ def _process_tree(pid: int) -> list[int]:
         except OSError:
             pass
     return tree
-
-
-class _ReportUnpickler(pickle.Unpickler):
-    """Builds gradcheck's own data classes and enums, and nothing else: no function, no other module."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("gradcheck_cli.") and "." not in name:
-            found = super().find_class(module, name)
-            if isinstance(found, type) and (dataclasses.is_dataclass(found) or issubclass(found, enum.Enum)):
-                return found
-        raise pickle.UnpicklingError(f"the worker sent {module}.{name}, which is not part of a report")

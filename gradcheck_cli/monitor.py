@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import warnings
 from collections import deque
 from collections.abc import Callable
@@ -60,22 +61,22 @@ from gradcheck_cli.history import (
     json_line,
     record_document,
 )
-from gradcheck_cli.probe import (
-    describe_structure,
-    has_skip_connections,
-    owns_parameters,
-    release_nodes,
-    release_with_graph,
-    tensors_in,
+from gradcheck_cli.layer_figures import (
+    WeightPlan,
+    exact_norms,
+    gradient_figures,
+    gradient_squares,
+    held_parameters,
+    layer_type,
+    owned_parameters,
+    parameter_layers,
+    ranked,
+    shown_name,
 )
+from gradcheck_cli.probe import describe_structure, has_skip_connections, tensors_in
 from gradcheck_cli.stats import LayerStats
-from gradcheck_cli.torch_compat import eager_model
+from gradcheck_cli.torch_compat import eager_model, release_nodes, release_with_graph
 
-# A float32 norm is exact to float32 precision when it lies in this range: below it the squares of the
-# elements may have underflowed, above it they may overflow. Outside it, the sampled step's norms are taken
-# again in float64 (one more transfer, only for such extreme gradients).
-EXACT_FLOAT32_NORM = (1e-15, 1e15)
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
 # norms_every="auto": the per-step norms are taken on every step while ``step()`` costs at most this share
 # of the training step around it (timed on the host, over the last AUTO_WINDOW steps that took them), and
 # on every 2nd, 4th or 8th step where it costs more (a small model on a CPU), with the watch (the small
@@ -183,20 +184,16 @@ class Monitor:
         # A torch.compile'd model's layers are its original module's, named as in the uncompiled model (no
         # "_orig_mod.", issue 23); its training steps still run the compiled code, whose gradients are read.
         with eager_model(model) as eager:
-            self._layers = [(n or "(model)", m) for n, m in eager.model.named_modules() if owns_parameters(m)]
+            self._defined = parameter_layers(eager.model.named_modules())  # in definition order
             structure, model_class = describe_structure(eager.model), type(eager.model).__name__
-        self._tracked, infos = _ownership(self._layers)
+        # The weight figures are measured over the layers in definition order, as the scan measures them, and
+        # reported in the layers' order (_plan_layers).
+        self._weight_plan = WeightPlan(self._defined)
+        infos, watched = self._plan_layers([])
         if not self._tracked:
             raise InvalidOptionError("The model has no trainable parameters, so there is no gradient to monitor.")
-        # The watch: each layer's small parameters (biases, norm scales: at most one dimension), whose gradients
-        # are normed on the steps whose full norms are skipped (``norms_every`` above 1). They are kilobytes where
-        # the weights are megabytes, and a bias's gradient is the layer's output gradient summed over the batch,
-        # so a spike shows in it at its own step. Their columns come first in a row: the watch is a slice of it.
-        self._tracked.sort(key=lambda owned: owned[2].dim() > 1)
-        watched = _watched(self._layers, self._tracked)
-        self._watch_width = sum(1 for _, _, p in self._tracked if p.dim() <= 1) if watched else 0
-        self._weights = [[p for n, p in m.named_parameters(recurse=False) if "weight" in n] for _, m in self._layers]
-        self._main_weights = [next((p for p in ws if p.dim() >= 2), None) for ws in self._weights]
+        # The layers' order is settled at the first step, from the forward pass its hooks saw (_settle_layers).
+        self._layers_settled = False
         self._signals = bool(signals) and not isinstance(model, torch.jit.ScriptModule)  # TorchScript: no hooks
         first = next(model.parameters())
         dtypes = {p.dtype for _, _, p in self._tracked}
@@ -219,11 +216,7 @@ class Monitor:
             note=note,
         )
         self._judge = TrainingJudge(self.header.layers, self.header.rules, watched)
-        self._watched_layers = [index for index, _ in watched]
-        self._params = [param for _, _, param in self._tracked]
         self._spread = len({param.device for param in self._params}) > 1
-        self._owner = [owner for owner, _, _ in self._tracked]
-        self._is_weight = [is_weight for _, is_weight, _ in self._tracked]
         self._history: deque[StepRecord] = deque(maxlen=keep)
         self.problems: list[Problem] = []
         self._next_step = self.header.start_step
@@ -288,6 +281,8 @@ class Monitor:
         the problems found (and warns or raises as ``on_problem`` says)."""
         self._check_attached()
         entered = perf_counter()
+        if not self._layers_settled:
+            self._settle_layers()
         release_nodes(self._graph_nodes)  # of an earlier step given no loss: its graph is gone by now
         if self._left_at is not None:
             self._intervals.append(entered - self._left_at)
@@ -418,8 +413,8 @@ class Monitor:
         if not self._intervals:
             return
         self._stride_chosen = True
-        budget, full = AUTO_NORM_SHARE * _median(self._intervals), _median(self._costs)
-        watch = _median(self._watch_costs) if self._watch_costs else 0.0
+        budget, full = AUTO_NORM_SHARE * statistics.median(self._intervals), statistics.median(self._costs)
+        watch = statistics.median(self._watch_costs) if self._watch_costs else 0.0
         most = min(AUTO_MAX_STRIDE, self.every)
 
         def stride_for(between: float) -> int:
@@ -443,6 +438,56 @@ class Monitor:
         if self._hooks is None:
             self._hooks = _SignalHooks(self._layers, self._model)
 
+    # ------------------------------------------------------------------------------ the layers
+
+    def _plan_layers(self, order: list[int]) -> tuple[list[LayerInfo], list[tuple[int, str]]]:
+        """List the layers as the scan does (layer_figures): those in ``order`` (definition indices, in the order
+        the forward pass first ran them), then the others; every trainable parameter tracked once, by the first
+        layer listed that holds it (tied weights). Returns what each layer is, and the watched layers."""
+        self._ranking = ranked(order, len(self._defined))
+        self._layers = [(shown_name(self._defined[i][0]), self._defined[i][1]) for i in self._ranking]
+        positions = list(range(len(self._layers)))
+        # The watch: each layer's small parameters (biases, norm scales: at most one dimension), whose gradients
+        # are normed on the steps whose full norms are skipped (``norms_every`` above 1). They are kilobytes where
+        # the weights are megabytes, and a bias's gradient is the layer's output gradient summed over the batch,
+        # so a spike shows in it at its own step. Their columns come first in a row: the watch is a slice of it.
+        self._tracked = sorted(owned_parameters(self._layers, positions), key=lambda owned: owned[2].dim() > 1)
+        watched = _watched(self._layers, self._tracked)
+        self._watch_width = sum(1 for _, _, p in self._tracked if p.dim() <= 1) if watched else 0
+        self._watched_layers = [index for index, _ in watched]
+        self._params = [param for _, _, param in self._tracked]
+        self._owner = [owner for owner, _, _ in self._tracked]
+        held = held_parameters(self._layers, positions)
+        infos = [
+            LayerInfo(name, layer_type(module), count, trainable, self._weight_plan.fan_in[index], shared)
+            for (name, module), (count, trainable, shared), index in zip(self._layers, held, self._ranking)
+        ]
+        return infos, watched
+
+    def _settle_layers(self) -> None:
+        """At the first step: the layers in the order its forward pass ran them, where the signal hooks saw that
+        pass (a Monitor made before it, with ``signals``), so that a tied parameter belongs to the layer that runs
+        first, as in a scan (issue 24: the monitor gave it to the layer defined first). Without that pass the
+        layers stay in definition order for the whole run."""
+        self._layers_settled = True
+        hooks = self._hooks
+        if hooks is None or not hooks.order:
+            return
+        definition = {id(module): index for index, (_, module) in enumerate(self._defined)}
+        order = [definition[id(hooks.layers[index][1])] for index in hooks.order]
+        if ranked(order, len(self._defined)) == self._ranking:
+            return
+        self.header.layers, watched = self._plan_layers(order)
+        self._judge = TrainingJudge(self.header.layers, self.header.rules, watched)
+
+    def _positions(self, hooks: _SignalHooks) -> list[int]:
+        """Where each of the hooks' layers is listed now (hooks armed before _settle_layers list them in
+        definition order)."""
+        if hooks.layers is self._layers:
+            return list(range(len(self._layers)))
+        position = {id(module): k for k, (_, module) in enumerate(self._layers)}
+        return [position[id(module)] for _, module in hooks.layers]
+
     # ------------------------------------------------------------------------------ read-outs
 
     def _drain(self) -> list[Problem]:
@@ -461,7 +506,7 @@ class Monitor:
         self, scalars: list[torch.Tensor]
     ) -> tuple[list[list[float | None]], list[bool], list[float | None], list[float]]:
         """The one host transfer: every unread step's norms (and whether they are all of them, or the
-        watch's only), its loss, and ``scalars`` (0-d tensors). Empties the ring."""
+        watch's only), its loss, and the values of ``scalars`` (0-d or 1-d tensors), in order. Empties the ring."""
         count, width = self._unread, len(self._tracked)
         device = self._norms.device if self._norms is not None else next(self._model.parameters()).device
         parts = []
@@ -470,7 +515,7 @@ class Monitor:
         if self._losses is not None:
             parts.append(self._losses[:count])
         if scalars:
-            parts.append(torch.stack([s.to(device, torch.float64) for s in scalars]))
+            parts.append(torch.cat([s.to(device, torch.float64).reshape(-1) for s in scalars]))
         host = torch.cat([part.to(device, torch.float64) for part in parts]).tolist() if parts else []
         rows: list[list[float | None]] = []
         full = self._full[:count]
@@ -496,15 +541,25 @@ class Monitor:
         """Read out the steps since the previous record with this step's figures, judge them, keep a record."""
         steps = self._row_steps[: self._unread]
         hooks = self._hooks if sampled else None
-        weights = [p.detach() for ws in self._weights for p in ws]
-        scalars = list(_norms(weights)) if weights else []
-        scalars += [p.detach().float().std() for p in self._main_weights if p is not None and p.numel() > 1]
+        measured = self._weight_plan.measure()  # (the weights' tensors, their norms and sums on the device)
+        scalars = [measured[1]] if measured is not None else []
         scalars += [value for _, _, value in hooks.values] if hooks is not None else []
-        rows, full, losses, figures = self._transfer(scalars)
+        rows, full, losses, values = self._transfer(scalars)
         if sampled:  # (the gradients are this step's only when step() reads them)
             rows[-1] = self._exact(rows[-1])
+        if measured is None:  # (no layer holds a weight)
+            n_weights, by_definition = 0, [{} for _ in self._defined]
+        else:
+            n_weights = len(measured[1])
+            by_definition = self._weight_plan.read(measured[0], values[:n_weights])
+        weights = [by_definition[i] for i in self._ranking]
         record = self._record(
-            step, [row for row, f in zip(rows, full) if f], [loss for loss, f in zip(losses, full) if f], figures, hooks
+            step,
+            [row for row, f in zip(rows, full) if f],
+            [loss for loss, f in zip(losses, full) if f],
+            weights,
+            values[n_weights:],
+            hooks,
         )
         record.steps = step - self._last_record_step
         record.norm_steps = sum(full) + self._carried_rows
@@ -534,19 +589,14 @@ class Monitor:
         return self._read(self._row_steps[last_full[-1]], sampled=False)
 
     def _exact(self, row: list[float | None]) -> list[float | None]:
-        """The sampled step's norms, taken again in float64 where float32 may have under- or overflowed."""
-        low, high = EXACT_FLOAT32_NORM
-        again = [
-            i
-            for i, value in enumerate(row)
-            if value is not None and not (low <= value <= high) and self._params[i].grad is not None
-        ]
-        if not again:
+        """The sampled step's norms, taken again in float64 where float32 may have under- or overflowed, as the
+        scan takes them (layer_figures.exact_norms)."""
+        present = [i for i, value in enumerate(row) if value is not None and self._params[i].grad is not None]
+        if not present:
             return row
-        grads = [self._params[i].grad for i in again]
-        exact = torch._foreach_norm(grads, 2, dtype=torch.float64)
+        values = exact_norms([self._params[i].grad for i in present], [row[i] for i in present])
         row = list(row)
-        for i, value in zip(again, torch.stack([e.to(exact[0].device) for e in exact]).tolist()):
+        for i, value in zip(present, values):
             row[i] = value
         return row
 
@@ -569,48 +619,40 @@ class Monitor:
                 squares[owner] = (squares[owner] or 0.0) + value * value
         return [None if sq is None else math.sqrt(sq) for sq in squares]
 
-    def _record(self, step, rows, losses, scalars, hooks) -> StepRecord:
-        row = rows[-1]
-        weight_sq: list[float | None] = [None] * len(self._layers)
-        other_sq: list[float | None] = [None] * len(self._layers)
-        nonfinite = [False] * len(self._layers)
-        for owner, is_weight, value in zip(self._owner, self._is_weight, row):
-            if value is None:
-                continue
-            nonfinite[owner] |= not math.isfinite(value)
-            bucket = weight_sq if is_weight else other_sq
-            bucket[owner] = (bucket[owner] or 0.0) + value * value
-        values = iter(scalars)
-        weight_norms = [math.sqrt(sum(next(values) ** 2 for _ in ws)) if ws else None for ws in self._weights]
-        stds = [next(values) if p is not None and p.numel() > 1 else None for p in self._main_weights]
-        forward_sq, backward_sq = [0.0] * len(self._layers), [0.0] * len(self._layers)
-        backward_seen = [False] * len(self._layers)
+    def _record(self, step, rows, losses, weights, signals, hooks) -> StepRecord:
+        """The record of a read-out: the last row's gradient figures, ``weights`` (each layer's weight figures)
+        and ``signals`` (the values of ``hooks``), per layer as the scan computes them (layer_figures)."""
+        row, count = rows[-1], len(self._layers)
+        present = [k for k, value in enumerate(row) if value is not None]
+        weight_sq, other_sq, nonfinite, _ = gradient_squares(
+            [self._tracked[k] for k in present], [row[k] for k in present], count
+        )
+        forward_sq, backward_sq = [0.0] * count, [0.0] * count
+        backward_seen = [False] * count
+        calls, numel = [0] * count, [0] * count
         if hooks is not None:
-            for (kind, index, _), value in zip(hooks.values, values):
+            positions = self._positions(hooks)
+            for (kind, index, _), value in zip(hooks.values, signals):
                 if kind == _SignalHooks.FORWARD:
-                    forward_sq[index] += value * value
+                    forward_sq[positions[index]] += value * value
                 else:
-                    backward_sq[index] += value * value
-                    backward_seen[index] = True
+                    backward_sq[positions[index]] += value * value
+                    backward_seen[positions[index]] = True
+            for index, position in enumerate(positions):
+                calls[position], numel[position] = hooks.calls[index], hooks.numel[index]
         # (a trainer may call a submodule rather than the model itself: then the first layer's input tells)
         batch = (hooks.batch or hooks.first_layer_batch or None) if hooks is not None else None
         layers = []
         for i, info in enumerate(self.header.layers):
             stats = LayerStats(
                 name=info.name, type=info.type, param_count=info.param_count, trainable=info.trainable,
-                shared_with=info.shared_with, fan_in=info.fan_in, weight_norm=weight_norms[i], weight_std=stds[i],
-                calls=hooks.calls[i] if hooks is not None else 0, grad_nonfinite=nonfinite[i],
+                shared_with=info.shared_with, calls=calls[i], grad_nonfinite=nonfinite[i], **weights[i],
             )  # fmt: skip
-            if weight_sq[i] is not None:
-                stats.weight_grad_norm = math.sqrt(weight_sq[i])
-                if stats.weight_norm:
-                    stats.relative_grad = stats.weight_grad_norm / stats.weight_norm
-            if other_sq[i] is not None:
-                stats.other_grad_norm = math.sqrt(other_sq[i])
             if weight_sq[i] is not None or other_sq[i] is not None:
-                stats.grad_norm = math.sqrt((weight_sq[i] or 0.0) + (other_sq[i] or 0.0))
-            if hooks is not None and hooks.numel[i]:
-                stats.forward_rms = math.sqrt(forward_sq[i] / hooks.numel[i])
+                figures = gradient_figures(weight_sq[i], other_sq[i], stats.weight_norm)
+                stats.weight_grad_norm, stats.other_grad_norm, stats.grad_norm, stats.relative_grad = figures
+            if numel[i]:
+                stats.forward_rms = math.sqrt(forward_sq[i] / numel[i])
                 stats.forward_nonfinite = not math.isfinite(stats.forward_rms)
             if backward_seen[i]:
                 # per-sample RMS of the output gradient, as the scan reads it (the loss is a batch mean)
@@ -700,12 +742,13 @@ class _SignalHooks:
     FORWARD, BACKWARD = 0, 1
 
     def __init__(self, layers: list[tuple[str, nn.Module]], root: nn.Module):
+        self.layers = layers
         self.values: list[tuple[int, int, torch.Tensor]] = []
         self.numel = [0] * len(layers)
         self.calls = [0] * len(layers)
+        self.order: list[int] = []  # the layers in the order they first ran
         self.batch = 0  # samples seen by the root's forward
         self.first_layer_batch = 0  # samples seen by the first layer to run, where the root is not called
-        self._first: int | None = None
         self.active = True
         self._nodes: list[Any] = []  # the graph nodes of the hooked outputs: see Monitor._hand_over_nodes
         self._handles = [root.register_forward_pre_hook(self._count_batch, with_kwargs=True)]
@@ -735,9 +778,9 @@ class _SignalHooks:
             if not self.active or module is not expected or not torch.is_grad_enabled():
                 return
             self.calls[index] += 1
-            if self._first is None:
-                self._first = index
-            if index == self._first:
+            if self.calls[index] == 1:
+                self.order.append(index)
+            if index == self.order[0]:
                 first = next((t for t in tensors_in(args) if t.dim() > 0), None)
                 self.first_layer_batch += int(first.shape[0]) if first is not None else 0
             for tensor in tensors_in(output):
@@ -762,35 +805,6 @@ class _SignalHooks:
         return hook
 
 
-def _ownership(layers: list[tuple[str, nn.Module]]) -> tuple[list[tuple[int, bool, nn.Parameter]], list[LayerInfo]]:
-    """(owning layer, is-a-weight, parameter) for every trainable parameter, each once (tied weights belong
-    to the first layer that registers them), and what each layer is."""
-    tracked: list[tuple[int, bool, nn.Parameter]] = []
-    owner_of: dict[int, str] = {}
-    infos = []
-    for index, (name, module) in enumerate(layers):
-        own = list(module.named_parameters(recurse=False))
-        shared_with = next((owner_of[id(p)] for _, p in own if id(p) in owner_of), None)
-        for local, param in own:
-            if id(param) in owner_of:
-                continue
-            owner_of[id(param)] = name
-            if param.requires_grad:
-                tracked.append((index, "weight" in local, param))
-        main = next((p for n, p in own if "weight" in n and p.dim() >= 2), None)
-        infos.append(
-            LayerInfo(
-                name=name,
-                type=type(module).__name__,
-                param_count=sum(p.numel() for _, p in own),
-                trainable=any(p.requires_grad for _, p in own),
-                fan_in=int(main[0].numel()) if main is not None else None,
-                shared_with=shared_with,
-            )
-        )
-    return tracked, infos
-
-
 def _watched(
     layers: list[tuple[str, nn.Module]], tracked: list[tuple[int, bool, nn.Parameter]]
 ) -> list[tuple[int, str]]:
@@ -805,18 +819,6 @@ def _watched(
         if names:
             watched.append((index, " and ".join(names)))
     return watched
-
-
-def _norms(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    """2-norms in the tensors' own dtype, half precision in float32 (its norms overflow at 65504)."""
-    if any(t.dtype in _LOW_PRECISION for t in tensors):
-        return torch._foreach_norm(tensors, 2, dtype=torch.float32)
-    return torch._foreach_norm(tensors, 2)
-
-
-def _median(values: deque[float]) -> float:
-    ordered = sorted(values)
-    return ordered[len(ordered) // 2] if ordered else 0.0
 
 
 def _total(row: list[float | None]) -> float | None:

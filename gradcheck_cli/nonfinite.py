@@ -29,9 +29,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from gradcheck_cli.stats import NonfiniteOp, NonfiniteOrigin
+from gradcheck_cli.torch_compat import clear_frames, release_nodes
 
 if TYPE_CHECKING:  # the probe calls this module: import its types for annotations only
-    from gradcheck_cli.probe import Batch, LossFn
+    from gradcheck_cli.batches import Batch, LossFn
 
 PASSED_ON_LIMIT = 20  # a deep model passes a NaN through hundreds of modules; the first few say enough
 OPS_PER_CALL = 4  # ops kept per module call and kind: the first says it, a few more let a mask be told apart
@@ -47,8 +48,6 @@ def trace_nonfinite(model: nn.Module, batch: Batch, loss_fn: LossFn) -> Nonfinit
     ``.grad`` before its backward pass and removes every hook it added, also when the model raises.
     TorchScript modules take no hooks: a NaN made inside one is put on the watched module that called it.
     """
-    from gradcheck_cli.probe import clear_frames, release_nodes  # (the probe imports this module)
-
     nodes: list[Any] = []  # the autograd nodes the tensor hooks read, held until the pass's graph is gone
     try:
         return _watched_pass(model, batch, loss_fn, nodes)

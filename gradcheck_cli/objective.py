@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradcheck_cli.batches import Batch
 from gradcheck_cli.choices import LossKind
 from gradcheck_cli.errors import GradcheckError, describe_exception
-from gradcheck_cli.probe import Batch
 
 # Output fields in order of preference: Hugging Face ModelOutput objects and dicts use these names.
 PREFERRED_KEYS = ("logits", "last_hidden_state", "prediction_logits", "output", "out", "y")

@@ -9,10 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradcheck_cli.batches import Batch
 from gradcheck_cli.choices import Activation, Arch, FixId, Init, Norm
 from gradcheck_cli.errors import InvalidOptionError
 from gradcheck_cli.fixes import chrono_forget_bias
-from gradcheck_cli.probe import Batch, describe_structure, move_to_placement
+from gradcheck_cli.probe import describe_structure, move_to_placement
 from gradcheck_cli.stats import ModelStructure
 from gradcheck_cli.transforms import set_memory_gate_bias
 

@@ -11,15 +11,14 @@ from __future__ import annotations
 import functools
 import gc
 import math
-import operator
+import statistics
 import time
-import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,6 +26,7 @@ from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.utils.hooks import RemovableHandle
 
 from gradcheck_cli import stages
+from gradcheck_cli.batches import Batch, BatchFn, LossFn, ProgressFn
 from gradcheck_cli.errors import (
     GradcheckError,
     InvalidOptionError,
@@ -34,13 +34,30 @@ from gradcheck_cli.errors import (
     RepeatCallError,
     describe_exception,
 )
+from gradcheck_cli.layer_figures import (
+    EXACT_FLOAT32_NORM,
+    NORM_DTYPE,
+    Reducer,
+    exact_norms,
+    fused_norms,
+    gradient_figures,
+    gradient_squares,
+    held_parameters,
+    join_on,
+    layer_type,
+    median_of_sorted,
+    narrow_dtype,
+    owned_parameters,
+    parameter_layers,
+    ranked,
+    stack_on,
+    sum_over_processes,
+    weight_figures,
+)
 from gradcheck_cli.nonfinite import trace_nonfinite
 from gradcheck_cli.recurrent import StackedLayers, stacked_modules
 from gradcheck_cli.stats import ActivationStats, LayerStats, ModelStructure, ProbeResult, RecurrentStats
-
-# Norms are reduced in float64: a vanishing gradient of 1e-30 squares to 1e-60, which float32 flushes to
-# zero (and an exploding one of 1e20 overflows), so float32 norms would hide the very thing we measure.
-_NORM_DTYPE = torch.float64
+from gradcheck_cli.torch_compat import clear_frames, release_nodes
 
 ACTIVATION_TYPES = (
     nn.Sigmoid, nn.Tanh, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
@@ -142,36 +159,6 @@ def resolve_placement(device: str = "auto", amp: str | None = None) -> tuple[tor
     return chosen, dtype
 
 
-@dataclass
-class Batch:
-    """One batch for one pass: positional and keyword inputs of the model, and what the loss needs."""
-
-    args: tuple
-    kwargs: dict = field(default_factory=dict)
-    target: Any = None
-    size: int | None = None  # batch size; read off the first tensor input when None
-
-
-LossFn = Callable[[Any, Batch], torch.Tensor]
-BatchFn = Callable[[int], Batch]
-ProgressFn = Callable[[int, int], None]
-
-
-class Reducer(Protocol):
-    """Sums a probe's figures over the processes of a distributed scan (gradcheck_cli.distributed), each of
-    which measured an equal slice of the batch on its part of the model."""
-
-    world_size: int
-
-    def local(self, tensor: torch.Tensor) -> torch.Tensor:
-        """What this process counts of a parameter or gradient: its shard, or nothing for a replica."""
-        ...
-
-    def sum(self, values: torch.Tensor) -> torch.Tensor:
-        """Elementwise sum over the processes (one collective)."""
-        ...
-
-
 def describe_structure(model: nn.Module, residual: bool | None = None, skips: Skips | None = None) -> ModelStructure:
     """Read what the model is built from off its module types (cheap, no forward pass); ``skips``, read off
     the autograd graph, say whether and how often paths merge (``residual`` when they were not read)."""
@@ -249,7 +236,7 @@ def probe_model(
     if passes < 1:
         raise InvalidOptionError(f"passes must be at least 1 (got {passes}); try --passes 3.")
     all_modules = list(model.named_modules())
-    layers = [(n, m) for n, m in all_modules if owns_parameters(m)]
+    layers = parameter_layers(all_modules)
     # A stacked nn.LSTM/GRU/RNN is measured as its layers, a row each (recurrent.py; issue 22): not where its forward
     # cannot be replaced on the instance (see _wrappable), nor in TorchScript or across processes.
     stacked = stacked_modules(all_modules)
@@ -360,47 +347,6 @@ def _gradient_edge(tensor: torch.Tensor) -> GradientEdge:
     return GradientEdge(node, tensor.output_nr)
 
 
-def release_nodes(nodes: list[Any]) -> None:
-    """Let go of autograd nodes that Python has read, the latest made first; call it once the tensors at the root
-    of their graph are gone, and hold every node read from Python (``tensor.grad_fn``, ``next_functions``,
-    ``register_hook``, a GradientEdge) in ``nodes`` until then.
-
-    torch frees a deep graph in a loop, not by recursion (pytorch#5534), but torch 2.13 frees a node that Python
-    has read through the Python object it keeps for it from then on, outside that loop: freeing a chain of such
-    nodes recurses a few C frames per node, and a 40,000-layer model overflowed the stack (a segfault, issue
-    21). Held until the roots are gone and let go from the root end (a node is made after the nodes it reads
-    from: its sequence number is higher), each one frees itself and the unread nodes below it, down to the next
-    one still held.
-    """
-    nodes.sort(key=_SEQUENCE_NR)
-    while nodes:
-        nodes.pop()
-
-
-_SEQUENCE_NR = operator.methodcaller("_sequence_nr")
-
-
-def release_with_graph(root: torch.Tensor, nodes: list[Any]) -> None:
-    """Hand ``nodes`` (see release_nodes) to the graph behind ``root``, for a graph that is not gradcheck's to
-    drop (the monitor's: the user's training step). Kept in the metadata of its root node, they are let go in
-    order when that node goes, once its own destructor has let go of the nodes below it. (The root node itself is
-    left out: held by its own metadata, it would never go.)"""
-    node = root.grad_fn
-    node.metadata.setdefault("gradcheck_nodes", []).append(_NodeReleaser([n for n in nodes if n is not node]))
-
-
-class _NodeReleaser:
-    """Nodes held for release_nodes, let go when this is freed."""
-
-    __slots__ = ("nodes",)
-
-    def __init__(self, nodes: list[Any]) -> None:
-        self.nodes = nodes
-
-    def __del__(self) -> None:
-        release_nodes(self.nodes)
-
-
 @functools.cache
 def _all_but(rank: int, dim: int) -> tuple[int, ...]:
     return tuple(d for d in range(rank) if d != dim)
@@ -464,17 +410,6 @@ def _wrappable(modules: list[tuple[str, nn.Module]]) -> bool:
     run after every forward (and may replace an output the wrapper sees)."""
     global_hooks = nn.modules.module._global_forward_hooks
     return not global_hooks and not any(isinstance(m, nn.DataParallel) for _, m in modules)
-
-
-def owns_parameters(module: nn.Module) -> bool:
-    # (most modules own none: their empty dict is told apart without starting a generator)
-    return bool(module._parameters) and any(p is not None for p in module._parameters.values())
-
-
-def _local_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
-    """A module's own parameters, read off its registry: named_parameters(recurse=False) walks a generator
-    with a memo of hashed tensors, which costs more than it should on a 1000-layer model."""
-    return [(name, p) for name, p in module._parameters.items() if p is not None]
 
 
 def _cuda_devices(params: list[nn.Parameter]) -> list[int]:
@@ -600,24 +535,6 @@ def _forward_backward(
     return value
 
 
-def clear_frames(error: BaseException) -> None:
-    """Drop the locals of the frames ``error`` and the exceptions behind it came through, below the one that
-    caught it: they hold the failed pass's graph, which must go before the nodes read from it are let go
-    (release_nodes). traceback.clear_frames leaves the copy of a frame's locals that reading f_locals made
-    (_failing_layer reads them) until f_locals is read again, before Python 3.13."""
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        tb = cause.__traceback__
-        tb = tb.tb_next if tb is not None else None  # (the catching frame is still running: its locals are its own)
-        traceback.clear_frames(tb)
-        while tb is not None:
-            tb.tb_frame.f_locals  # noqa: B018 (emptied now)
-            tb = tb.tb_next
-        cause = cause.__cause__ or cause.__context__
-
-
 def _input_kinds(batch: Batch) -> list[tuple[torch.Size, torch.dtype]]:
     return [(t.shape, t.dtype) for t in tensors_in((batch.args, batch.kwargs))]
 
@@ -678,7 +595,7 @@ def _failing_layer(model: nn.Module, error: BaseException) -> str | None:
         tb = tb.tb_next
     if innermost is None:
         return None
-    return f"{names[id(innermost)] or '(model)'} ({_layer_type(innermost)})"
+    return f"{names[id(innermost)] or '(model)'} ({layer_type(innermost)})"
 
 
 def _carries_grad(args: tuple) -> bool:
@@ -881,7 +798,7 @@ class _Recorder:
         ``loss_scale``: what the loss was multiplied by, divided out of every gradient figure.
         ``inexact``: this batch's figures from a pass that was not exact, measured again: the norms that left
         float32's range there are taken in float64 (_plan_precision has marked them), and its parameter-gradient
-        figures, exact already (_exact_norms), are kept rather than computed again."""
+        figures, exact already (exact_norms), are kept rather than computed again."""
         self._narrow, self._narrow_slots, self._wide, self._wide_slots = [], [], [], []
         self._first, self._inexact = first, inexact
         self._param_grads = ()
@@ -907,7 +824,7 @@ class _Recorder:
 
     def ranked(self) -> list[int]:
         """Layer indices in execution order, then the layers that never ran in definition order."""
-        return self.order + [i for i in range(len(self.layers)) if i not in self._seen]
+        return ranked(self.order, len(self.layers))
 
     def layers_run(self) -> list[str]:
         return [self.layers[i][0] or "(model)" for i in self.order]
@@ -976,7 +893,7 @@ class _Recorder:
         if self.hooked and (not self._first or self._inexact is not None):
             return self._rechecked if not self._first and self._inexact is None else []
         if self._owned is None:  # the layers' order is known once the first forward pass has run
-            self._owned = _owned_parameters(self)
+            self._owned = owned_parameters(self.layers, self.ranked())
         return self._owned
 
     def take_gradients(self, loss: torch.Tensor) -> None:
@@ -1051,7 +968,7 @@ class _Recorder:
             self._wide.append(torch.linalg.vector_norm(tensor, dtype=torch.float64))
             self._wide_slots.append(key)
         elif (self._first and key[0] == self._FORWARD) or key in self._immediate_keys or tensor.numel() >= LARGE_NUMEL:
-            self._narrow.append(torch.linalg.vector_norm(tensor, dtype=_narrow_dtype(tensor)))
+            self._narrow.append(torch.linalg.vector_norm(tensor, dtype=narrow_dtype(tensor)))
             self._narrow_slots.append(key)
         else:
             self._keep(key, tensor)
@@ -1073,7 +990,7 @@ class _Recorder:
             if tensor._version != version:
                 self._overwritten = True
                 self._immediate_keys.add(key)
-        self._narrow.extend(_norms([tensor for _, tensor, _ in self._kept]))
+        self._narrow.extend(fused_norms([tensor for _, tensor, _ in self._kept]))
         self._narrow_slots.extend(key for key, _, _ in self._kept)
         self._kept, self._kept_bytes = [], 0
 
@@ -1230,27 +1147,27 @@ class _Recorder:
         if self.reducer is not None:  # this process's shard of each gradient
             present = [self.reducer.local(g) for g in present]
         # Parameter gradients hold most of the elements: one fused float32 norm each, taken again in float64
-        # only where the result says float32 was not exact (see _exact_norms).
-        norms = _norms(present)
+        # only where the result says float32 was not exact (see exact_norms).
+        norms = fused_norms(present)
         steps = [
-            probe.grad.to(_NORM_DTYPE).pow(2).sum(dim=[d for d in range(probe.dim()) if d != time_dim])
+            probe.grad.to(NORM_DTYPE).pow(2).sum(dim=[d for d in range(probe.dim()) if d != time_dim])
             for _, probe, time_dim in self._time_probes
             if probe.grad is not None
         ]
         narrow = [*self._narrow, *norms]
-        wide = [*self._wide, loss.detach().reshape(()).to(_NORM_DTYPE)]
+        wide = [*self._wide, loss.detach().reshape(()).to(NORM_DTYPE)]
         device = wide[-1].device
-        parts = [_stack(narrow, device).to(_NORM_DTYPE)] if narrow else []
+        parts = [stack_on(narrow, device).to(NORM_DTYPE)] if narrow else []
         if self._range_counts:
-            parts_after = [_stack([c for _, c in self._range_counts], device).to(_NORM_DTYPE).flatten()]
+            parts_after = [stack_on([c for _, c in self._range_counts], device).to(NORM_DTYPE).flatten()]
         else:
             parts_after = []
-        flat = torch.cat([*parts, _stack(wide, device), *[s.to(device) for s in steps], *parts_after])
+        flat = torch.cat([*parts, stack_on(wide, device), *[s.to(device) for s in steps], *parts_after])
         if self.reducer is not None:
-            flat = _sum_over_processes(flat, len(narrow) + len(wide) - 1, self.reducer)
+            flat = sum_over_processes(flat, len(narrow) + len(wide) - 1, self.reducer)
         host = flat.tolist()  # the one host transfer of this pass
         n_narrow, n_grads = len(self._narrow), len(present)
-        grad_norms = _exact_norms(present, host[n_narrow : n_narrow + n_grads], self.reducer)
+        grad_norms = exact_norms(present, host[n_narrow : n_narrow + n_grads], self.reducer)
         if self.clip_grad_norm is not None:  # what training with clipping would step with (the scaled gradients)
             grad_norms = _clipped(grad_norms, self.clip_grad_norm * self._loss_scale)
         figures = self._unpack(host, params, grads, grad_norms, batch_size, len(narrow) + len(wide))
@@ -1317,20 +1234,8 @@ class _Recorder:
         low, high = EXACT_FLOAT32_NORM
         sums = {self._FORWARD: forward_sq, self._BACKWARD: backward_sq}
         exact = all(low * low <= sums[slot][index] <= high * high for slot, index in self._narrow_slots)
-        weight_sq: list[float | None] = [None] * n_layers
-        other_sq: list[float | None] = [None] * n_layers
-        grad_nonfinite = [False] * n_layers
-        norms = iter(grad_norms)
-        total_sq = 0.0
-        for (owner, is_weight, _), grad in zip(params, grads):
-            if grad is None:
-                continue
-            value = next(norms)
-            total_sq += value * value
-            if not math.isfinite(value):
-                grad_nonfinite[owner] = True
-            bucket = weight_sq if is_weight else other_sq
-            bucket[owner] = (bucket[owner] or 0.0) + value * value
+        with_grad = [entry for entry, grad in zip(params, grads) if grad is not None]
+        weight_sq, other_sq, grad_nonfinite, total_sq = gradient_squares(with_grad, grad_norms, n_layers)
         loss_value = host[n_scalars - 1]
         time_steps: dict[str, list[float]] = {}
         offset = n_scalars
@@ -1357,7 +1262,7 @@ class _Recorder:
             total_sq /= scale * scale
             time_steps = {name: [v / (scale * scale) for v in values] for name, values in time_steps.items()}
         numel = list(self._numel)
-        if self.reducer is not None:  # sums over N processes of equal slices: see _sum_over_processes
+        if self.reducer is not None:  # sums over N processes of equal slices: see sum_over_processes
             n = self.reducer.world_size
             backward_sq = [sq / (n * n) for sq in backward_sq]
             time_steps = {name: [v / (n * n) for v in values] for name, values in time_steps.items()}
@@ -1367,39 +1272,6 @@ class _Recorder:
             time_steps, loss_value, math.sqrt(total_sq) if params else None, batch_size, exact,
             fp16_counts,
         )  # fmt: skip
-
-
-def _narrow_dtype(tensor: torch.Tensor) -> torch.dtype:
-    """float32 for float32 and half types; a float64 tensor stays float64 (a norm cannot narrow it)."""
-    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
-
-
-def _norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The 2-norm of each tensor as a 0-d tensor in _narrow_dtype: fused, one call per dtype present."""
-    norms: list[torch.Tensor | None] = [None] * len(tensors)
-    for dtype in {t.dtype for t in tensors}:
-        group = [k for k, t in enumerate(tensors) if t.dtype == dtype]
-        target = None if dtype in (torch.float32, torch.float64) else torch.float32
-        for k, norm in zip(group, torch._foreach_norm([tensors[k] for k in group], 2, dtype=target)):
-            norms[k] = norm
-    return norms
-
-
-def _stack(values: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """One tensor of 0-d reductions, on ``device``."""
-    return _joined(torch.stack, values, device)
-
-
-def _joined(
-    join: Callable[[list[torch.Tensor]], torch.Tensor], values: list[torch.Tensor], device: torch.device
-) -> torch.Tensor:
-    """``join`` (torch.stack or torch.cat) of the tensors, on ``device``. Those of a model spread over devices
-    lie on each and cannot be joined as they are: brought to one first (asking each its device costs more)."""
-    try:
-        joined = join(values)
-    except RuntimeError:
-        return join([value.to(device) for value in values])
-    return joined if joined.device == device else joined.to(device)
 
 
 def _squared_derivative_from_output(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
@@ -1460,10 +1332,6 @@ def _derivative_by_autograd(module: nn.Module, args: tuple) -> torch.Tensor | No
     return derivative
 
 
-# A float32 norm is exact (to float32 precision) inside this range. Below it, elements whose squares
-# underflow (|x| < 1e-19) could have mattered: they add at most n * 1e-38 to the sum of squares, which
-# is below 1e-9 of it for any n < 1e11 here. Above it a square could overflow (|x| > 1.8e19).
-EXACT_FLOAT32_NORM = (1e-10, 1e15)
 # Kept tensors are reduced together once they hold this much: small enough that they are still in cache (at
 # 8 MiB, a 200-layer narrow MLP's norms read them back from memory: 3.6 ms a probe against 2.8), and a bound
 # on the memory batching may add.
@@ -1475,45 +1343,9 @@ LARGE_NUMEL = 2**16
 # be served from memory the allocator already holds (a stack of all of a pass's sites took fresh pages,
 # which cost more than the per-site ops it saved).
 ACTIVATION_BATCH_BYTES = 2**18
-# Weights of one shape are stacked this much at a time to be reduced as rows (see _norms_and_sums): a copy
-# the allocator serves from memory it holds.
-WEIGHT_STACK_BYTES = 2**20
 # A slot whose previous pass lay inside this range, a thousandfold inside the exact one, is taken in
 # float32: the scale of a layer's signal does not move that far between two batches.
 SAFE_FLOAT32_NORM = (1e-7, 1e12)
-
-
-def _exact_norms(grads: list[torch.Tensor], norms: list[float], reducer: Reducer | None = None) -> list[float]:
-    """The float32 norms where they are exact; the others (and exact zeros, which an underflow also
-    gives) taken again in float64: a second transfer, only for extreme models. With ``reducer`` the norms
-    given are global and ``grads`` this process's shards: every process takes the same ones again."""
-    low, high = EXACT_FLOAT32_NORM
-    values = list(norms)
-    again = [k for k, norm in enumerate(norms) if not low <= norm <= high]
-    if again:
-        stacked = _float64_norms([grads[k] for k in again])
-        if reducer is not None:
-            stacked = reducer.sum(stacked.square()).sqrt()
-        for k, value in zip(again, stacked.tolist()):
-            values[k] = value
-    return values
-
-
-def _float64_norms(tensors: list[torch.Tensor]) -> torch.Tensor:
-    """The float64 norm of each tensor, in one tensor on the first one's device. A float64 norm of a float32 tensor
-    reduces a float64 copy of it, and on the CPU the 0-d results torch._foreach_norm keeps between those copies
-    fragment the heap so that each copy takes fresh memory (a 2,000-layer MLP of width 256 grew by 1 GB, issue 21):
-    there they are taken one at a time into the one tensor (foreach loops over them there anyway, no faster)."""
-    device = tensors[0].device
-    if device.type != "cpu":
-        return torch.stack([norm.to(device) for norm in torch._foreach_norm(tensors, 2, dtype=_NORM_DTYPE)])
-    norms = torch.empty(len(tensors), dtype=_NORM_DTYPE)
-    for k, tensor in enumerate(tensors):
-        if tensor.is_cpu:
-            torch.linalg.vector_norm(tensor, dtype=_NORM_DTYPE, out=norms[k])
-        else:
-            norms[k] = torch.linalg.vector_norm(tensor, dtype=_NORM_DTYPE)
-    return norms
 
 
 def _clipped(norms: list[float], max_norm: float) -> list[float]:
@@ -1523,71 +1355,6 @@ def _clipped(norms: list[float], max_norm: float) -> list[float]:
     if math.isnan(coefficient) or coefficient < 1.0:
         return [norm * coefficient for norm in norms]
     return norms
-
-
-def _sum_over_processes(flat: torch.Tensor, n_norms: int, reducer: Reducer) -> torch.Tensor:
-    """A pass's figures summed over the processes of a distributed scan, in one collective before the one
-    host transfer: the first ``n_norms`` values are norms, summed as squares and returned as norms; the rest
-    (the loss, time steps' sums of squares, counts) are summed as they are.
-
-    Each of the N processes measured an equal slice of b = B/N samples of a global batch of B, with the loss
-    the mean over its slice, L_r = (1/b) sum_i l_i, whose mean over processes is the whole batch's loss L.
-    - forward: sums of squares and element counts add up over the slices; the RMS is their ratio.
-    - backward: a sample's output gradient on its process is dL_r/dy_i = (1/b) dl_i/dy_i, so the per-sample
-      RMS the probe reports, sqrt((1/B) sum_i |dl_i/dy_i|^2), is sqrt((1/B) b^2 S) with S the sum over
-      processes of their |dL_r/dy|^2; that is sqrt(B * S/N^2), the one-process formula sqrt(B * |dL/dy|^2)
-      with S/N^2 in place of |dL/dy|^2 (_unpack divides by N^2 and multiplies the batch size by N).
-      Exact for every output that carries the batch dimension; an output the whole batch shares (a position
-      table) has the gradient of a sum over processes, whose norm this does not give.
-    - parameter gradients: DDP and FSDP average them over processes, which for equal slices is the gradient
-      of L; Reducer.local counts each element once (a DTensor's shards, a replica on one process only).
-    - the loss: the mean of the processes' losses.
-    """
-    squares = torch.cat([flat[:n_norms].square(), flat[n_norms:]])
-    total = reducer.sum(squares)
-    return torch.cat([total[:n_norms].sqrt(), total[n_norms:]])
-
-
-def _owned_parameters(recorder: _Recorder) -> list[tuple[int, bool, nn.Parameter]]:
-    """(owning layer, is-a-weight, parameter) for every trainable parameter, each listed once.
-
-    A parameter registered on several modules (tied embeddings) belongs to the first of them to run.
-    """
-    owned: list[tuple[int, bool, nn.Parameter]] = []
-    seen: set[int] = set()
-    for index in recorder.ranked():
-        for local_name, param in _local_parameters(recorder.layers[index][1]):
-            if id(param) in seen:
-                continue
-            seen.add(id(param))
-            if param.requires_grad:
-                owned.append((index, _is_weight(local_name), param))
-    return owned
-
-
-def _layer_type(module: nn.Module) -> str:
-    """The module's class as the user wrote it: FSDP2's fully_shard and DDP's replicate give a sharded
-    module a subclass of their own (FSDPLinear), which the report does not show."""
-    return _class_as_written(type(module))
-
-
-@functools.cache
-def _class_as_written(cls: type) -> str:
-    wrappers = ("torch.distributed.", "torch.nn.parallel.")
-    return next(c for c in cls.__mro__ if not c.__module__.startswith(wrappers)).__name__
-
-
-def _is_weight(local_name: str) -> bool:
-    return "weight" in local_name
-
-
-def _median(values: list[float]) -> float:
-    return _median_of_sorted(sorted(values))
-
-
-def _median_of_sorted(ordered: list[float]) -> float:
-    middle = len(ordered) // 2
-    return float(ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2)
 
 
 def _assemble(
@@ -1601,26 +1368,20 @@ def _assemble(
     seconds: float,
     structure: ModelStructure | None,
 ) -> ProbeResult:
-    owners: dict[int, str] = {}
     layer_stats: list[LayerStats] = []
-    weight_figures = _weight_figures(recorder.layers, recorder.reducer)
-    for index in recorder.ranked():
+    ranking = recorder.ranked()
+    weights = weight_figures(recorder.layers, recorder.reducer)
+    for index, (param_count, trainable, shared) in zip(ranking, held_parameters(recorder.layers, ranking)):
         layer_name, module = recorder.layers[index]
-        own = [p for _, p in _local_parameters(module)]
-        shared_with = None
-        for p in own:
-            if id(p) in owners and owners[id(p)] != layer_name:
-                shared_with = owners[id(p)]
-            owners.setdefault(id(p), layer_name)
-        figures = weight_figures[index]
+        figures = weights[index]
         layer_stats.append(
             LayerStats(
                 name=layer_name or "(model)",
-                type=_layer_type(module),
+                type=layer_type(module),
                 calls=recorder.calls[index],
-                param_count=sum(p.numel() for p in own),
-                trainable=any(p.requires_grad for p in own),
-                shared_with=shared_with,
+                param_count=param_count,
+                trainable=trainable,
+                shared_with=shared,
                 normalized_by=_normalizer_name(recorder, index),
                 starts_path=index in recorder.path_starts,
                 grad_nonzero_in_a_pass=index in recorder.nonzero_grad,
@@ -1678,36 +1439,36 @@ def _activation_stats(sites: list[_ActivationSite], passes: list[_ActivationPass
         for site in sites:
             offsets.append(position)
             position += site.units
-        site_totals = torch.zeros(n, dtype=_NORM_DTYPE, device=device)
-        hits = torch.zeros(position, dtype=_NORM_DTYPE, device=device)  # per unit: passes where it was active
+        site_totals = torch.zeros(n, dtype=NORM_DTYPE, device=device)
+        hits = torch.zeros(position, dtype=NORM_DTYPE, device=device)  # per unit: passes where it was active
         # The rows of one width joined: a few ops for all the sites, whatever their number.
         by_width: dict[int, list[tuple[list[int], torch.Tensor]]] = {}
         for indices, rows in blocks:
             by_width.setdefault(rows.shape[1], []).append((indices, rows))
         for width, parts in by_width.items():
             indices = [index for part, _ in parts for index in part]
-            rows = _joined(torch.cat, [rows for _, rows in parts], device)
-            site_totals.index_add_(0, torch.tensor(indices, device=device), rows.sum(dim=1, dtype=_NORM_DTYPE))
+            rows = join_on(torch.cat, [rows for _, rows in parts], device)
+            site_totals.index_add_(0, torch.tensor(indices, device=device), rows.sum(dim=1, dtype=NORM_DTYPE))
             # A unit is alive if its sum of phi'^2 was positive in some pass.
             per_unit = [k for k, index in enumerate(indices) if sites[index].dying and sites[index].units == width]
             if per_unit:
                 starts = torch.tensor([offsets[indices[k]] for k in per_unit], device=device)
                 unit_ids = starts.unsqueeze(1) + torch.arange(width, device=device)
                 active = rows if len(per_unit) == len(indices) else rows[per_unit]
-                hits.index_add_(0, unit_ids.flatten(), (active > 0).flatten().to(_NORM_DTYPE))
+                hits.index_add_(0, unit_ids.flatten(), (active > 0).flatten().to(NORM_DTYPE))
         # (output_size given: without it, CUDA reads the repeats' sum back to the host first)
         unit_site = torch.repeat_interleave(
             torch.arange(n, device=device), torch.tensor([s.units for s in sites], device=device), output_size=position
         )
-        alive_units = torch.zeros(n, dtype=_NORM_DTYPE, device=device).index_add_(
-            0, unit_site, (hits > 0).to(_NORM_DTYPE)
+        alive_units = torch.zeros(n, dtype=NORM_DTYPE, device=device).index_add_(
+            0, unit_site, (hits > 0).to(NORM_DTYPE)
         )
-        flat_total = torch.zeros(n, dtype=_NORM_DTYPE, device=device)
+        flat_total = torch.zeros(n, dtype=NORM_DTYPE, device=device)
         if saturated:
             flat_total.index_add_(
                 0,
                 torch.tensor([index for indices, _ in saturated for index in indices], device=device),
-                _joined(torch.cat, [counts for _, counts in saturated], device).to(_NORM_DTYPE),
+                join_on(torch.cat, [counts for _, counts in saturated], device).to(NORM_DTYPE),
             )
         host = torch.cat([site_totals, alive_units, flat_total]).tolist()  # the one transfer
         n = len(sites)
@@ -1740,13 +1501,13 @@ def _recurrent_stats(
     with torch.no_grad():
         if isinstance(module, nn.RNN):
             nonlinearity = module.nonlinearity
-            spectral = float(torch.linalg.matrix_norm(module.weight_hh_l0.detach().to(_NORM_DTYPE), ord=2))
+            spectral = float(torch.linalg.matrix_norm(module.weight_hh_l0.detach().to(NORM_DTYPE), ord=2))
         elif isinstance(module, (nn.LSTM, nn.GRU)) and module.bias:
             # rows [h:2h] hold the forget gate (LSTM: input, forget, cell, output) or the update gate
             # (GRU: reset, update, new); the two bias vectors add
             h = module.hidden_size
             total = module.bias_ih_l0.detach()[h : 2 * h] + module.bias_hh_l0.detach()[h : 2 * h]
-            gate_bias = float(total.to(_NORM_DTYPE).mean())
+            gate_bias = float(total.to(NORM_DTYPE).mean())
     return RecurrentStats(name, kind, steps, spectral, nonlinearity, gate_bias, stack)
 
 
@@ -1840,123 +1601,6 @@ def walk_weighted_depths(loss: torch.Tensor, nodes: list[Any]) -> WeightedDepths
     return walk
 
 
-def _weight_figures(layers: list[tuple[str, nn.Module]], reducer: Reducer | None = None) -> list[dict[str, Any]]:
-    """Norm, std and fan-in of each layer's weights: computed once, parameters do not change while probing.
-    With ``reducer``, from this process's shards, summed over processes."""
-    # One walk over the layers: every weight, the layer it belongs to, and each layer's main weight (its first
-    # of 2 or more dimensions), whose std and fan-in are reported.
-    weights: list[torch.Tensor] = []
-    owners: list[int] = []
-    mains: list[tuple[int, int]] = []  # (layer, position in weights)
-    # Parameters that gate a path when exactly zero (issue 22), told by value and shape: every weight, and any
-    # other parameter of one element (ReZero's alpha, SkipInit's) or of 2+ dimensions (NF nets' per-channel
-    # gains); a 1-D vector that is not a weight is a bias, which adds and gates nothing. Their norms are taken
-    # with the weights': (layer, parameter name, the parameter), the weights first, in their order.
-    weight_gates: list[tuple[int, str, nn.Parameter]] = []
-    other_gates: list[tuple[int, str, nn.Parameter]] = []
-    for index, (_, module) in enumerate(layers):
-        has_main = False
-        for name, p in module._parameters.items():
-            if p is None:
-                continue
-            if not _is_weight(name):
-                if p.numel() == 1 or p.dim() >= 2:
-                    other_gates.append((index, name, p))
-                continue
-            if not has_main and p.dim() >= 2:
-                has_main = True
-                if p.numel() > 1:
-                    mains.append((index, len(weights)))
-            weights.append(p)
-            owners.append(index)
-            weight_gates.append((index, name, p))
-    gates = weight_gates + other_gates
-    figures: list[dict[str, Any]] = [{} for _ in layers]
-    if not gates:
-        return figures
-    tensors = [p for _, _, p in gates]
-    numel = [p.numel() for p in tensors]  # a DTensor's numel is the whole tensor's
-    flat = [p.detach() for p in tensors] if reducer is None else [reducer.local(p.detach()) for p in tensors]
-    # In float32, taken again in float64 only where that would not be exact (float64 copies of a large
-    # model's weights cost more than the passes). The std comes from the norm and the sum: one read each.
-    values = _norms_and_sums(flat, [k for _, k in mains])
-    count = len(flat)
-    if reducer is not None:
-        values = _sum_over_processes(values, count, reducer)
-    host = values.tolist()
-    norm_values = _exact_norms(flat, host[:count], reducer)
-    squares: dict[int, float] = {}
-    for index, norm in zip(owners, norm_values):
-        squares[index] = squares.get(index, 0.0) + norm * norm
-    for index, square in squares.items():
-        figures[index]["weight_norm"] = math.sqrt(square)
-    for (index, k), total in zip(mains, host[count:]):
-        figures[index]["weight_std"] = _std(flat[k], numel[k], norm_values[k], total, reducer)
-        figures[index]["fan_in"] = math.prod(weights[k].shape[1:])
-    for (index, name, p), norm in zip(gates, norm_values):
-        if norm == 0.0 and p.requires_grad:  # a frozen zero stays zero: no design of the kind
-            figures[index].setdefault("zero_parameters", []).append(name)
-    return figures
-
-
-def _norms_and_sums(tensors: list[torch.Tensor], summed: list[int]) -> torch.Tensor:
-    """The float32 norm of every tensor, then the sum of those at the positions ``summed``: one float64
-    tensor, in that order. Small tensors of one shape (a deep narrow net's layers share theirs) are stacked, up
-    to WEIGHT_STACK_BYTES at a time, and reduced as rows: three ops a stack, against a fused norm's per-tensor
-    steps and a sum each (on a 200-layer MLP's weights 0.3 ms against 1.1). The order does not depend on
-    how they were grouped, so a distributed scan's processes sum the same values."""
-    device = tensors[0].device
-    groups: dict[tuple, list[int]] = {}
-    for k, tensor in enumerate(tensors):
-        groups.setdefault((tensor.shape, tensor.dtype, tensor.device), []).append(k)
-    stacked: list[int] = []  # positions, in the order of the rows below
-    norm_rows: list[torch.Tensor] = []
-    sum_rows: list[torch.Tensor] = []
-    alone: list[int] = []
-    for members in groups.values():
-        first = tensors[members[0]]
-        per_stack = WEIGHT_STACK_BYTES // max(1, first.numel() * first.element_size())
-        if len(members) < 2 or per_stack < 16:  # a large tensor's steps cost little beside reading it: no copy
-            alone.extend(members)
-            continue
-        dtype = _narrow_dtype(first)
-        for start in range(0, len(members), per_stack):
-            chunk = members[start : start + per_stack]
-            rows = torch.stack([tensors[k] for k in chunk]).view(len(chunk), first.numel())
-            norm_rows.append(torch.linalg.vector_norm(rows, dim=1, dtype=dtype))
-            sum_rows.append(torch.sum(rows, dim=1, dtype=dtype))
-            stacked.extend(chunk)
-    if alone:
-        norm_rows.append(_stack(_norms([tensors[k] for k in alone]), device))
-    norms = _joined(torch.cat, norm_rows, device).to(_NORM_DTYPE)
-    norms = torch.empty_like(norms).index_copy_(0, torch.tensor([*stacked, *alone], device=device), norms)
-    if not summed:
-        return norms
-    in_stacks = set(stacked)
-    alone_summed = [k for k in summed if k not in in_stacks]
-    if alone_summed:  # a sum each, only where asked for
-        sum_rows.append(_stack([torch.sum(tensors[k], dtype=_narrow_dtype(tensors[k])) for k in alone_summed], device))
-    sum_order = [*stacked, *alone_summed]
-    sums = _joined(torch.cat, sum_rows, device).to(_NORM_DTYPE)
-    sums = torch.zeros(len(tensors), dtype=_NORM_DTYPE, device=device).index_copy_(
-        0, torch.tensor(sum_order, device=device), sums
-    )
-    return torch.cat([norms, sums.index_select(0, torch.tensor(summed, device=device))])
-
-
-def _std(weight: torch.Tensor, n: int, norm: float, total: float, reducer: Reducer | None = None) -> float:
-    """The sample std of a weight of ``n`` elements from its norm and sum. Where the mean dominates (a weight
-    filled with one value), the difference of the two would lose the spread to rounding: taken directly
-    there (from the shards' squared deviations from the global mean, with ``reducer``)."""
-    squares, mean_squares = norm * norm, total * total / n
-    if not math.isfinite(squares) or mean_squares > 0.999 * squares:
-        if reducer is None:
-            return float(weight.to(_NORM_DTYPE).std())
-        deviations = (weight.to(_NORM_DTYPE) - total / n).square().sum().reshape(1)
-        return math.sqrt(float(reducer.sum(deviations)) / (n - 1))
-    return math.sqrt((squares - mean_squares) / (n - 1))
-
-
 def _pass_figures(index: int, per_pass: list[_PassFigures], weight_norm: float | None) -> dict[str, Any]:
     """A layer's LayerStats figures from the passes: the median of each (its min and max in ``spread``),
     and whether any was non-finite. Called once per layer: a deep model has thousands."""
@@ -1974,14 +1618,15 @@ def _pass_figures(index: int, per_pass: list[_PassFigures], weight_norm: float |
         if figures.grad_nonfinite[index]:
             grad_nonfinite = True
         weight_sq, other_sq = figures.weight_grad_sq[index], figures.other_grad_sq[index]
-        if weight_sq is not None:
-            weight.append(math.sqrt(weight_sq))
-            if weight_norm:
-                relative.append(weight[-1] / weight_norm)
-        if other_sq is not None:
-            other.append(math.sqrt(other_sq))
         if weight_sq is not None or other_sq is not None:
-            total.append(math.sqrt((weight_sq or 0.0) + (other_sq or 0.0)))
+            weight_grad, other_grad, grad, relative_grad = gradient_figures(weight_sq, other_sq, weight_norm)
+            if weight_grad is not None:
+                weight.append(weight_grad)
+            if relative_grad is not None:
+                relative.append(relative_grad)
+            if other_grad is not None:
+                other.append(other_grad)
+            total.append(grad)
         if figures.fp16_counts and index in figures.fp16_counts:
             fp16.append(figures.fp16_counts[index])
     forward_nonfinite = not all(map(math.isfinite, forward))
@@ -2004,7 +1649,7 @@ def _pass_figures(index: int, per_pass: list[_PassFigures], weight_norm: float |
         if not values:
             continue
         ordered = sorted(values)
-        out[key] = _median_of_sorted(ordered)
+        out[key] = median_of_sorted(ordered)
         spread[key] = (ordered[0], ordered[-1]) if ordered_is_exact else (min(values), max(values))
     out["spread"] = spread
     seen = sum(c[2] for c in fp16)
@@ -2021,5 +1666,5 @@ def _median_series(per_pass: list[dict[str, list[float]]], batch_sizes: list[int
         runs = [
             [math.sqrt(b * v) for v in figures[name]] for figures, b in zip(per_pass, batch_sizes) if name in figures
         ]
-        out[name] = [_median([run[t] for run in runs]) for t in range(min(len(r) for r in runs))]
+        out[name] = [statistics.median([run[t] for run in runs]) for t in range(min(len(r) for r in runs))]
     return out

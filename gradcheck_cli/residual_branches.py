@@ -24,11 +24,10 @@ from gradcheck_cli.probe import (
     ELEMENTWISE_NODES,
     VIEW_NODES,
     WeightedDepths,
-    clear_frames,
-    release_nodes,
     tensors_in,
     walk_weighted_depths,
 )
+from gradcheck_cli.torch_compat import clear_frames, release_nodes
 
 # Runs one forward pass of the model it is given and returns the loss (a tensor with a graph behind it).
 ForwardLoss = Callable[[nn.Module], torch.Tensor]

@@ -9,13 +9,14 @@ import torch
 from torch import nn
 
 from gradcheck_cli.api import check_model
+from gradcheck_cli.batches import ProgressFn
 from gradcheck_cli.diagnosis import Thresholds
 from gradcheck_cli.errors import GradcheckError, ModelRunError, RepeatCallError, UserCodeExit
 from gradcheck_cli.inputs import plan_inputs
 from gradcheck_cli.loading import load_target
 from gradcheck_cli.objective import Objective
 from gradcheck_cli.options import ScanOptions
-from gradcheck_cli.probe import ProgressFn, move_to_placement
+from gradcheck_cli.probe import move_to_placement
 from gradcheck_cli.report import Report
 from gradcheck_cli.torch_compat import eager_model
 from gradcheck_cli.training import track_training

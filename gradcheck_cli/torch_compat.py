@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import operator
 import sys
+import traceback
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from gradcheck_cli.errors import GradcheckError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
 # --- torch.compile -------------------------------------------------------------------------------------
@@ -218,3 +221,65 @@ FSDP2 = TorchFeature("--fsdp (FSDP2: torch.distributed.fsdp.fully_shard)", (2, 6
 EXPORT_ARCHIVE = TorchFeature("loading a torch.export archive", (2, 13))
 # torch.compiler.set_stance("force_eager"), which runs model.compile() and compiled functions eagerly, is new in 2.6.
 FORCE_EAGER = TorchFeature("running it eagerly", (2, 6))
+
+
+# --- autograd graphs and frames: letting go of what Python has read, in an order that cannot overflow the stack
+
+
+def release_nodes(nodes: list[Any]) -> None:
+    """Let go of autograd nodes that Python has read, the latest made first; call it once the tensors at the root
+    of their graph are gone, and hold every node read from Python (``tensor.grad_fn``, ``next_functions``,
+    ``register_hook``, a GradientEdge) in ``nodes`` until then.
+
+    torch frees a deep graph in a loop, not by recursion (pytorch#5534), but torch 2.13 frees a node that Python
+    has read through the Python object it keeps for it from then on, outside that loop: freeing a chain of such
+    nodes recurses a few C frames per node, and a 40,000-layer model overflowed the stack (a segfault, issue
+    21). Held until the roots are gone and let go from the root end (a node is made after the nodes it reads
+    from: its sequence number is higher), each one frees itself and the unread nodes below it, down to the next
+    one still held.
+    """
+    nodes.sort(key=_SEQUENCE_NR)
+    while nodes:
+        nodes.pop()
+
+
+_SEQUENCE_NR = operator.methodcaller("_sequence_nr")
+
+
+def release_with_graph(root: torch.Tensor, nodes: list[Any]) -> None:
+    """Hand ``nodes`` (see release_nodes) to the graph behind ``root``, for a graph that is not gradcheck's to
+    drop (the monitor's: the user's training step). Kept in the metadata of its root node, they are let go in
+    order when that node goes, once its own destructor has let go of the nodes below it. (The root node itself is
+    left out: held by its own metadata, it would never go.)"""
+    node = root.grad_fn
+    node.metadata.setdefault("gradcheck_nodes", []).append(_NodeReleaser([n for n in nodes if n is not node]))
+
+
+class _NodeReleaser:
+    """Nodes held for release_nodes, let go when this is freed."""
+
+    __slots__ = ("nodes",)
+
+    def __init__(self, nodes: list[Any]) -> None:
+        self.nodes = nodes
+
+    def __del__(self) -> None:
+        release_nodes(self.nodes)
+
+
+def clear_frames(error: BaseException) -> None:
+    """Drop the locals of the frames ``error`` and the exceptions behind it came through, below the one that
+    caught it: they hold the failed pass's graph, which must go before the nodes read from it are let go
+    (release_nodes). traceback.clear_frames leaves the copy of a frame's locals that reading f_locals made
+    (_failing_layer reads them) until f_locals is read again, before Python 3.13."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        tb = cause.__traceback__
+        tb = tb.tb_next if tb is not None else None  # (the catching frame is still running: its locals are its own)
+        traceback.clear_frames(tb)
+        while tb is not None:
+            tb.tb_frame.f_locals  # noqa: B018 (emptied now)
+            tb = tb.tb_next
+        cause = cause.__cause__ or cause.__context__

@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from gradcheck_cli.copies import deepcopy_model
 from gradcheck_cli.errors import describe_exception
 from gradcheck_cli.fixes import SATURATING
 from gradcheck_cli.probe import ACTIVATION_TYPES, ALL_NORM_TYPES
 from gradcheck_cli.residual_branches import BranchEnds, ForwardLoss, branch_weight, find_branch_ends
-from gradcheck_cli.training import deepcopy_model
 
 
 class FixNotApplicable(Exception):

@@ -15,11 +15,12 @@ import torch
 from torch import nn
 
 from gradcheck_cli.api import check_model
+from gradcheck_cli.batches import BatchFn, LossFn
 from gradcheck_cli.choices import FindingKind, FixId, TrialOutcome, Verdict
 from gradcheck_cli.diagnosis import Diagnosis, Thresholds
 from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.fixes import Fix
-from gradcheck_cli.probe import BatchFn, LossFn, batch_on_device
+from gradcheck_cli.probe import batch_on_device
 from gradcheck_cli.report import FixTrial, Report
 from gradcheck_cli.transforms import FixNotApplicable, apply_fix_to_copy
 

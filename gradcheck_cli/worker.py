@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 from gradcheck_cli import stages
 from gradcheck_cli.errors import GradcheckError, describe_exception
-from gradcheck_cli.isolation import FRAME_HEADER, DemoJob, Job, Request, ScanJob
+from gradcheck_cli.jobs import FRAME_HEADER, DemoJob, Job, Request, ScanJob
 from gradcheck_cli.limits import show_bytes
 
 # Words of the errors an allocation raises when the memory limit (or the machine) says no.
@@ -70,7 +70,7 @@ def main() -> None:
 def run_inline(request: Request) -> Iterator[Any]:
     """The jobs in this process, each message through the same pickling as across the pipe (isolation's
     INLINE_VARIABLE, for the test suite)."""
-    from gradcheck_cli.isolation import Outcome, _ReportUnpickler
+    from gradcheck_cli.jobs import Outcome, ReportUnpickler
 
     frames = io.BytesIO()
     channel = _Channel(frames)
@@ -79,7 +79,7 @@ def run_inline(request: Request) -> Iterator[Any]:
         frames.truncate()
         _run_one(index, job, None, request, channel)
         data = frames.getvalue()
-        message = _ReportUnpickler(io.BytesIO(data[FRAME_HEADER.size :])).load()
+        message = ReportUnpickler(io.BytesIO(data[FRAME_HEADER.size :])).load()
         if message[0] == "report":
             yield Outcome(index, report=message[2])
         else:

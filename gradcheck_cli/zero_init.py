@@ -29,7 +29,8 @@ from gradcheck_cli.stats import LayerStats, ModelStructure, ProbeResult
 if TYPE_CHECKING:
     from torch import nn
 
-    from gradcheck_cli.probe import BatchFn, LossFn, Reducer
+    from gradcheck_cli.batches import BatchFn, LossFn
+    from gradcheck_cli.probe import Reducer
 
 # Plain SGD steps, small enough not to disturb a healthy model: each makes a zero that gets a gradient
 # non-zero (w = -lr * g). Each step unlocks at least one zero of a chain; designs use chains of one (ReZero,
@@ -88,9 +89,9 @@ def settle_chain(
     diagnosis = recognize(result, diagnosis)
     if not diagnosis.needs_step_check:
         return diagnosis
-    # (imported here: training imports api, which imports this module; and probing needs torch)
+    # (imported here: stepping and probing need torch, and this module is judged without it)
+    from gradcheck_cli.copies import train_copy
     from gradcheck_cli.probe import probe_model
-    from gradcheck_cli.training import train_copy
 
     blocked = _blocked(diagnosis)
     try:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from gradcheck_cli.batches import Batch
 from gradcheck_cli.cli import app
 from gradcheck_cli.distributed import (
     DistributedRun,
@@ -26,7 +27,6 @@ from gradcheck_cli.distributed import (
     top_level_blocks,
 )
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
-from gradcheck_cli.probe import Batch
 from gradcheck_cli.torch_compat import FSDP2
 from gradcheck_cli.torchrun import TORCHRUN_VARIABLES, torchrun_rank
 

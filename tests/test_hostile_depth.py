@@ -22,13 +22,14 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli import probe
+from gradcheck_cli import nonfinite, probe, torch_compat
+from gradcheck_cli.batches import Batch
+from gradcheck_cli.copies import copy_model
 from gradcheck_cli.errors import GradcheckError
 from gradcheck_cli.monitor import Monitor
 from gradcheck_cli.nonfinite import trace_nonfinite
-from gradcheck_cli.probe import Batch, has_skip_connections, probe_model, release_nodes
-from gradcheck_cli.torch_compat import torch_version
-from gradcheck_cli.training import copy_model
+from gradcheck_cli.probe import has_skip_connections, probe_model
+from gradcheck_cli.torch_compat import release_nodes, torch_version
 
 ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"  # a leaf: nothing below it to free
 
@@ -53,7 +54,7 @@ def tag(nodes, deaths) -> int:
 
 @pytest.fixture
 def releases(monkeypatch):
-    """probe.release_nodes, watched: per call, (nodes tagged, sequence numbers in the order the nodes died
+    """torch_compat.release_nodes, watched wherever it is called: per call, (nodes tagged, sequence numbers in the order the nodes died
     during the call)."""
     calls = []
 
@@ -64,6 +65,8 @@ def releases(monkeypatch):
         calls.append((tagged, deaths))
 
     monkeypatch.setattr(probe, "release_nodes", watched)
+    monkeypatch.setattr(torch_compat, "release_nodes", watched)  # (nonfinite.py and the monitor's releaser)
+    monkeypatch.setattr(nonfinite, "release_nodes", watched)
     return calls
 
 
@@ -283,7 +286,7 @@ def test_a_40000_layer_model_gone_nonfinite_is_traced_to_its_origin():
         import torch
         from torch import nn
         from gradcheck_cli.nonfinite import trace_nonfinite
-        from gradcheck_cli.probe import Batch
+        from gradcheck_cli.batches import Batch
 
         layers = []
         for _ in range({DEEP}):
@@ -336,7 +339,7 @@ def test_float64_norms_of_many_large_gradients_take_no_memory_of_their_own():
     done = run_python(
         """
         import torch
-        from gradcheck_cli.probe import _exact_norms
+        from gradcheck_cli.layer_figures import exact_norms
 
         def rss(field):
             with open("/proc/self/status") as status:
@@ -348,7 +351,7 @@ def test_float64_norms_of_many_large_gradients_take_no_memory_of_their_own():
         with open("/proc/self/clear_refs", "w") as clear:
             clear.write("5")
         start = rss("VmRSS")
-        _exact_norms(grads, [0.0] * len(grads))
+        exact_norms(grads, [0.0] * len(grads))
         print((rss("VmHWM") - start) // 1024)
         """,
         timeout=120,

@@ -18,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gradcheck_cli.cli import app
-from gradcheck_cli.isolation import FRAME_HEADER, _ReportUnpickler, _resident_bytes
+from gradcheck_cli.isolation import _resident_bytes
+from gradcheck_cli.jobs import FRAME_HEADER, ReportUnpickler
 
 ROOT = Path(__file__).resolve().parent.parent
 VANISHING = str(ROOT / "examples" / "vanishing_mlp.py")
@@ -279,14 +280,14 @@ def test_the_report_channel_builds_report_classes_and_nothing_else():
             return (os.system, ("echo pwned",))
 
     with pytest.raises(pickle.UnpicklingError):
-        _ReportUnpickler(io.BytesIO(pickle.dumps(("report", 0, Sneaky())))).load()
+        ReportUnpickler(io.BytesIO(pickle.dumps(("report", 0, Sneaky())))).load()
     with pytest.raises(pickle.UnpicklingError):  # a function of gradcheck's own is no report either
         from gradcheck_cli.files import write_whole
 
-        _ReportUnpickler(io.BytesIO(pickle.dumps(write_whole))).load()
+        ReportUnpickler(io.BytesIO(pickle.dumps(write_whole))).load()
     from gradcheck_cli.choices import Verdict
 
-    assert _ReportUnpickler(io.BytesIO(pickle.dumps(("x", Verdict.HEALTHY)))).load() == ("x", Verdict.HEALTHY)
+    assert ReportUnpickler(io.BytesIO(pickle.dumps(("x", Verdict.HEALTHY)))).load() == ("x", Verdict.HEALTHY)
     assert FRAME_HEADER.size == 4
 
 

@@ -14,10 +14,11 @@ from torch import nn
 
 import gradcheck_cli
 from gradcheck_cli import monitor as monitor_module
+from gradcheck_cli.batches import Batch
 from gradcheck_cli.errors import GradcheckError, InvalidOptionError
 from gradcheck_cli.history import GRADIENT_GROWTH, NONFINITE, read_history
 from gradcheck_cli.monitor import GradientProblemError, GradientProblemWarning, Monitor
-from gradcheck_cli.probe import Batch, probe_model
+from gradcheck_cli.probe import probe_model
 
 # The explosion: SGD at lr 0.05, raised to 50 after step SPIKE_AFTER's gradients were read. Step
 # SPIKE_AFTER + 1 is the first whose gradients were computed at the exploded weights.

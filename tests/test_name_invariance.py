@@ -13,8 +13,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from gradcheck_cli.api import check_model
+from gradcheck_cli.batches import Batch
 from gradcheck_cli.choices import Verdict
-from gradcheck_cli.probe import Batch
 
 CLASSES = 10
 

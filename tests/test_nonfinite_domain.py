@@ -12,13 +12,13 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
+from gradcheck_cli.batches import Batch
 from gradcheck_cli.choices import CauseId, FindingKind, FixId, Verdict
 from gradcheck_cli.cli import app
 from gradcheck_cli.diagnosis import Thresholds
 from gradcheck_cli.fixes import _rewrite
 from gradcheck_cli.nonfinite import _call_source, trace_nonfinite
 from gradcheck_cli.options import ScanOptions
-from gradcheck_cli.probe import Batch
 from gradcheck_cli.scan import scan_target
 from gradcheck_cli.stats import NonfiniteOp
 

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gradcheck_cli.batches import Batch
 from gradcheck_cli.errors import InvalidOptionError, ModelRunError
-from gradcheck_cli.probe import Batch, probe_model
+from gradcheck_cli.probe import probe_model
 
 
 def fixed_batch(*args, target=None, size=None):
@@ -619,23 +620,3 @@ def test_clipped_gradient_figures_are_those_clip_grad_norm_leaves():
         assert result.layer(layer).other_grad_norm == pytest.approx(clipped[f"{layer}.bias"], rel=1e-5)
     unclipped = probe_model(model, fixed_batch(x), loss_fn, passes=2, clip_grad_norm=10 * total)
     assert unclipped.total_grad_norms == pytest.approx([total], rel=1e-5)
-
-
-def test_norms_and_sums_of_stacked_and_lone_tensors_come_back_in_order(monkeypatch):
-    """_norms_and_sums stacks small tensors of one shape (several stacks here: WEIGHT_STACK_BYTES made small)
-    and reduces the others one by one; the values must come back in the tensors' order whatever the grouping."""
-    from gradcheck_cli import probe
-
-    monkeypatch.setattr(probe, "WEIGHT_STACK_BYTES", 16 * 4 * 12)  # 16 tensors of 4x3 float32 a stack
-    torch.manual_seed(0)
-    tensors = [torch.randn(4, 3) for _ in range(40)]
-    tensors[5:5] = [torch.randn(7), torch.randn(4, 3, dtype=torch.float64), torch.zeros(0, 3), torch.randn(50, 50)]
-    tensors.append(torch.randn(7))
-    summed = [0, 5, 6, 8, 9, 17, 44]
-
-    values = probe._norms_and_sums(tensors, summed).tolist()
-
-    expected_norms = [t.double().norm().item() for t in tensors]
-    expected_sums = [tensors[k].double().sum().item() for k in summed]
-    assert values[: len(tensors)] == pytest.approx(expected_norms, rel=1e-6)
-    assert values[len(tensors) :] == pytest.approx(expected_sums, rel=1e-5, abs=1e-5)

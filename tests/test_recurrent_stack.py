@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from gradcheck_cli.batches import Batch
 from gradcheck_cli.choices import FindingKind, FixId, Severity
 from gradcheck_cli.diagnosis import Thresholds, diagnose, time_profiles_of
-from gradcheck_cli.probe import Batch, probe_model
+from gradcheck_cli.probe import probe_model
 from gradcheck_cli.recurrent import StackedLayers, stacked, stacked_modules
 from gradcheck_cli.stats import RecurrentStats
 

@@ -17,6 +17,7 @@ from torch import nn
 from typer.testing import CliRunner
 
 from gradcheck_cli.api import check_model
+from gradcheck_cli.batches import Batch
 from gradcheck_cli.choices import (
     Activation,
     Arch,
@@ -30,15 +31,15 @@ from gradcheck_cli.choices import (
     Verdict,
 )
 from gradcheck_cli.cli import app
+from gradcheck_cli.copies import train_copy
 from gradcheck_cli.demo import run_demo
 from gradcheck_cli.diagnosis import Thresholds
 from gradcheck_cli.fixes import Fix
 from gradcheck_cli.options import ScanOptions
 from gradcheck_cli.presets import DemoSpec, build_preset
-from gradcheck_cli.probe import Batch
 from gradcheck_cli.report import summarize
 from gradcheck_cli.scan import scan_target
-from gradcheck_cli.training import track_training, train_copy
+from gradcheck_cli.training import track_training
 from gradcheck_cli.verify import try_on_copy
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -5,9 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from gradcheck_cli.batches import Batch
 from gradcheck_cli.choices import FindingKind, Severity, Verdict
 from gradcheck_cli.diagnosis import diagnose
-from gradcheck_cli.probe import Batch, probe_model
+from gradcheck_cli.probe import probe_model
 
 
 class TwoHeads(nn.Module):
