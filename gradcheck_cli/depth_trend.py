@@ -56,16 +56,10 @@ class DepthProfile:
 
 
 def theil_sen_slope(xs: list[float], ys: list[float]) -> float:
-    """Median of pairwise slopes: robust to a few odd layers (Sen 1968). Subsampled past 200 points
-    to keep the pair count bounded on very deep models."""
-    if len(xs) < 2:
-        return 0.0
-    step = max(1, len(xs) // 200)
-    xs, ys = xs[::step], ys[::step]
-    slopes = [
-        (ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[j] != xs[i]
-    ]
-    return statistics.median(slopes) if slopes else 0.0
+    """Median of pairwise slopes: robust to a few odd layers (Sen 1968); 0.0 without a pair. paired_slope with
+    every point alike."""
+    slope = paired_slope([(x, y, None) for x, y in zip(xs, ys, strict=True)])
+    return 0.0 if slope is None else slope
 
 
 def signal_of(layer: LayerStats, hooked: bool = True) -> float | None:
@@ -205,13 +199,7 @@ def _trend_slope(
         for i, (layer, value) in enumerate(zip(trend, values, strict=True))
         if value > 0 and math.isfinite(value)
     ]
-    if len(points) < 2:
-        return None
-    slope = paired_slope(points)
-    if slope is None:
-        return None
-    # Pairs across paths only where no like pair lies on one path (paired_slope's fallback reads every pair).
-    return slope
+    return paired_slope(points)
 
 
 def _references(candidates: list[LayerStats], signal: dict[str, float | None], kinds: dict[str, tuple]) -> dict:
