@@ -48,12 +48,12 @@ def measure(kind: str, model_name: str, depth: int) -> None:
     import torch
     from torch import nn
 
-    from gradcheck_cli.api import check_model
-    from gradcheck_cli.inputs import plan_inputs
-    from gradcheck_cli.objective import Objective
-    from gradcheck_cli.options import InputOptions, ScanOptions
-    from gradcheck_cli.presets import DemoSpec, build_preset
-    from gradcheck_cli.scan import scan_model
+    from gradcheck_cli.common.options import InputOptions, ScanOptions
+    from gradcheck_cli.examine.check_model import check_model
+    from gradcheck_cli.load.inputs import plan_inputs
+    from gradcheck_cli.load.objective import Objective
+    from gradcheck_cli.scan.scan import scan_model
+    from gradcheck_cli.trials.presets import DemoSpec, build_preset
 
     torch.manual_seed(0)
     if model_name == "mlp":

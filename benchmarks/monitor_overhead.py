@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch  # noqa: TID253
 from torch import nn  # noqa: TID253
 
-from gradcheck_cli.monitor import Monitor
+from gradcheck_cli.monitor.monitor import Monitor
 
 EVERY = 100
 TARGET = 1.02

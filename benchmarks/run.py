@@ -31,7 +31,7 @@ from typing import Any
 import torch  # noqa: TID253
 from torch import nn  # noqa: TID253
 
-from gradcheck_cli.probe import Batch, LossFn, describe_structure, probe_model
+from gradcheck_cli.measure.probe import Batch, LossFn, describe_structure, probe_model
 
 SECTIONS = ("overhead", "startup", "scale", "memory", "monitor", "depth")
 PASSES = 3

@@ -235,7 +235,7 @@ def _parser():
     """The app's command tree, as its own parser reads a command line (torch is not imported)."""
     import typer
 
-    from gradcheck_cli.cli import app
+    from gradcheck_cli.cli.main import app
 
     return typer.main.get_command(app)
 

@@ -25,11 +25,11 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from gradcheck_cli.choices import Activation, Arch
-from gradcheck_cli.demo import run_demo
-from gradcheck_cli.plot import DEFAULT_DPI, PlotFormat, render_plot
-from gradcheck_cli.presets import DemoSpec
-from gradcheck_cli.report import Report
+from gradcheck_cli.common.choices import Activation, Arch
+from gradcheck_cli.render.plot import DEFAULT_DPI, PlotFormat, render_plot
+from gradcheck_cli.report.report import Report
+from gradcheck_cli.trials.demo import run_demo
+from gradcheck_cli.trials.presets import DemoSpec
 
 IMAGES = Path(__file__).resolve().parent / "img"
 PALETTE_COLOURS = 256

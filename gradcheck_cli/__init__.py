@@ -8,17 +8,17 @@ __version__ = "0.1.0"
 
 # Public API, resolved lazily (PEP 562) so that importing the package stays torch-free.
 _LAZY = {
-    "probe_model": "gradcheck_cli.probe",
-    "Batch": "gradcheck_cli.batches",
-    "diagnose": "gradcheck_cli.diagnosis",
-    "Thresholds": "gradcheck_cli.diagnosis",
-    "check_model": "gradcheck_cli.api",
-    "check": "gradcheck_cli.checks",
-    "assert_gradients_healthy": "gradcheck_cli.checks",
-    "Report": "gradcheck_cli.report",
-    "GradcheckError": "gradcheck_cli.errors",
-    "Monitor": "gradcheck_cli.monitor",
-    "GradientProblemError": "gradcheck_cli.monitor",
+    "probe_model": "gradcheck_cli.measure.probe",
+    "Batch": "gradcheck_cli.common.batches",
+    "diagnose": "gradcheck_cli.judge.diagnosis",
+    "Thresholds": "gradcheck_cli.judge.diagnosis",
+    "check_model": "gradcheck_cli.examine.check_model",
+    "check": "gradcheck_cli.scan.checks",
+    "assert_gradients_healthy": "gradcheck_cli.scan.checks",
+    "Report": "gradcheck_cli.report.report",
+    "GradcheckError": "gradcheck_cli.common.errors",
+    "Monitor": "gradcheck_cli.monitor.monitor",
+    "GradientProblemError": "gradcheck_cli.monitor.monitor",
 }
 
 __all__ = ["__version__", *_LAZY]

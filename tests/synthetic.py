@@ -1,6 +1,6 @@
 """Hand-made ProbeResults for testing the diagnosis and the renderers without torch."""
 
-from gradcheck_cli.stats import ActivationStats, LayerStats, ModelStructure, ProbeResult
+from gradcheck_cli.common.stats import ActivationStats, LayerStats, ModelStructure, ProbeResult
 
 # sqrt(E[phi'(h)^2]) at h ~ N(0, 1), as the probe measures it: sigmoid's derivative is at most 0.25,
 # ReLU's is 1 on half the inputs.

@@ -20,7 +20,7 @@ import pytest
 import typer
 import yaml
 
-from gradcheck_cli.cli import app
+from gradcheck_cli.cli.main import app
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from gradcheck_cli.checks import check
-from gradcheck_cli.choices import CauseId, FindingKind, FixId
-from gradcheck_cli.cli import app
-from gradcheck_cli.diagnosis import diagnose
-from gradcheck_cli.fixes import PRACTICAL_LR_FLOOR
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.choices import CauseId, FindingKind, FixId
+from gradcheck_cli.judge.diagnosis import diagnose
+from gradcheck_cli.judge.fixes import PRACTICAL_LR_FLOOR
+from gradcheck_cli.scan.checks import check
 from tests.synthetic import geometric_result
 
 

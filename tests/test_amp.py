@@ -9,12 +9,12 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.choices import FindingKind, FixId, Severity
-from gradcheck_cli.cli import app
-from gradcheck_cli.diagnosis import diagnose
-from gradcheck_cli.errors import InvalidOptionError
-from gradcheck_cli.probe import FP16_INITIAL_LOSS_SCALE, placement, probe_model, resolve_placement
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.choices import FindingKind, FixId, Severity
+from gradcheck_cli.common.errors import InvalidOptionError
+from gradcheck_cli.judge.diagnosis import diagnose
+from gradcheck_cli.measure.probe import FP16_INITIAL_LOSS_SCALE, placement, probe_model, resolve_placement
 
 runner = CliRunner()
 

@@ -6,7 +6,10 @@ import os
 
 import pytest
 
-from gradcheck_cli.baseline import (
+from gradcheck_cli.common.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.common.stats import LayerStats, RecurrentStats
+from gradcheck_cli.judge.diagnosis import diagnose
+from gradcheck_cli.report.baseline import (
     BASELINE_SCHEMA_VERSION,
     baseline_entry,
     baseline_key,
@@ -15,10 +18,7 @@ from gradcheck_cli.baseline import (
     regression_message,
     save_baseline,
 )
-from gradcheck_cli.diagnosis import diagnose
-from gradcheck_cli.errors import GradcheckError, InvalidOptionError
-from gradcheck_cli.report import Report
-from gradcheck_cli.stats import LayerStats, RecurrentStats
+from gradcheck_cli.report.report import Report
 from tests.synthetic import geometric_result
 
 

@@ -1,7 +1,7 @@
 """Calibration: models whose gradient behaviour at initialization is published, each checked through the
 public API (`check_model`) against the verdict the literature predicts.
 
-The models are built here, independently of `gradcheck_cli.presets`, so that a bug shared by the presets
+The models are built here, independently of `gradcheck_cli.trials.presets`, so that a bug shared by the presets
 and the diagnosis cannot hide. Where theory gives a number (the per-layer gain of the backward signal,
 sqrt(chi) in mean-field terms, chi = fan_in * Var(W) * E[phi'(h)^2]; Schoenholz et al. 2017), it is
 asserted next to the verdict. Every tolerance was set after measuring (torch 2.13 CPU, seed 0, 2 passes;
@@ -16,9 +16,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gradcheck_cli.api import check_model
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, Verdict
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.choices import FindingKind, LayerStatus, Severity, Verdict
+from gradcheck_cli.examine.check_model import check_model
 
 CLASSES = 10
 WIDTH = 128

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import pytest
 from rich.console import Console
 
-from gradcheck_cli.choices import OutputFormat
-from gradcheck_cli.diagnosis import diagnose
+from gradcheck_cli.common.choices import OutputFormat
+from gradcheck_cli.common.stats import RecurrentStats
+from gradcheck_cli.judge.diagnosis import diagnose
 from gradcheck_cli.render.chart import (
     MIN_BAR_WIDTH,
     Bar,
@@ -28,8 +29,7 @@ from gradcheck_cli.render.chart import (
     value_text,
 )
 from gradcheck_cli.render.interface import RenderOptions, get_renderer
-from gradcheck_cli.report import Report
-from gradcheck_cli.stats import RecurrentStats
+from gradcheck_cli.report.report import Report
 from tests.synthetic import geometric_result
 from tests.test_render import healthy_report, recurrent_report, vanishing_report_with_fix
 
@@ -359,7 +359,7 @@ def test_a_narrow_terminal_leaves_the_chart_out_and_says_so():
 
 
 def test_every_status_has_a_chart_severity():
-    from gradcheck_cli.choices import LayerStatus
+    from gradcheck_cli.common.choices import LayerStatus
     from gradcheck_cli.render.text import CHART_SEVERITY
 
     assert set(CHART_SEVERITY) == set(LayerStatus)

@@ -19,9 +19,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gradcheck_cli.cli import app
-from gradcheck_cli.config import DEPRECATED_THRESHOLD_KEYS, KEYS, THRESHOLD_KEYS, ConfigError, load_config
-from gradcheck_cli.pytest_plugin import GradcheckFixture
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.config.config import DEPRECATED_THRESHOLD_KEYS, KEYS, THRESHOLD_KEYS, ConfigError, load_config
+from gradcheck_cli.scan.pytest_plugin import GradcheckFixture
 
 if sys.version_info >= (3, 11):
     import tomllib

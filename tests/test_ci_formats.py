@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.choices import FailOn, FindingKind, OutputFormat, Severity
-from gradcheck_cli.diagnosis import Finding, diagnose
+from gradcheck_cli.common.choices import FailOn, FindingKind, OutputFormat, Severity
+from gradcheck_cli.common.stats import RecurrentStats
+from gradcheck_cli.judge.diagnosis import Finding, diagnose
 from gradcheck_cli.render.github import GithubRenderer, escape_data, escape_property
 from gradcheck_cli.render.interface import RenderOptions, get_renderer
 from gradcheck_cli.render.junit import CHECKS, JunitRenderer
 from gradcheck_cli.render.markdown import MarkdownRenderer
 from gradcheck_cli.render.sarif import SarifRenderer
-from gradcheck_cli.report import FixTrial, Report
-from gradcheck_cli.stats import RecurrentStats
-from gradcheck_cli.verify import judge_trials
+from gradcheck_cli.report.report import FixTrial, Report
+from gradcheck_cli.trials.verify import judge_trials
 from tests.synthetic import geometric_result
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gradcheck_cli.cli import app
+from gradcheck_cli.cli.main import app
 
 ENV = {"COLUMNS": "100", "NO_COLOR": "1"}
 

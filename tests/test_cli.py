@@ -6,8 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from gradcheck_cli import __version__
-from gradcheck_cli.choices import FindingKind, FixId, LayerStatus, Severity, Verdict
-from gradcheck_cli.cli import app
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.choices import FindingKind, FixId, LayerStatus, Severity, Verdict
 
 SMALL_HEALTHY = ["demo", "--depth", "8", "--width", "32", "--activation", "relu", "--init", "kaiming"]
 SMALL_VANISHING = ["demo", "--depth", "20", "--width", "32"]

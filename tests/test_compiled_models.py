@@ -21,10 +21,10 @@ from torch._dynamo.utils import counters
 from typer.testing import CliRunner
 
 from gradcheck_cli import Batch, Monitor, check, check_model
-from gradcheck_cli.cli import app
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.measure.torch_compat import FORCE_EAGER
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.render.text import TextRenderer
-from gradcheck_cli.torch_compat import FORCE_EAGER
 
 NOTE = "measured through its original module: compiled code is not run, so the figures are eager-mode figures"
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.choices import FailOn, LossKind, Optimizer, OutputFormat
-from gradcheck_cli.config import (
+from gradcheck_cli.common.choices import FailOn, LossKind, Optimizer, OutputFormat
+from gradcheck_cli.common.errors import GradcheckError
+from gradcheck_cli.config.config import (
     DEPRECATED_THRESHOLD_KEYS,
     DTYPE_NAMES,
     KEYS,
@@ -20,7 +21,6 @@ from gradcheck_cli.config import (
     find_config,
     load_config,
 )
-from gradcheck_cli.errors import GradcheckError
 
 
 def write(path: Path, text: str) -> Path:
@@ -277,9 +277,9 @@ def test_snake_case_keys_are_accepted(project: Path):
 
 
 def test_keys_and_thresholds_match_the_rest_of_the_package():
-    from gradcheck_cli.diagnosis import Thresholds
-    from gradcheck_cli.inputs import DTYPES
-    from gradcheck_cli.options import DTYPE_BYTES
+    from gradcheck_cli.common.options import DTYPE_BYTES
+    from gradcheck_cli.judge.diagnosis import Thresholds
+    from gradcheck_cli.load.inputs import DTYPES
 
     assert DTYPE_NAMES == tuple(DTYPES)
     assert {name: dtype.itemsize for name, dtype in DTYPES.items()} == DTYPE_BYTES
@@ -469,7 +469,7 @@ def test_setting_takes_the_command_line_then_the_file_then_the_default(project: 
 
 
 def test_thresholds_gives_the_kwargs_set_in_the_file_and_the_learning_rate(project: Path):
-    from gradcheck_cli.diagnosis import Thresholds
+    from gradcheck_cli.judge.diagnosis import Thresholds
 
     write(project / "gradcheck.yaml", "lr: 0.05\nthresholds:\n  decades-warning: 0.5\n")
     config = load_config()
@@ -509,7 +509,7 @@ def test_a_deprecated_key_with_a_bad_value_is_still_an_error(project: Path):
 def test_the_cli_shows_the_deprecation_notice_on_stderr(project: Path):
     from typer.testing import CliRunner
 
-    from gradcheck_cli.cli import app
+    from gradcheck_cli.cli.main import app
 
     write(project / "gradcheck.yaml", "thresholds:\n  relative-grad-warning: 10\n")
     result = CliRunner().invoke(app, ["config", "--show"])
@@ -785,5 +785,5 @@ def test_the_config_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, gradcheck_cli.config; sys.exit('torch' in sys.modules)"
+    code = "import sys, gradcheck_cli.config.config; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from gradcheck_cli.choices import (
+from gradcheck_cli.common.choices import (
     Activation,
     Arch,
     FindingKind,
@@ -15,10 +15,10 @@ from gradcheck_cli.choices import (
     TrialOutcome,
     Verdict,
 )
-from gradcheck_cli.demo import describe_change, run_demo
-from gradcheck_cli.errors import InvalidOptionError
-from gradcheck_cli.presets import DemoSpec, build_preset
+from gradcheck_cli.common.errors import InvalidOptionError
 from gradcheck_cli.render.interface import RenderOptions, get_renderer
+from gradcheck_cli.trials.demo import describe_change, run_demo
+from gradcheck_cli.trials.presets import DemoSpec, build_preset
 
 TABLE = [
     ("mlp-sigmoid-default", DemoSpec(activation=Activation.SIGMOID), Verdict.VANISHING),

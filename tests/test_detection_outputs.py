@@ -17,13 +17,13 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.choices import FindingKind, LossKind, Verdict
-from gradcheck_cli.cli import app
-from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.objective import Objective, own_losses, select_output
-from gradcheck_cli.options import ScanOptions
-from gradcheck_cli.scan import scan_model
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.choices import FindingKind, LossKind, Verdict
+from gradcheck_cli.common.errors import GradcheckError
+from gradcheck_cli.common.options import ScanOptions
+from gradcheck_cli.load.objective import Objective, own_losses, select_output
+from gradcheck_cli.scan.scan import scan_model
 
 DETECTOR_LOSSES = "the model returns losses (loss_classifier, loss_box_reg, loss_objectness): their sum is the loss"
 

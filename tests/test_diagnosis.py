@@ -4,10 +4,10 @@ import math
 
 import pytest
 
-from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, Verdict
-from gradcheck_cli.depth_trend import theil_sen_slope
-from gradcheck_cli.diagnosis import Thresholds, diagnose
-from gradcheck_cli.stats import LayerStats, RecurrentStats
+from gradcheck_cli.common.choices import FindingKind, LayerStatus, Severity, Verdict
+from gradcheck_cli.common.stats import LayerStats, RecurrentStats
+from gradcheck_cli.judge.depth_trend import theil_sen_slope
+from gradcheck_cli.judge.diagnosis import Thresholds, diagnose
 from tests.synthetic import geometric_result
 
 

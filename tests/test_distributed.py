@@ -18,17 +18,17 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.cli import app
-from gradcheck_cli.distributed import (
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.load.distributed import (
     DistributedRun,
     _WholeBatchDraws,
     split_batch,
     top_level_blocks,
 )
-from gradcheck_cli.errors import GradcheckError, InvalidOptionError
-from gradcheck_cli.torch_compat import FSDP2
-from gradcheck_cli.torchrun import TORCHRUN_VARIABLES, torchrun_rank
+from gradcheck_cli.load.torchrun import TORCHRUN_VARIABLES, torchrun_rank
+from gradcheck_cli.measure.torch_compat import FSDP2
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARDED_EXAMPLE = str(ROOT / "docs" / "examples" / "sharded_model.py")

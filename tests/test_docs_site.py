@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.choices import CauseId, FindingKind, FixId
+from gradcheck_cli.common.choices import CauseId, FindingKind, FixId
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -123,7 +123,7 @@ def test_the_json_reference_names_every_key_kind_and_fix():
     profile): every key the JSON renderer writes, every finding kind and every fix id is documented."""
     from typer.testing import CliRunner
 
-    from gradcheck_cli.cli import app
+    from gradcheck_cli.cli.main import app
 
     reference = (DOCS / "json-schema.md").read_text(encoding="utf-8")
     keys: set[str] = set()

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.choices import FindingKind, Verdict
-from gradcheck_cli.options import ScanOptions
-from gradcheck_cli.scan import scan_target
+from gradcheck_cli.common.choices import FindingKind, Verdict
+from gradcheck_cli.common.options import ScanOptions
+from gradcheck_cli.scan.scan import scan_target
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

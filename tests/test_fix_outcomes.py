@@ -6,12 +6,12 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from gradcheck_cli.choices import TrialOutcome, Verdict
-from gradcheck_cli.cli import app
-from gradcheck_cli.demo import run_demo
-from gradcheck_cli.presets import DemoSpec
-from gradcheck_cli.report import FixTrial
-from gradcheck_cli.verify import OUTCOME_DECADES, judge_trials, trial_outcome
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.choices import TrialOutcome, Verdict
+from gradcheck_cli.report.report import FixTrial
+from gradcheck_cli.trials.demo import run_demo
+from gradcheck_cli.trials.presets import DemoSpec
+from gradcheck_cli.trials.verify import OUTCOME_DECADES, judge_trials, trial_outcome
 
 V, E, H, N = Verdict.VANISHING, Verdict.EXPLODING, Verdict.HEALTHY, Verdict.NONFINITE
 

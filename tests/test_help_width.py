@@ -12,7 +12,7 @@ import typer
 from typer.core import TyperOption
 from typer.testing import CliRunner
 
-from gradcheck_cli.cli import app
+from gradcheck_cli.cli.main import app
 
 WIDTHS = (60, 80, 120)
 
@@ -107,7 +107,7 @@ def test_demo_verify_is_a_flag():
 
 @pytest.mark.parametrize(("option", "value"), [("--passes", "0"), ("--seed", "-1"), ("--timeout", "700000")])
 def test_ranges_are_still_checked(option, value):
-    """The help shows a range in the help text rather than the type column (gradcheck_cli/cli_help.py): Typer
+    """The help shows a range in the help text rather than the type column (gradcheck_cli/cli/help.py): Typer
     must still refuse a number outside it."""
     result = CliRunner().invoke(app, ["demo", option, value], env={"COLUMNS": "100", "NO_COLOR": "1"})
     assert result.exit_code == 2

@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from gradcheck_cli.cli import app
-from gradcheck_cli.history import SCHEMA, HistoryError, read_history
-from gradcheck_cli.monitor import GradientProblemWarning, Monitor
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.monitor.history import SCHEMA, HistoryError, read_history
+from gradcheck_cli.monitor.monitor import GradientProblemWarning, Monitor
 
 NAN_STEP = 7
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,7 +206,7 @@ def test_non_finite_figures_round_trip_as_strings(broken):
 
 
 def test_history_error_is_a_gradcheck_error():
-    from gradcheck_cli.errors import GradcheckError
+    from gradcheck_cli.common.errors import GradcheckError
 
     assert issubclass(HistoryError, GradcheckError)
 

@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 from gradcheck_cli import assert_gradients_healthy, check, check_model
-from gradcheck_cli.arguments import check_arguments, number_argument
-from gradcheck_cli.choices import LossKind, Optimizer
-from gradcheck_cli.limits import RANGES
+from gradcheck_cli.common.choices import LossKind, Optimizer
+from gradcheck_cli.common.limits import RANGES
+from gradcheck_cli.examine.arguments import check_arguments, number_argument
 
 
 def tiny() -> nn.Module:
@@ -113,7 +113,7 @@ def test_a_value_not_among_the_choices_is_a_value_error_listing_them(case):
 
 @pytest.mark.parametrize("fail_on", [None, "bogus", "errors"])
 def test_fail_on_not_among_the_choices_is_refused_before_the_scan(fail_on, monkeypatch):
-    monkeypatch.setattr("gradcheck_cli.checks.check", lambda *args, **kwargs: pytest.fail("the scan ran"))
+    monkeypatch.setattr("gradcheck_cli.scan.checks.check", lambda *args, **kwargs: pytest.fail("the scan ran"))
     with pytest.raises(ValueError, match=f"fail_on must be one of error, warning, never, not {fail_on!r}"):
         assert_gradients_healthy(tiny(), batch(), fail_on=fail_on)
 

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gradcheck_cli.baseline import load_baseline
-from gradcheck_cli.cli import app
-from gradcheck_cli.config import MAX_CONFIG_BYTES, Config, ConfigError, load_config
-from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.history import HistoryError, read_history
-from gradcheck_cli.limits import RANGES, parse_memory, range_problem
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.errors import GradcheckError
+from gradcheck_cli.common.limits import RANGES, parse_memory, range_problem
+from gradcheck_cli.config.config import MAX_CONFIG_BYTES, Config, ConfigError, load_config
+from gradcheck_cli.monitor.history import HistoryError, read_history
+from gradcheck_cli.report.baseline import load_baseline
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gradcheck_cli.cli import app
-from gradcheck_cli.torch_compat import EXPORT_ARCHIVE
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.measure.torch_compat import EXPORT_ARCHIVE
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -22,14 +22,14 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli import nonfinite, probe, torch_compat
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.copies import copy_model
-from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.monitor import Monitor
-from gradcheck_cli.nonfinite import trace_nonfinite
-from gradcheck_cli.probe import has_skip_connections, probe_model
-from gradcheck_cli.torch_compat import release_nodes, torch_version
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.errors import GradcheckError
+from gradcheck_cli.examine.copies import copy_model
+from gradcheck_cli.measure import nonfinite, probe, torch_compat
+from gradcheck_cli.measure.nonfinite import trace_nonfinite
+from gradcheck_cli.measure.probe import has_skip_connections, probe_model
+from gradcheck_cli.measure.torch_compat import release_nodes, torch_version
+from gradcheck_cli.monitor.monitor import Monitor
 
 ACCUMULATE_GRAD = "torch::autograd::AccumulateGrad"  # a leaf: nothing below it to free
 
@@ -268,7 +268,7 @@ def deep_model_file(tmp_path) -> str:
 def test_a_40000_layer_model_is_scanned_to_a_verdict(tmp_path):
     done = run_python(
         f"""
-        from gradcheck_cli.checks import check
+        from gradcheck_cli.scan.checks import check
         report = check({deep_model_file(tmp_path)!r})
         print(report.diagnosis.verdict.value, len(report.result.layers))
         """,
@@ -285,8 +285,8 @@ def test_a_40000_layer_model_gone_nonfinite_is_traced_to_its_origin():
         f"""
         import torch
         from torch import nn
-        from gradcheck_cli.nonfinite import trace_nonfinite
-        from gradcheck_cli.batches import Batch
+        from gradcheck_cli.measure.nonfinite import trace_nonfinite
+        from gradcheck_cli.common.batches import Batch
 
         layers = []
         for _ in range({DEEP}):
@@ -307,7 +307,7 @@ def test_a_40000_layer_model_trains_under_the_monitor():
         f"""
         import torch
         from torch import nn
-        from gradcheck_cli.monitor import Monitor
+        from gradcheck_cli.monitor.monitor import Monitor
 
         layers = []
         for _ in range({DEEP}):
@@ -339,7 +339,7 @@ def test_float64_norms_of_many_large_gradients_take_no_memory_of_their_own():
     done = run_python(
         """
         import torch
-        from gradcheck_cli.layer_figures import exact_norms
+        from gradcheck_cli.measure.layer_figures import exact_norms
 
         def rss(field):
             with open("/proc/self/status") as status:
@@ -363,8 +363,8 @@ def test_float64_norms_of_many_large_gradients_take_no_memory_of_their_own():
 def test_a_saturation_cause_whose_derivative_underflowed_to_zero_is_named_not_a_math_error():
     # Every sigmoid's derivative underflowed: the compounded term is 0, whose log10 raised "math domain error"
     # (a --verify trial on a 5,000-layer sigmoid MLP); the decades measured stand in for it.
-    from gradcheck_cli.causes import _saturation
-    from gradcheck_cli.stats import ActivationStats
+    from gradcheck_cli.common.stats import ActivationStats
+    from gradcheck_cli.judge.causes import _saturation
 
     sites = [ActivationStats(f"act{i}", "Sigmoid", f"fc{i}", 4, 1.0, None, 0.0) for i in range(3)]
     cause = _saturation(sites, 0.0, 3, 42.0)
@@ -377,7 +377,7 @@ def test_norms_inserted_into_a_deep_sequential_get_fresh_names():
     # for --verify at 40,000 layers); a name the model already has is still never reused.
     from collections import OrderedDict
 
-    from gradcheck_cli.transforms import apply_fix_to_copy
+    from gradcheck_cli.trials.transforms import apply_fix_to_copy
 
     layers = OrderedDict((str(i), nn.Linear(2, 2)) for i in range(300))
     layers["0_norm"] = nn.Identity()  # taken already: the norm after layer 0 must not take it

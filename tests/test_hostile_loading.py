@@ -18,13 +18,13 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli import stages
-from gradcheck_cli.checks import check
-from gradcheck_cli.errors import GradcheckError, UserCodeExit
-from gradcheck_cli.loading import load_target
-from gradcheck_cli.options import ScanOptions
-from gradcheck_cli.scan import scan_target
-from gradcheck_cli.torch_compat import EXPORT_ARCHIVE
+from gradcheck_cli.common import stages
+from gradcheck_cli.common.errors import GradcheckError, UserCodeExit
+from gradcheck_cli.common.options import ScanOptions
+from gradcheck_cli.load.loading import load_target
+from gradcheck_cli.measure.torch_compat import EXPORT_ARCHIVE
+from gradcheck_cli.scan.checks import check
+from gradcheck_cli.scan.scan import scan_target
 from tests.hostile import archives
 
 HEADER = "import sys\nimport torch\nfrom torch import nn\n\n"
@@ -181,7 +181,7 @@ def test_genuine_export_archive_with_buffers_scans_without_trust_pickle(tmp_path
     ],
 )
 def test_shape_formulas_torch_writes_are_accepted(expression):
-    from gradcheck_cli.loading import _is_formula
+    from gradcheck_cli.load.loading import _is_formula
 
     assert _is_formula(expression)
 
@@ -203,7 +203,7 @@ def test_shape_formulas_torch_writes_are_accepted(expression):
     ids=lambda text: text[:30],
 )
 def test_shape_expressions_that_would_run_code_are_not_formulas(expression):
-    from gradcheck_cli.loading import _is_formula
+    from gradcheck_cli.load.loading import _is_formula
 
     assert not _is_formula(expression)
 

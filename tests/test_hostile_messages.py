@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli.checks import check
-from gradcheck_cli.errors import GradcheckError, ModelRunError
+from gradcheck_cli.common.errors import GradcheckError, ModelRunError
+from gradcheck_cli.scan.checks import check
 
 
 class Cut(nn.Module):

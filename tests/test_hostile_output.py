@@ -25,13 +25,13 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.choices import OutputFormat
-from gradcheck_cli.diagnosis import diagnose
-from gradcheck_cli.files import write_whole
+from gradcheck_cli.common.choices import OutputFormat
+from gradcheck_cli.common.files import write_whole
+from gradcheck_cli.common.stats import RecurrentStats
+from gradcheck_cli.judge.diagnosis import diagnose
 from gradcheck_cli.render.interface import RenderOptions, get_renderer
 from gradcheck_cli.render.names import NAME_CHARS, Names, escape, shorten, shown
-from gradcheck_cli.report import Report
-from gradcheck_cli.stats import RecurrentStats
+from gradcheck_cli.report.report import Report
 from tests.synthetic import geometric_result
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,8 +343,8 @@ def test_the_history_report_shows_names_escaped(tmp_path, monkeypatch):
     import torch
     from torch import nn
 
-    from gradcheck_cli.history import read_history, summarize_history
-    from gradcheck_cli.monitor import Monitor
+    from gradcheck_cli.monitor.history import read_history, summarize_history
+    from gradcheck_cli.monitor.monitor import Monitor
     from gradcheck_cli.render.history import HistoryTextRenderer
 
     torch.manual_seed(0)
@@ -378,8 +378,8 @@ PLOT_SCRIPT = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from gradcheck_cli.files import write_whole
-    from gradcheck_cli.plot import PlotFormat, render_plot
+    from gradcheck_cli.common.files import write_whole
+    from gradcheck_cli.render.plot import PlotFormat, render_plot
     from tests.test_hostile_output import hostile_report
 
     write_whole(Path(sys.argv[1]), render_plot(hostile_report("Net $x"), PlotFormat.PNG))

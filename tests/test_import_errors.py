@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gradcheck_cli.cli import app
-from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.loading import load_target
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.errors import GradcheckError
+from gradcheck_cli.load.loading import load_target
 
 MODEL = "import torch\nimport {module}\n\nmodel = torch.nn.Linear(8, 4)\n"
 

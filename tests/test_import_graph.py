@@ -86,4 +86,4 @@ def test_a_cycle_is_found_when_there_is_one():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert cycles(graph) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
-    assert "gradcheck_cli.scan" in import_graph()["gradcheck_cli.checks"]
+    assert "gradcheck_cli.scan.scan" in import_graph()["gradcheck_cli.scan.checks"]

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from gradcheck_cli.cli import app
-from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.inputs import IMAGENET_SIZE, LARGE_SAMPLE_BATCH_SIZE, plan_inputs
-from gradcheck_cli.options import InputOptions, ScanOptions
-from gradcheck_cli.scan import scan_model
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.errors import GradcheckError
+from gradcheck_cli.common.options import InputOptions, ScanOptions
+from gradcheck_cli.load.inputs import IMAGENET_SIZE, LARGE_SAMPLE_BATCH_SIZE, plan_inputs
+from gradcheck_cli.scan.scan import scan_model
 
 
 def plan(model, **options):

@@ -1,4 +1,4 @@
-"""The process boundary (gradcheck_cli/isolation.py, worker.py): whatever the model's code does, a scan exits 0
+"""The process boundary (gradcheck_cli/cli/isolation.py, worker.py): whatever the model's code does, a scan exits 0
 only when every target was measured and judged healthy, and stdout carries the report alone."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gradcheck_cli.cli import app
-from gradcheck_cli.isolation import _resident_bytes
-from gradcheck_cli.jobs import FRAME_HEADER, ReportUnpickler
+from gradcheck_cli.cli.isolation import _resident_bytes
+from gradcheck_cli.cli.jobs import FRAME_HEADER, ReportUnpickler
+from gradcheck_cli.cli.main import app
 
 ROOT = Path(__file__).resolve().parent.parent
 VANISHING = str(ROOT / "examples" / "vanishing_mlp.py")
@@ -229,7 +229,7 @@ def test_the_cli_imports_no_torch_to_hand_a_scan_over():
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from gradcheck_cli.cli import app\n"
+        "from gradcheck_cli.cli.main import app\n"
         "result = CliRunner().invoke(app, ['demo', '--depth', '3', '--width', '8', '--no-fix'])\n"
         "assert result.exit_code in (0, 1), result.output\n"
         "assert 'torch' not in sys.modules, 'torch was imported by the CLI process'\n"
@@ -282,10 +282,10 @@ def test_the_report_channel_builds_report_classes_and_nothing_else():
     with pytest.raises(pickle.UnpicklingError):
         ReportUnpickler(io.BytesIO(pickle.dumps(("report", 0, Sneaky())))).load()
     with pytest.raises(pickle.UnpicklingError):  # a function of gradcheck's own is no report either
-        from gradcheck_cli.files import write_whole
+        from gradcheck_cli.common.files import write_whole
 
         ReportUnpickler(io.BytesIO(pickle.dumps(write_whole))).load()
-    from gradcheck_cli.choices import Verdict
+    from gradcheck_cli.common.choices import Verdict
 
     assert ReportUnpickler(io.BytesIO(pickle.dumps(("x", Verdict.HEALTHY)))).load() == ("x", Verdict.HEALTHY)
     assert FRAME_HEADER.size == 4
@@ -310,7 +310,7 @@ def test_resident_memory_counts_the_worker_and_its_children():
 
 
 def test_where_there_is_no_worker_the_jobs_run_in_process_and_the_cli_says_so(runner, tmp_path, monkeypatch):
-    monkeypatch.setattr("gradcheck_cli.isolation.WORKER_SUPPORTED", False)
+    monkeypatch.setattr("gradcheck_cli.cli.isolation.WORKER_SUPPORTED", False)
     target = model_file(tmp_path, "exits.py", "sys.exit(0)")
     result = scan(runner, target)
     assert_one_sentence(result, "sys.exit(0)", "during the forward pass")

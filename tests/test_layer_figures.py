@@ -8,11 +8,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gradcheck_cli import layer_figures
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.layer_figures import median_of_sorted
-from gradcheck_cli.monitor import Monitor
-from gradcheck_cli.probe import probe_model
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.measure import layer_figures
+from gradcheck_cli.measure.layer_figures import median_of_sorted
+from gradcheck_cli.measure.probe import probe_model
+from gradcheck_cli.monitor.monitor import Monitor
 
 # What a layer is, its weights, and its parameter gradients: computed by layer_figures for both.
 SAME_FIGURES = (

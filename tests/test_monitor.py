@@ -13,12 +13,12 @@ import torch
 from torch import nn
 
 import gradcheck_cli
-from gradcheck_cli import monitor as monitor_module
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.errors import GradcheckError, InvalidOptionError
-from gradcheck_cli.history import GRADIENT_GROWTH, NONFINITE, read_history
-from gradcheck_cli.monitor import GradientProblemError, GradientProblemWarning, Monitor
-from gradcheck_cli.probe import probe_model
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.measure.probe import probe_model
+from gradcheck_cli.monitor import monitor as monitor_module
+from gradcheck_cli.monitor.history import GRADIENT_GROWTH, NONFINITE, read_history
+from gradcheck_cli.monitor.monitor import GradientProblemError, GradientProblemWarning, Monitor
 
 # The explosion: SGD at lr 0.05, raised to 50 after step SPIKE_AFTER's gradients were read. Step
 # SPIKE_AFTER + 1 is the first whose gradients were computed at the exploded weights.
@@ -579,9 +579,9 @@ def test_a_log_that_cannot_be_written_fails_at_construction(tmp_path):
 
 def test_importing_gradcheck_imports_no_trainer_and_no_torch():
     code = (
-        "import sys, gradcheck_cli, gradcheck_cli.cli, gradcheck_cli.history, gradcheck_cli.render.history\n"
+        "import sys, gradcheck_cli, gradcheck_cli.cli.main, gradcheck_cli.monitor.history, gradcheck_cli.render.history\n"
         "assert 'torch' not in sys.modules, 'torch'\n"
-        "import gradcheck_cli.monitor, gradcheck_cli.integrations\n"
+        "import gradcheck_cli.monitor.monitor, gradcheck_cli.integrations\n"
         "bad = [m for m in ('lightning', 'pytorch_lightning', 'transformers') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gradcheck_cli.api import check_model
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.choices import Verdict
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.choices import Verdict
+from gradcheck_cli.examine.check_model import check_model
 
 CLASSES = 10
 

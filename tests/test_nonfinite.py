@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.nonfinite import trace_nonfinite
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.measure.nonfinite import trace_nonfinite
 
 
 def mean_loss(output, batch):

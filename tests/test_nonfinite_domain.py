@@ -12,15 +12,15 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.choices import CauseId, FindingKind, FixId, Verdict
-from gradcheck_cli.cli import app
-from gradcheck_cli.diagnosis import Thresholds
-from gradcheck_cli.fixes import _rewrite
-from gradcheck_cli.nonfinite import _call_source, trace_nonfinite
-from gradcheck_cli.options import ScanOptions
-from gradcheck_cli.scan import scan_target
-from gradcheck_cli.stats import NonfiniteOp
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.choices import CauseId, FindingKind, FixId, Verdict
+from gradcheck_cli.common.options import ScanOptions
+from gradcheck_cli.common.stats import NonfiniteOp
+from gradcheck_cli.judge.diagnosis import Thresholds
+from gradcheck_cli.judge.fixes import _rewrite
+from gradcheck_cli.measure.nonfinite import _call_source, trace_nonfinite
+from gradcheck_cli.scan.scan import scan_target
 
 MODEL = """\
 import torch

@@ -1,4 +1,4 @@
-"""--plot FILE.png|svg|html: the gradient-flow figure (gradcheck_cli/plot.py) and its CLI option.
+"""--plot FILE.png|svg|html: the gradient-flow figure (gradcheck_cli/render/plot.py) and its CLI option.
 
 Most tests read the matplotlib Figure without drawing it (fast); three draw a file, one per format."""
 
@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gradcheck_cli import plot
-from gradcheck_cli.cli import app
-from gradcheck_cli.diagnosis import diagnose
-from gradcheck_cli.errors import GradcheckError, InvalidOptionError
-from gradcheck_cli.plot import PlotFormat, plot_format, plot_paths
-from gradcheck_cli.report import FixTrial, Report, TrainingStep
-from gradcheck_cli.stats import RecurrentStats
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.common.stats import RecurrentStats
+from gradcheck_cli.judge.diagnosis import diagnose
+from gradcheck_cli.render import plot
+from gradcheck_cli.render.plot import PlotFormat, plot_format, plot_paths
+from gradcheck_cli.report.report import FixTrial, Report, TrainingStep
 from tests.synthetic import geometric_result
 
 ENV = {"COLUMNS": "100", "NO_COLOR": "1"}
@@ -127,7 +127,7 @@ def test_missing_matplotlib_says_how_to_install_it(monkeypatch):
 
 
 def test_importing_the_cli_and_the_plot_module_does_not_import_matplotlib():
-    code = "import sys, gradcheck_cli.cli, gradcheck_cli.plot; print('matplotlib' in sys.modules)"
+    code = "import sys, gradcheck_cli.cli.main, gradcheck_cli.render.plot; print('matplotlib' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
 
@@ -165,7 +165,7 @@ def test_feedforward_figure_shows_measured_and_judged_panels_on_the_agg_canvas()
 @needs_matplotlib
 def test_threshold_lines_follow_the_reports_thresholds():
     result = geometric_result(depth=12, gain=0.5)
-    from gradcheck_cli.diagnosis import Thresholds
+    from gradcheck_cli.judge.diagnosis import Thresholds
 
     report = Report("custom", result, diagnose(result, Thresholds(decades_warning=1.5, decades_error=3.0)))
     judged = plot.gradient_flow_figure(report).axes[1]
@@ -246,7 +246,7 @@ def test_demo_writes_the_figure_and_says_where(tmp_path):
 
 
 def test_bad_suffix_exits_2_before_anything_is_measured(tmp_path, monkeypatch):
-    monkeypatch.setattr("gradcheck_cli.demo.run_demo", _must_not_run)
+    monkeypatch.setattr("gradcheck_cli.trials.demo.run_demo", _must_not_run)
     result = CliRunner().invoke(app, [*TINY_VANISHING_DEMO, "--plot", str(tmp_path / "flow.pdf")], env=ENV)
     assert result.exit_code == 2
     assert all(suffix in result.stderr for suffix in (".png", ".svg", ".html"))
@@ -255,7 +255,7 @@ def test_bad_suffix_exits_2_before_anything_is_measured(tmp_path, monkeypatch):
 
 def test_missing_matplotlib_exits_2_before_the_scan(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setattr("gradcheck_cli.scan.scan_target", _must_not_run)
+    monkeypatch.setattr("gradcheck_cli.scan.scan.scan_target", _must_not_run)
     model = tmp_path / "model.py"
     model.write_text("from torch import nn\nmodel = nn.Linear(4, 2)\n")
     args = ["scan", str(model), "--isolated", "--plot", str(tmp_path / "flow.png")]

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.errors import InvalidOptionError, ModelRunError
-from gradcheck_cli.probe import probe_model
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.errors import InvalidOptionError, ModelRunError
+from gradcheck_cli.measure.probe import probe_model
 
 
 def fixed_batch(*args, target=None, size=None):
@@ -305,7 +305,7 @@ def test_a_layer_whose_own_hook_replaces_its_output_is_measured_after_that_hook(
 def test_data_parallel_and_global_hooks_keep_the_probe_off_the_modules_forward():
     """nn.DataParallel copies each module's attributes into its replicas, where a wrapped forward would run the
     original module; global forward hooks may replace the output a wrapper sees: hooks in the dicts there."""
-    from gradcheck_cli.probe import _wrappable
+    from gradcheck_cli.measure.probe import _wrappable
 
     model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
     assert _wrappable(list(model.named_modules()))
@@ -543,7 +543,7 @@ class _Block(nn.Module):
 @pytest.mark.parametrize("large_numel", [1, 2**62])
 def test_outputs_measured_in_their_hooks_and_batched_give_the_same_figures(monkeypatch, large_numel):
     """Large outputs are reduced in their hooks, small ones batched after the backward: the same figures."""
-    import gradcheck_cli.probe as probe
+    import gradcheck_cli.measure.probe as probe
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), _Block(16), _Block(16), nn.Linear(16, 3))
@@ -581,7 +581,7 @@ class _ScaledInput(nn.Module):
 
 
 def test_a_large_output_the_backward_did_not_reach_is_asked_for_on_the_next_pass(monkeypatch):
-    import gradcheck_cli.probe as probe
+    import gradcheck_cli.measure.probe as probe
 
     monkeypatch.setattr(probe, "LARGE_NUMEL", 1000)
     torch.manual_seed(0)

@@ -6,7 +6,7 @@ from torch import nn
 
 import gradcheck_cli
 from gradcheck_cli import assert_gradients_healthy, check
-from gradcheck_cli.choices import LayerStatus, Verdict
+from gradcheck_cli.common.choices import LayerStatus, Verdict
 
 pytest_plugins = ["pytester"]
 

@@ -10,12 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.choices import FindingKind, FixId, Severity
-from gradcheck_cli.diagnosis import Thresholds, diagnose, time_profiles_of
-from gradcheck_cli.probe import probe_model
-from gradcheck_cli.recurrent import StackedLayers, stacked, stacked_modules
-from gradcheck_cli.stats import RecurrentStats
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.choices import FindingKind, FixId, Severity
+from gradcheck_cli.common.stats import RecurrentStats
+from gradcheck_cli.judge.diagnosis import Thresholds, diagnose, time_profiles_of
+from gradcheck_cli.measure.probe import probe_model
+from gradcheck_cli.measure.recurrent import StackedLayers, stacked, stacked_modules
 
 FEATURES, HIDDEN, STEPS, BATCH, CLASSES = 6, 10, 12, 5, 3
 
@@ -291,7 +291,7 @@ def test_a_stack_is_judged_layer_by_layer_and_shown_by_its_steepest_layer():
 
 
 def test_layers_that_vanish_and_layers_that_explode_are_two_findings():
-    from gradcheck_cli.diagnosis import _time_findings
+    from gradcheck_cli.judge.diagnosis import _time_findings
 
     profiles = time_profiles_of([series("rnn.l0", -6.0), series("rnn.l1", 3.0), series("other", -0.2, stack=None)])
     assert [p.name for p in profiles] == ["rnn.l0", "rnn.l1", "other"]

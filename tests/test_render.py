@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from gradcheck_cli.choices import OutputFormat
-from gradcheck_cli.diagnosis import diagnose
+from gradcheck_cli.common.choices import OutputFormat
+from gradcheck_cli.common.stats import RecurrentStats
+from gradcheck_cli.judge.diagnosis import diagnose
 from gradcheck_cli.render.interface import RenderOptions, get_renderer
-from gradcheck_cli.report import FixTrial, Report, TrainingStep
-from gradcheck_cli.stats import RecurrentStats
-from gradcheck_cli.verify import judge_trials
+from gradcheck_cli.report.report import FixTrial, Report, TrainingStep
+from gradcheck_cli.trials.verify import judge_trials
 from tests.synthetic import geometric_result
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -116,7 +116,7 @@ def test_condensed_table_keeps_the_ends_and_says_what_it_skipped():
 
 
 def test_every_status_and_verdict_has_a_style():
-    from gradcheck_cli.choices import LayerStatus, Verdict
+    from gradcheck_cli.common.choices import LayerStatus, Verdict
     from gradcheck_cli.render.text import STATUS_STYLE, VERDICT_STYLE
 
     assert set(STATUS_STYLE) == set(LayerStatus) and set(VERDICT_STYLE) == set(Verdict)

@@ -67,7 +67,7 @@ def test_every_case_has_a_snapshot_and_every_snapshot_a_case():
 
 def test_the_files_that_need_flags_still_need_them():
     """SKIPPED names files that do not scan without flags; one that does must become a case."""
-    from gradcheck_cli.errors import GradcheckError
+    from gradcheck_cli.common.errors import GradcheckError
 
     for target in make.SKIPPED:
         with pytest.raises(GradcheckError):

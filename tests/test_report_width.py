@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from gradcheck_cli.causes import _saturation
-from gradcheck_cli.choices import LayerStatus, OutputFormat, Verdict
-from gradcheck_cli.cli import app
-from gradcheck_cli.diagnosis import diagnose
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.choices import LayerStatus, OutputFormat, Verdict
+from gradcheck_cli.common.stats import ActivationStats
+from gradcheck_cli.judge.causes import _saturation
+from gradcheck_cli.judge.diagnosis import diagnose
 from gradcheck_cli.render.code import fit_code
 from gradcheck_cli.render.interface import RenderOptions, get_renderer
 from gradcheck_cli.render.table import Cell, Column, fitted_table
-from gradcheck_cli.report import Report
-from gradcheck_cli.stats import ActivationStats
+from gradcheck_cli.report.report import Report
 from tests.synthetic import geometric_result
 from tests.test_render import (
     healthy_report,

@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
-from gradcheck_cli.api import check_model
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.choices import (
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.choices import (
     Activation,
     Arch,
     CauseId,
@@ -30,17 +30,17 @@ from gradcheck_cli.choices import (
     Severity,
     Verdict,
 )
-from gradcheck_cli.cli import app
-from gradcheck_cli.copies import train_copy
-from gradcheck_cli.demo import run_demo
-from gradcheck_cli.diagnosis import Thresholds
-from gradcheck_cli.fixes import Fix
-from gradcheck_cli.options import ScanOptions
-from gradcheck_cli.presets import DemoSpec, build_preset
-from gradcheck_cli.report import summarize
-from gradcheck_cli.scan import scan_target
-from gradcheck_cli.training import track_training
-from gradcheck_cli.verify import try_on_copy
+from gradcheck_cli.common.options import ScanOptions
+from gradcheck_cli.examine.check_model import check_model
+from gradcheck_cli.examine.copies import train_copy
+from gradcheck_cli.judge.diagnosis import Thresholds
+from gradcheck_cli.judge.fixes import Fix
+from gradcheck_cli.report.report import summarize
+from gradcheck_cli.scan.scan import scan_target
+from gradcheck_cli.trials.demo import run_demo
+from gradcheck_cli.trials.presets import DemoSpec, build_preset
+from gradcheck_cli.trials.steps import track_training
+from gradcheck_cli.trials.verify import try_on_copy
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 

@@ -15,12 +15,12 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from gradcheck_cli.cli import app
-from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.loading import FACTORY_NAMES, load_target
-from gradcheck_cli.options import ScanOptions
-from gradcheck_cli.scan import scan_target
-from gradcheck_cli.torch_compat import EXPORT_ARCHIVE
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.errors import GradcheckError
+from gradcheck_cli.common.options import ScanOptions
+from gradcheck_cli.load.loading import FACTORY_NAMES, load_target
+from gradcheck_cli.measure.torch_compat import EXPORT_ARCHIVE
+from gradcheck_cli.scan.scan import scan_target
 
 HEADER = "import torch\nfrom torch import nn\n\n"
 SMALL = "nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))"  # 212 parameters, healthy

@@ -15,14 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli.api import check_model
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.choices import FindingKind, LayerStatus, LossKind, Severity, Verdict
-from gradcheck_cli.errors import GradcheckError
-from gradcheck_cli.inputs import plan_inputs
-from gradcheck_cli.objective import Objective, select_output
-from gradcheck_cli.options import InputOptions, ScanOptions, parse_shape
-from gradcheck_cli.scan import scan_target
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.choices import FindingKind, LayerStatus, LossKind, Severity, Verdict
+from gradcheck_cli.common.errors import GradcheckError
+from gradcheck_cli.common.options import InputOptions, ScanOptions, parse_shape
+from gradcheck_cli.examine.check_model import check_model
+from gradcheck_cli.load.inputs import plan_inputs
+from gradcheck_cli.load.objective import Objective, select_output
+from gradcheck_cli.scan.scan import scan_target
 
 OPTION_NAMES = ("--input-shape", "--vocab-size", "example_inputs")
 

@@ -14,7 +14,7 @@ def test_python_m_version():
 def test_help_and_version_do_not_import_torch():
     probe = (
         "import sys\n"
-        "from gradcheck_cli.cli import main\n"
+        "from gradcheck_cli.cli.main import main\n"
         "for argv in (['gradcheck', '--help'], ['gradcheck', '--version'], ['gradcheck', 'demo', '--help']):\n"
         "    sys.argv = argv\n"
         "    try:\n"

@@ -5,8 +5,8 @@ test_distributed.py, torch.export archives in test_hostile_loading.py) run the r
 import pytest
 import torch
 
-from gradcheck_cli.errors import GradcheckError, InvalidOptionError
-from gradcheck_cli.torch_compat import TorchFeature, torch_version
+from gradcheck_cli.common.errors import GradcheckError, InvalidOptionError
+from gradcheck_cli.measure.torch_compat import TorchFeature, torch_version
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli.choices import FixId
-from gradcheck_cli.transforms import FixNotApplicable, Residual, apply_fix_to_copy
+from gradcheck_cli.common.choices import FixId
+from gradcheck_cli.trials.transforms import FixNotApplicable, Residual, apply_fix_to_copy
 
 FORGET_BIAS = 4.0775  # ln(59): chrono init for 60 steps
 

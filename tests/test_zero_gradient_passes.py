@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.choices import FindingKind, Severity, Verdict
-from gradcheck_cli.diagnosis import diagnose
-from gradcheck_cli.probe import probe_model
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.choices import FindingKind, Severity, Verdict
+from gradcheck_cli.judge.diagnosis import diagnose
+from gradcheck_cli.measure.probe import probe_model
 
 
 class TwoHeads(nn.Module):

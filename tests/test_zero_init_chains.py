@@ -10,14 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradcheck_cli.api import check_model
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.causes import causes_for
-from gradcheck_cli.choices import CauseId, FindingKind, Severity, Verdict
-from gradcheck_cli.diagnosis import diagnose
-from gradcheck_cli.fixes import FixContext
-from gradcheck_cli.probe import probe_model
-from gradcheck_cli.zero_init import ZERO_INIT_MAX_STEPS, recognize, settle_zero_init
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.choices import CauseId, FindingKind, Severity, Verdict
+from gradcheck_cli.examine.check_model import check_model
+from gradcheck_cli.examine.zero_init import ZERO_INIT_MAX_STEPS, recognize, settle_zero_init
+from gradcheck_cli.judge.causes import causes_for
+from gradcheck_cli.judge.diagnosis import diagnose
+from gradcheck_cli.judge.fixes import FixContext
+from gradcheck_cli.measure.probe import probe_model
 from tests.synthetic import geometric_result
 
 WIDTH = 32

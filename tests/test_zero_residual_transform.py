@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gradcheck_cli.batches import Batch
-from gradcheck_cli.choices import FindingKind, FixId
-from gradcheck_cli.fixes import Fix
-from gradcheck_cli.transforms import FixNotApplicable, apply_fix_to_copy
-from gradcheck_cli.verify import trends, try_on_copy
+from gradcheck_cli.common.batches import Batch
+from gradcheck_cli.common.choices import FindingKind, FixId
+from gradcheck_cli.judge.fixes import Fix
+from gradcheck_cli.trials.transforms import FixNotApplicable, apply_fix_to_copy
+from gradcheck_cli.trials.verify import trends, try_on_copy
 from tests.test_transforms import assert_unchanged, snapshot
 
 ZERO_RESIDUAL = {"scheme": "zero_residual"}

@@ -19,9 +19,9 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from gradcheck_cli.choices import FindingKind, Verdict
-from gradcheck_cli.cli import app
-from gradcheck_cli.diagnosis import DECADES_ERROR
+from gradcheck_cli.cli.main import app
+from gradcheck_cli.common.choices import FindingKind, Verdict
+from gradcheck_cli.judge.diagnosis import DECADES_ERROR
 from tests.zoo import designs
 from tests.zoo.catalogue import ARCHITECTURES, Check, Expected, Family
 from tests.zoo.scanning import Scan, alarms, depth_alarms, errors, scan_architecture, top_finding, write_model_file

@@ -28,7 +28,7 @@ try:
 except ImportError as error:
     raise ImportError("gradcheck_cli.integrations.huggingface needs transformers: pip install transformers") from error
 
-from gradcheck_cli.monitor import Monitor
+from gradcheck_cli.monitor.monitor import Monitor
 
 
 class MonitorCallback(TrainerCallback):

@@ -28,7 +28,7 @@ except ImportError:  # the standalone pytorch_lightning package
             "gradcheck_cli.integrations.lightning needs PyTorch Lightning: pip install lightning"
         ) from error
 
-from gradcheck_cli.monitor import Monitor
+from gradcheck_cli.monitor.monitor import Monitor
 
 
 class MonitorCallback(Callback):

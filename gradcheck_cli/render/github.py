@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from typing import TextIO
 
-from gradcheck_cli.choices import Severity
-from gradcheck_cli.diagnosis import Finding
+from gradcheck_cli.common.choices import Severity
+from gradcheck_cli.judge.diagnosis import Finding
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.render.names import LINE_CHARS, Names, escape, shown
 from gradcheck_cli.render.sarif import source_path
-from gradcheck_cli.report import Report
+from gradcheck_cli.report.report import Report
 
 COMMAND = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "notice"}
 

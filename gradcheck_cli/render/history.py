@@ -18,14 +18,14 @@ from rich.table import Table
 from rich.text import Text
 
 from gradcheck_cli import __version__
-from gradcheck_cli.choices import HistoryFormat, LayerStatus
-from gradcheck_cli.history import HistorySummary, Problem, StepRecord, record_scalars
+from gradcheck_cli.common.choices import HistoryFormat, LayerStatus
+from gradcheck_cli.common.stats import LayerStats
+from gradcheck_cli.monitor.history import HistorySummary, Problem, StepRecord, record_scalars
 from gradcheck_cli.render.chart import Bar, draw_bar_chart, group_bars
 from gradcheck_cli.render.json import json_safe, layer_figures
 from gradcheck_cli.render.names import LINE_CHARS, Names, shown
 from gradcheck_cli.render.table import Cell, Column, fitted_table
 from gradcheck_cli.render.text import SEVERITY_STYLE, STATUS_STYLE, VERDICT_STYLE, number_text
-from gradcheck_cli.stats import LayerStats
 
 # Bump the major part on any change to an existing key's meaning or removal (new keys are a minor change).
 REPORT_SCHEMA_VERSION = "1.0"

@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from gradcheck_cli.choices import FailOn, OutputFormat
+from gradcheck_cli.common.choices import FailOn, OutputFormat
 
 if TYPE_CHECKING:
-    from gradcheck_cli.report import Report
+    from gradcheck_cli.report.report import Report
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,13 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TextIO
 
 from gradcheck_cli import __version__
-from gradcheck_cli.choices import Verdict
+from gradcheck_cli.common.choices import Verdict
 from gradcheck_cli.render.interface import RenderOptions
-from gradcheck_cli.report import Report, summarize
+from gradcheck_cli.report.report import Report, summarize
 
 if TYPE_CHECKING:
-    from gradcheck_cli.diagnosis import Diagnosis
-    from gradcheck_cli.stats import LayerStats
+    from gradcheck_cli.common.stats import LayerStats
+    from gradcheck_cli.judge.diagnosis import Diagnosis
 
 # Bump on any change to an existing key's meaning or removal (new keys are a minor change). See CHANGELOG.
 SCHEMA_VERSION = "2.0"

@@ -14,12 +14,12 @@ import re
 import xml.etree.ElementTree as ET
 from typing import TextIO
 
-from gradcheck_cli.choices import FailOn, FindingKind, Severity
-from gradcheck_cli.diagnosis import Finding
+from gradcheck_cli.common.choices import FailOn, FindingKind, Severity
+from gradcheck_cli.judge.diagnosis import Finding
 from gradcheck_cli.render.github import summary as github_summary
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.render.names import Names, shown
-from gradcheck_cli.report import Report
+from gradcheck_cli.report.report import Report
 
 # Every check a target is tested for, in a fixed order. zero_init is not a check: it is an info finding
 # (a layer blocking the gradient on purpose) and goes to the verdict case's output, as would a kind added

@@ -7,11 +7,11 @@ import html
 import re
 from typing import TextIO
 
-from gradcheck_cli.choices import Severity, Verdict
-from gradcheck_cli.diagnosis import Finding
+from gradcheck_cli.common.choices import Severity, Verdict
+from gradcheck_cli.judge.diagnosis import Finding
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.render.names import LINE_CHARS, Names, shown
-from gradcheck_cli.report import Report, summarize
+from gradcheck_cli.report.report import Report, summarize
 
 # The findings table holds one line per finding; the whole message follows in the finding's section.
 TABLE_MESSAGE_CHARS = 120

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from gradcheck_cli.report import Report
+    from gradcheck_cli.report.report import Report
 
 NAME_CHARS = 80  # a layer or class name: its start and its end, which says which layer it is
 LINE_CHARS = 160  # a title, a path or a context row: one line of its own

@@ -15,11 +15,11 @@ from typing import Any, TextIO
 from urllib.parse import quote
 
 from gradcheck_cli import __version__
-from gradcheck_cli.choices import FindingKind, Severity
-from gradcheck_cli.diagnosis import Finding
+from gradcheck_cli.common.choices import FindingKind, Severity
+from gradcheck_cli.judge.diagnosis import Finding
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.render.json import json_safe
-from gradcheck_cli.report import Report
+from gradcheck_cli.report.report import Report
 
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/gradcheck/gradcheck"

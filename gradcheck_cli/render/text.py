@@ -22,16 +22,16 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from gradcheck_cli.choices import FindingKind, LayerStatus, Severity, TrialOutcome, Verdict
-from gradcheck_cli.depth_trend import signal_of
-from gradcheck_cli.diagnosis import Diagnosis, Finding, TimeProfile
+from gradcheck_cli.common.choices import FindingKind, LayerStatus, Severity, TrialOutcome, Verdict
+from gradcheck_cli.common.stats import LayerStats, RecurrentStats
+from gradcheck_cli.judge.depth_trend import signal_of
+from gradcheck_cli.judge.diagnosis import Diagnosis, Finding, TimeProfile
 from gradcheck_cli.render.chart import Bar, chart_layout, draw_bar_chart, group_bars, group_size, log_scale
 from gradcheck_cli.render.code import fit_code
 from gradcheck_cli.render.interface import RenderOptions
 from gradcheck_cli.render.names import LINE_CHARS, Names, shown
 from gradcheck_cli.render.table import Cell, Column, fitted_table
-from gradcheck_cli.report import FixTrial, Report, summarize
-from gradcheck_cli.stats import LayerStats, RecurrentStats
+from gradcheck_cli.report.report import FixTrial, Report, summarize
 
 OUTCOME_STYLE = {
     TrialOutcome.CURED: "bold green",

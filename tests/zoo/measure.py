@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))  # the model files import tests.zoo, as under pyte
 
 import torch  # noqa: E402
 
-from gradcheck_cli.errors import GradcheckError  # noqa: E402
+from gradcheck_cli.common.errors import GradcheckError  # noqa: E402
 from tests.zoo.catalogue import ARCHITECTURES, Check  # noqa: E402
 from tests.zoo.scanning import alarms, scan_architecture, top_finding  # noqa: E402
 from tests.zoo.variants import INVARIANCE  # noqa: E402

@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gradcheck_cli.choices import FindingKind, Severity
-from gradcheck_cli.options import ScanOptions
-from gradcheck_cli.report import Report
-from gradcheck_cli.scan import scan_target
+from gradcheck_cli.common.choices import FindingKind, Severity
+from gradcheck_cli.common.options import ScanOptions
+from gradcheck_cli.report.report import Report
+from gradcheck_cli.scan.scan import scan_target
 
 MODEL_FILE = """\
 from tests.zoo.catalogue import ARCHITECTURES
