@@ -31,7 +31,9 @@ from typing import Any
 import torch  # noqa: TID253
 from torch import nn  # noqa: TID253
 
-from gradcheck_cli.measure.probe import Batch, LossFn, describe_structure, probe_model
+from gradcheck_cli.common.batches import Batch, LossFn
+from gradcheck_cli.measure.graph import describe_structure
+from gradcheck_cli.measure.probe import probe_model
 
 SECTIONS = ("overhead", "startup", "scale", "memory", "monitor", "depth")
 PASSES = 3

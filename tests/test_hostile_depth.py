@@ -3,7 +3,7 @@
 A 40,000-layer Linear+ReLU model ended a scan in SIGSEGV. The cause: torch frees a deep autograd graph in a
 loop, but a node that Python has read (``tensor.grad_fn``, a GradientEdge, ``register_hook``,
 ``next_functions``) is freed through its Python object, by recursion, and the probe read one per layer. Every
-graph gradcheck reads is now let go from the root end once its roots are gone (``probe.release_nodes``).
+graph gradcheck reads is now let go from the root end once its roots are gone (``torch_compat.release_nodes``).
 
 The fast tests watch the order nodes are freed in: a sentinel in each node's metadata records when the node
 dies. Let go in order, each node dies on its own, latest first; a node freed by recursion from the one above it
@@ -25,9 +25,10 @@ from torch import nn
 from gradcheck_cli.common.batches import Batch
 from gradcheck_cli.common.errors import GradcheckError
 from gradcheck_cli.examine.copies import copy_model
-from gradcheck_cli.measure import nonfinite, probe, torch_compat
+from gradcheck_cli.measure import nonfinite, outputs, torch_compat
+from gradcheck_cli.measure.graph import has_skip_connections
 from gradcheck_cli.measure.nonfinite import trace_nonfinite
-from gradcheck_cli.measure.probe import has_skip_connections, probe_model
+from gradcheck_cli.measure.probe import probe_model
 from gradcheck_cli.measure.torch_compat import release_nodes, torch_version
 from gradcheck_cli.monitor.monitor import Monitor
 
@@ -64,7 +65,7 @@ def releases(monkeypatch):
         release_nodes(nodes)
         calls.append((tagged, deaths))
 
-    monkeypatch.setattr(probe, "release_nodes", watched)
+    monkeypatch.setattr(outputs, "release_nodes", watched)
     monkeypatch.setattr(torch_compat, "release_nodes", watched)  # (nonfinite.py and the monitor's releaser)
     monkeypatch.setattr(nonfinite, "release_nodes", watched)
     return calls
@@ -165,7 +166,7 @@ def test_the_probe_lets_go_of_the_nodes_it_read_once_each_pass_graph_is_gone(rel
     torch.manual_seed(0)
     width = 256 if large else 8  # outputs of LARGE_NUMEL elements take a tensor hook as well as an edge
     model = Residual(width, 6)
-    x = torch.randn(probe.LARGE_NUMEL // width if large else 4, width)
+    x = torch.randn(outputs.LARGE_NUMEL // width if large else 4, width)
     result = probe_model(model, lambda index: Batch(args=(x,)), mean_loss, passes=3)  # structure=None: skip walk
     assert result.structure.residual is True
     assert len(releases) >= 3  # one per pass

@@ -153,3 +153,14 @@ def test_norms_and_sums_of_stacked_and_lone_tensors_come_back_in_order(monkeypat
     expected_sums = [tensors[k].double().sum().item() for k in summed]
     assert values[: len(tensors)] == pytest.approx(expected_norms, rel=1e-6)
     assert values[len(tensors) :] == pytest.approx(expected_sums, rel=1e-5, abs=1e-5)
+
+
+def test_signal_squares_and_the_output_figures_from_them():
+    """One output norm per call (a layer called twice has two) and an output-gradient norm per call: summed as
+    squares per layer; the output RMS over the elements, the output-gradient RMS per sample of a mean loss."""
+    forward, backward = layer_figures.SIGNAL_FORWARD, layer_figures.SIGNAL_BACKWARD
+    slots = [(forward, 0), (forward, 1), (forward, 1), (backward, 1), (backward, 1)]
+    forward_sq, backward_sq, backward_seen = layer_figures.signal_squares(slots, [3.0, 1.0, 2.0, 0.5, 0.5], 3)
+    assert (forward_sq, backward_sq, backward_seen) == ([9.0, 5.0, 0.0], [0.0, 0.5, 0.0], [False, True, False])
+    assert layer_figures.output_rms(forward_sq[1], 20) == 0.5
+    assert layer_figures.output_gradient_rms(backward_sq[1], 8) == 2.0

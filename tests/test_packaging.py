@@ -96,7 +96,9 @@ def test_the_wheel_declares_the_license_the_python_floor_and_the_command(dists):
     assert "Copyright (c) 2026 the gradcheck authors" in license_text
     assert metadata["Requires-Python"] == PROJECT["requires-python"]
     assert metadata["Description-Content-Type"] == "text/markdown"
-    assert re.search(r"^\[console_scripts\]\ngradcheck = gradcheck_cli\.cli\.main:main$", entry_points, re.M), entry_points
+    assert re.search(r"^\[console_scripts\]\ngradcheck = gradcheck_cli\.cli\.main:main$", entry_points, re.M), (
+        entry_points
+    )
     assert {name for name in names if name.endswith(".py")} == package_modules(dists["source"])
 
 

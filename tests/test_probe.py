@@ -305,14 +305,14 @@ def test_a_layer_whose_own_hook_replaces_its_output_is_measured_after_that_hook(
 def test_data_parallel_and_global_hooks_keep_the_probe_off_the_modules_forward():
     """nn.DataParallel copies each module's attributes into its replicas, where a wrapped forward would run the
     original module; global forward hooks may replace the output a wrapper sees: hooks in the dicts there."""
-    from gradcheck_cli.measure.probe import _wrappable
+    from gradcheck_cli.measure.hooks import wrappable
 
     model = nn.Sequential(nn.Linear(4, 4), nn.Tanh(), nn.Linear(4, 1))
-    assert _wrappable(list(model.named_modules()))
-    assert not _wrappable(list(nn.DataParallel(model).named_modules()))
+    assert wrappable(list(model.named_modules()))
+    assert not wrappable(list(nn.DataParallel(model).named_modules()))
     handle = nn.modules.module.register_module_forward_hook(lambda m, a, o: None)
     try:
-        assert not _wrappable(list(model.named_modules()))
+        assert not wrappable(list(model.named_modules()))
         seen = []
         model[0].register_forward_hook(lambda m, a, o: seen.append(m))
         result = probe_model(model, fixed_batch(torch.randn(8, 4)), lambda o, b: o.sum(), passes=1)
@@ -331,7 +331,7 @@ def test_model_is_restored_when_forward_raises_and_the_failing_layer_is_named():
 
 
 def test_garbage_collector_is_paused_during_a_probe_and_restored_after_it():
-    """The probe pauses the cyclic collector while it runs (see _cyclic_gc_paused) and leaves it as found:
+    """The probe pauses the cyclic collector while its passes run (passes.cyclic_gc_paused) and leaves it as found:
     enabled after a probe and after one that raised, still disabled where the caller had disabled it."""
     import gc
 
@@ -543,7 +543,7 @@ class _Block(nn.Module):
 @pytest.mark.parametrize("large_numel", [1, 2**62])
 def test_outputs_measured_in_their_hooks_and_batched_give_the_same_figures(monkeypatch, large_numel):
     """Large outputs are reduced in their hooks, small ones batched after the backward: the same figures."""
-    import gradcheck_cli.measure.probe as probe
+    from gradcheck_cli.measure import outputs
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 16), _Block(16), _Block(16), nn.Linear(16, 3))
@@ -553,7 +553,7 @@ def test_outputs_measured_in_their_hooks_and_batched_give_the_same_figures(monke
         return F.cross_entropy(output, batch.target)
 
     reference = probe_model(model, fixed_batch(x, target=target), loss_fn, passes=3)
-    monkeypatch.setattr(probe, "LARGE_NUMEL", large_numel)
+    monkeypatch.setattr(outputs, "LARGE_NUMEL", large_numel)
     result = probe_model(model, fixed_batch(x, target=target), loss_fn, passes=3)
     for expected, stats in zip(reference.layers, result.layers, strict=True):
         for key in ("forward_rms", "backward", "weight_grad_norm"):
@@ -581,9 +581,9 @@ class _ScaledInput(nn.Module):
 
 
 def test_a_large_output_the_backward_did_not_reach_is_asked_for_on_the_next_pass(monkeypatch):
-    import gradcheck_cli.measure.probe as probe
+    from gradcheck_cli.measure import outputs
 
-    monkeypatch.setattr(probe, "LARGE_NUMEL", 1000)
+    monkeypatch.setattr(outputs, "LARGE_NUMEL", 1000)
     torch.manual_seed(0)
     model, batches = _ScaledInput(), [torch.randn(4, 8) for _ in range(3)]
 

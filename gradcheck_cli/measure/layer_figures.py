@@ -2,10 +2,11 @@
 
 Which layers there are (the modules that hold parameters), the order they are reported in (the order the forward
 pass first ran them, then those that never ran), which layer owns a parameter that several hold (tied weights: the
-first to run), each layer's weight norm, std and fan-in, its parameter-gradient figures, and the range where a
-float32 norm is exact. The monitor once kept a copy of these that had drifted from the scan's: tied weights given
-in definition order, another exactness bound, another std (issue 24). tests/test_layer_figures.py feeds both the
-same model and batch and compares every figure.
+first to run), each layer's weight norm, std and fan-in, its parameter-gradient figures, its output RMS and
+per-sample output-gradient RMS from the hooked norms, and the range where a float32 norm is exact. The monitor once
+kept a copy of these that had drifted from the scan's: tied weights given in definition order, another exactness
+bound, another std (issue 24). tests/test_layer_figures.py feeds both the same model and batch and compares every
+figure.
 
 Norms are taken on the device and brought to the host by the caller, with its own figures, in one transfer.
 """
@@ -19,6 +20,8 @@ from typing import Any, Protocol
 
 import torch
 from torch import nn
+
+from gradcheck_cli.measure.torch_compat import direct_parameters, private_hooks_work
 
 # Norms are reduced in float64: a vanishing gradient of 1e-30 squares to 1e-60, which float32 flushes to
 # zero (and an exploding one of 1e20 overflows), so float32 norms would hide the very thing we measure.
@@ -55,7 +58,8 @@ class Reducer(Protocol):
 
 def owns_parameters(module: nn.Module) -> bool:
     # (most modules own none: their empty dict is told apart without starting a generator)
-    return bool(module._parameters) and any(p is not None for p in module._parameters.values())
+    own = direct_parameters(module, private_hooks_work())
+    return bool(own) and any(p is not None for p in own.values())
 
 
 def parameter_layers(modules: Iterable[tuple[str, nn.Module]]) -> list[tuple[str, nn.Module]]:
@@ -71,7 +75,7 @@ def shown_name(name: str) -> str:
 def local_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """A module's own parameters, read off its registry: named_parameters(recurse=False) walks a generator
     with a memo of hashed tensors, which costs more than it should on a 1000-layer model."""
-    return [(name, p) for name, p in module._parameters.items() if p is not None]
+    return [(name, p) for name, p in direct_parameters(module, private_hooks_work()).items() if p is not None]
 
 
 def is_weight(local_name: str) -> bool:
@@ -245,7 +249,7 @@ class WeightPlan:
         other_gates: list[tuple[int, str, nn.Parameter]] = []
         for index, (_, module) in enumerate(layers):
             has_main = False
-            for name, p in module._parameters.items():
+            for name, p in direct_parameters(module, private_hooks_work()).items():
                 if p is None:
                     continue
                 if not is_weight(name):
@@ -399,6 +403,41 @@ def gradient_figures(
     relative = weight / weight_norm if weight is not None and weight_norm else None
     other = None if other_sq is None else math.sqrt(other_sq)
     return weight, other, math.sqrt((weight_sq or 0.0) + (other_sq or 0.0)), relative
+
+
+# ------------------------------------------------------------------------------------- output figures
+
+# What a hooked norm is of: a layer's output, or the gradient arriving at that output.
+SIGNAL_FORWARD, SIGNAL_BACKWARD = 0, 1
+
+
+def signal_squares(
+    slots: Iterable[tuple[int, int]], norms: Iterable[float], count: int
+) -> tuple[list[float], list[float], list[bool]]:
+    """From the norms of the hooked outputs and output gradients of a pass (``slots``: (SIGNAL_FORWARD or
+    SIGNAL_BACKWARD, layer) of each norm, in order), per layer of ``count``: the sum of squares of its output
+    norms, of its output-gradient norms, and whether any output gradient reached it."""
+    forward_sq, backward_sq = [0.0] * count, [0.0] * count
+    backward_seen = [False] * count
+    # (a plain loop: it runs for every output and output gradient of every pass)
+    for (kind, index), value in zip(slots, norms):
+        if kind == SIGNAL_FORWARD:
+            forward_sq[index] += value * value
+        else:
+            backward_sq[index] += value * value
+            backward_seen[index] = True
+    return forward_sq, backward_sq, backward_seen
+
+
+def output_rms(forward_sq: float, numel: int) -> float:
+    """A layer's output RMS (LayerStats.forward_rms) over the ``numel`` elements of its outputs in a pass."""
+    return math.sqrt(forward_sq / numel)
+
+
+def output_gradient_rms(backward_sq: float, batch_size: int) -> float:
+    """The per-sample RMS of a layer's output gradient (LayerStats.backward): the loss is a batch mean, so each
+    sample's own gradient is B times its share; sqrt(B * sum of squares) = B * RMS over samples."""
+    return math.sqrt(batch_size * backward_sq)
 
 
 def median_of_sorted(ordered: list[float]) -> float:

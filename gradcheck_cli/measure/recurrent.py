@@ -36,6 +36,14 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
+from gradcheck_cli.measure.torch_compat import (
+    NO_FORWARD,
+    direct_parameters,
+    instance_forward,
+    restore_instance_forward,
+    set_instance_forward,
+)
+
 # (layer name, the tensor whose gradient is dL/dx_t per step, its time dimension): the probe reduces it per step
 TimeProbeFn = Callable[[str, torch.Tensor, int], None]
 
@@ -45,19 +53,21 @@ _STACKABLE = (nn.LSTM, nn.GRU, nn.RNN)
 _NOT_CONTIGUOUS = "RNN module weights are not part of single contiguous chunk of memory"
 
 
-def stacked(module: nn.Module) -> bool:
-    """Whether ``module`` is a stacked recurrent module the probe can run layer by layer."""
-    if type(module) not in _STACKABLE or module.num_layers < 2 or "forward" in module.__dict__:
+def stacked(module: nn.Module, fast: bool = True) -> bool:
+    """Whether ``module`` is a stacked recurrent module the probe can run layer by layer (``fast``: the hooks'
+    path, torch_compat)."""
+    if type(module) not in _STACKABLE or module.num_layers < 2 or instance_forward(module) is not NO_FORWARD:
         return False
     names = [
         name.replace("_l0", f"_l{k}") for k in range(module.num_layers) for name in _single_layer_weight_names(module)
     ]
-    return all(isinstance(module._parameters.get(name), nn.Parameter) for name in names)
+    own = direct_parameters(module, fast)
+    return all(isinstance(own.get(name), nn.Parameter) for name in names)
 
 
-def stacked_modules(modules: list[tuple[str, nn.Module]]) -> list[tuple[str, nn.RNNBase]]:
+def stacked_modules(modules: list[tuple[str, nn.Module]], fast: bool = True) -> list[tuple[str, nn.RNNBase]]:
     """The (name, module) pairs of ``modules`` (named_modules()) that are stacked recurrent modules."""
-    return [(name, module) for name, module in modules if stacked(module)]
+    return [(name, module) for name, module in modules if stacked(module, fast)]
 
 
 def layer_names(name: str, module: nn.RNNBase) -> list[str]:
@@ -98,12 +108,12 @@ class StackedLayers:
         installed = []
         try:
             for module, layers in self.layers_of.items():
-                module.__dict__["forward"] = _layered_forward(module, layers, time_probe, measure_time)
+                set_instance_forward(module, _layered_forward(module, layers, time_probe, measure_time))
                 installed.append(module)
             yield
         finally:
             for module in installed:
-                module.__dict__.pop("forward", None)
+                restore_instance_forward(module, NO_FORWARD)
 
 
 @functools.cache
