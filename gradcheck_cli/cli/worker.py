@@ -102,19 +102,18 @@ def _run_one(index: int, job: Job, ranks: Any, request: Request, channel: _Chann
 
 
 def _run(job: Job, ranks: Any) -> Any:
-    from gradcheck_cli.measure.probe import placement, resolve_placement
+    from gradcheck_cli.measure.placement import resolve_placement
 
-    where, dtype = resolve_placement(job.device, job.amp)
-    with placement(where, dtype):
-        if isinstance(job, ScanJob):
-            from gradcheck_cli.scan.scan import scan_target
+    placement = resolve_placement(job.device, job.amp)
+    if isinstance(job, ScanJob):
+        from gradcheck_cli.scan.scan import scan_target
 
-            return scan_target(job.target, job.options, job.thresholds, ranks=ranks)
-        assert isinstance(job, DemoJob)
-        from gradcheck_cli.trials.demo import run_demo
-        from gradcheck_cli.trials.presets import DemoSpec
+        return scan_target(job.target, job.options, job.thresholds, ranks=ranks, placement=placement)
+    assert isinstance(job, DemoJob)
+    from gradcheck_cli.trials.demo import run_demo
+    from gradcheck_cli.trials.presets import DemoSpec
 
-        return run_demo(DemoSpec(**job.spec), **job.run)
+    return run_demo(DemoSpec(**job.spec), **job.run, placement=placement)
 
 
 def _join(stack: contextlib.ExitStack, request: Request, channel: _Channel, indices: list[int]) -> Any:

@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 import torch
 from torch import nn
 
-from gradcheck_cli.common.choices import LossKind, Optimizer
+from gradcheck_cli.common.choices import Amp, Device, LossKind, Optimizer
 from gradcheck_cli.common.errors import InvalidOptionError
 from gradcheck_cli.common.limits import RANGES, check_range
 from gradcheck_cli.common.options import ScanOptions
 from gradcheck_cli.judge.diagnosis import Thresholds
+from gradcheck_cli.measure.placement import Placement, api_spelling, resolve_placement
 
 THRESHOLD_NAMES = tuple(f.name for f in fields(Thresholds))
 _Choice = TypeVar("_Choice", bound=Enum)
@@ -150,6 +151,17 @@ def choice_argument(enum: type[_Choice], value: Any, argument: str) -> _Choice:
         except ValueError:
             pass
     raise ValueError(f"{argument} must be one of {_listed(enum)}, not {value!r}")
+
+
+def placement_argument(device: Any, amp: Any) -> Placement:
+    """``device`` and ``amp`` as the passes' placement: ValueError when either is not one of its choices or this
+    machine cannot run it (``device='cuda'`` without CUDA, ``amp='bf16'`` on a GPU without bfloat16)."""
+    chosen = choice_argument(Device, device, "device")
+    dtype = None if amp is None else choice_argument(Amp, amp, "amp")
+    try:
+        return resolve_placement(chosen.value, dtype and dtype.value, api_spelling)
+    except InvalidOptionError as error:
+        raise ValueError(str(error).rstrip(".")) from None
 
 
 def thresholds_argument(values: Mapping[str, Any]) -> Thresholds:

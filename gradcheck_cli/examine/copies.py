@@ -15,6 +15,7 @@ from torch import nn
 from gradcheck_cli.common.batches import BatchFn, LossFn
 from gradcheck_cli.common.choices import Optimizer
 from gradcheck_cli.common.errors import GradcheckError, ModelRunError, describe_exception
+from gradcheck_cli.measure.torch_compat import child_registry
 
 # Training batches are drawn after the probe's: batch indices from here on.
 FIRST_TRAINING_BATCH = 1000
@@ -56,7 +57,7 @@ def _nesting_depth(model: nn.Module) -> int:
             continue
         seen.add(id(module))
         deepest = max(deepest, depth)
-        stack.extend((child, depth + 1) for child in module._modules.values() if child is not None)
+        stack.extend((child, depth + 1) for child in child_registry(module).values() if child is not None)
     return deepest
 
 

@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from gradcheck_cli.common.batches import BatchFn, LossFn
-    from gradcheck_cli.measure.probe import Reducer
+    from gradcheck_cli.measure.layer_figures import Reducer
+    from gradcheck_cli.measure.placement import Placement
 
 # Plain SGD steps, small enough not to disturb a healthy model: each makes a zero that gets a gradient
 # non-zero (w = -lr * g). Each step unlocks at least one zero of a chain; designs use chains of one (ReZero,
@@ -78,6 +79,7 @@ def settle_chain(
     passes: int,
     seed: int,
     thresholds: Thresholds | None,
+    placement: Placement,
     structure: ModelStructure | None = None,
     ignore: tuple[str, ...] = (),
     reducer: Reducer | None = None,
@@ -85,7 +87,7 @@ def settle_chain(
     """Recognize the zeros that may explain exact-zero gradients; where some do, step a copy of ``model`` until
     every layer gets a gradient (at most ZERO_INIT_MAX_STEPS steps) and settle the findings with what it shows
     (``settle_zero_init``). ``model`` is left as found. A model that cannot be copied or stepped keeps its
-    findings as measured."""
+    findings as measured. The stepped copies are measured under ``placement``, as the model was."""
     diagnosis = recognize(result, diagnosis)
     if not diagnosis.needs_step_check:
         return diagnosis
@@ -100,8 +102,9 @@ def settle_chain(
             purpose="the zero-init check",
         ):  # fmt: skip
             measured = probe_model(
-                stepped, make_batch, loss_fn, passes=passes, seed=seed, structure=structure, reducer=reducer
-            )
+                stepped, make_batch, loss_fn, passes=passes, seed=seed, structure=structure, reducer=reducer,
+                placement=placement,
+            )  # fmt: skip
             steps, after = step, diagnose(measured, thresholds, ignore)
             still = _blocked(after)
             # Every layer gets a gradient: the chain is through. A step that unblocked no layer moved no zero

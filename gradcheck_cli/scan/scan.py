@@ -16,7 +16,7 @@ from gradcheck_cli.judge.diagnosis import Thresholds
 from gradcheck_cli.load.inputs import plan_inputs
 from gradcheck_cli.load.loading import load_target
 from gradcheck_cli.load.objective import Objective
-from gradcheck_cli.measure.probe import move_to_placement
+from gradcheck_cli.measure.placement import AS_PLACED, Placement, move_to_placement
 from gradcheck_cli.measure.torch_compat import eager_model
 from gradcheck_cli.report.report import Report
 from gradcheck_cli.trials.steps import track_training
@@ -32,8 +32,12 @@ def scan_target(
     thresholds: Thresholds | None = None,
     progress: ProgressFn | None = None,
     ranks: DistributedRun | None = None,
+    placement: Placement = AS_PLACED,
 ) -> Report:
     """One target to one report. Raises GradcheckError with a message for the user on bad input.
+
+    The model gradcheck loads is its own to move: it goes to ``placement.device``, and the passes run under
+    ``placement.amp``.
 
     ``ranks``: this process's place in a torchrun job. Every process loads the model, which is then sharded
     or replicated over them, and scans its slice of the batch; after each step the processes agree on
@@ -52,7 +56,7 @@ def scan_target(
                 )
             # A torch.compile'd model: its original module, run eagerly, placed and spread (issue 23).
             model = scope.enter_context(eager_model(loaded.model)).model
-            move_to_placement(model)  # loaded from the file by gradcheck: ours to move (--device)
+            move_to_placement(model, placement)  # loaded from the file by gradcheck: ours to move (--device)
         title = f"{target} ({type(model).__name__})"
         if ranks is not None:
             with step():
@@ -60,7 +64,7 @@ def scan_target(
         with step():
             report = scan_model(
                 model, options, thresholds, progress, namespace=loaded.namespace, saved_inputs=loaded.saved_inputs,
-                title=title, description=loaded.description, ranks=ranks,
+                title=title, description=loaded.description, ranks=ranks, placement=placement,
             )  # fmt: skip
     if ranks is not None:
         report.context.append(("processes", ranks.describe(spread_how, report.result.batch_size)))
@@ -80,11 +84,13 @@ def scan_model(
     description: str | None = None,
     inputs: Any = None,
     ranks: DistributedRun | None = None,
+    placement: Placement = AS_PLACED,
 ) -> Report:
     """Plan the inputs and the loss of a model in hand, measure and diagnose it. ``namespace`` holds
     what a model file may define: ``example_inputs``, ``loss_fn``; ``inputs`` (a value, or a function
     returning one per pass) comes first. With ``ranks`` (a model already spread over a torchrun job's
-    processes) each process measures its slice of every batch and the figures are summed over them."""
+    processes) each process measures its slice of every batch and the figures are summed over them. The model
+    is not moved (it is the caller's); the passes, and those of every copy, run under ``placement.amp``."""
     with eager_model(model) as eager:  # a torch.compile'd model: its original module, run eagerly (issue 23)
         model = eager.model
         namespace = namespace or {}
@@ -112,7 +118,7 @@ def scan_model(
             try:
                 report = check_model(
                     model, make_batch, loss_fn, passes=options.passes, seed=options.seed, thresholds=thresholds,
-                    title=title, progress=progress, ignore=options.ignore, reducer=ranks,
+                    title=title, progress=progress, ignore=options.ignore, reducer=ranks, placement=placement,
                 )  # fmt: skip
                 break
             except ModelRunError as error:
@@ -129,13 +135,14 @@ def scan_model(
             track_training(
                 model, plan.make_batch, objective, report, steps=options.steps, optimizer=options.optimizer,
                 lr=(thresholds or Thresholds()).lr, passes=options.passes, seed=options.seed, thresholds=thresholds,
+                placement=placement,
             )  # fmt: skip
         if options.verify:
             report.fix_trials = verify_fixes(
                 report,
                 lambda fix: try_on_copy(
                     model, plan.make_batch, objective, fix, passes=options.passes, seed=options.seed,
-                    thresholds=thresholds, title=report.title,
+                    thresholds=thresholds, title=report.title, placement=placement,
                 ),
             )  # fmt: skip
         report.context[:0] = [  # before check_model's own rows (a compiled model's note)

@@ -9,6 +9,7 @@ from gradcheck_cli.common.choices import FixId, Optimizer, TrialOutcome
 from gradcheck_cli.examine.check_model import check_model
 from gradcheck_cli.judge.diagnosis import Thresholds
 from gradcheck_cli.judge.fixes import Fix
+from gradcheck_cli.measure.placement import AS_PLACED, Placement
 from gradcheck_cli.report.report import FixTrial, Report
 from gradcheck_cli.trials.presets import DemoSpec, apply_fix, build_preset
 from gradcheck_cli.trials.steps import track_training
@@ -27,28 +28,32 @@ def run_demo(
     optimizer: Optimizer = Optimizer.SGD,
     ignore: tuple[str, ...] = (),
     progress: ProgressFn | None = None,
+    placement: Placement = AS_PLACED,
 ) -> Report:
     """Report on the preset. With ``verify``, every suggested fix is measured on a copy; otherwise, when
     there is an error finding, the fixes that the preset can take are tried in the report's order until one
-    cures (_until_cured). ``steps`` trains a copy."""
+    cures (_until_cured). ``steps`` trains a copy. Every preset is built on ``placement.device`` and measured
+    under ``placement.amp``."""
     spec = spec.resolved()
-    report = _measure(spec, seed, passes, thresholds, progress, ignore)
+    report = _measure(spec, seed, passes, thresholds, progress, placement, ignore)
     if steps:
-        preset = build_preset(spec, seed=seed)
+        preset = build_preset(spec, seed=seed, placement=placement)
         lr = (thresholds or Thresholds()).lr
         track_training(
             preset.model, preset.make_batch, preset.loss, report, steps=steps, optimizer=optimizer, lr=lr,
-            passes=passes, seed=seed, thresholds=thresholds, structure=preset.structure,
+            passes=passes, seed=seed, thresholds=thresholds, structure=preset.structure, placement=placement,
         )  # fmt: skip
     if verify:
-        report.fix_trials = verify_fixes(report, lambda fix: _trial(spec, fix, seed, passes, thresholds, progress))
+        report.fix_trials = verify_fixes(
+            report, lambda fix: _trial(spec, fix, seed, passes, thresholds, progress, placement)
+        )
     elif try_fix and report.fails():
-        report.fix_trials = _until_cured(spec, report, seed, passes, thresholds, progress)
+        report.fix_trials = _until_cured(spec, report, seed, passes, thresholds, progress, placement)
         report.fix_trials_until_cured = True
     return report
 
 
-def _until_cured(spec, report, seed, passes, thresholds, progress) -> list[FixTrial]:
+def _until_cured(spec, report, seed, passes, thresholds, progress, placement) -> list[FixTrial]:
     """The suggested fixes that are preset variants, each measured and judged (verify.judge_trial) in the report's
     order until one cures: the trials in that order, the cure last, or all of them when none cured. A fix that
     gives a variant already tried is not tried again (issue 22)."""
@@ -59,7 +64,7 @@ def _until_cured(spec, report, seed, passes, thresholds, progress) -> list[FixTr
         if fixed is None or fixed in tried:
             continue
         tried.add(fixed)
-        after = _measure(fixed, seed, passes, thresholds, progress)
+        after = _measure(fixed, seed, passes, thresholds, progress, placement)
         trial = judge_trial(report, FixTrial(fix.id, describe_change(spec, fixed), after, fix.title))
         trials.append(trial)
         if trial.outcome is TrialOutcome.CURED:
@@ -67,26 +72,37 @@ def _until_cured(spec, report, seed, passes, thresholds, progress) -> list[FixTr
     return trials
 
 
-def _trial(spec: DemoSpec, fix: Fix, seed, passes, thresholds, progress) -> FixTrial:
+def _trial(spec: DemoSpec, fix: Fix, seed, passes, thresholds, progress, placement) -> FixTrial:
     """The preset variant with the fix where there is one (so He init comes with ReLU, as in the fix's
     code); else the fix applied to a copy of the built preset, as for a user's model."""
     fixed = apply_fix(spec, FixId(fix.id), fix.params)
     if fixed is not None:
         return FixTrial(
-            fix.id, describe_change(spec, fixed), _measure(fixed, seed, passes, thresholds, progress), fix.title
+            fix.id,
+            describe_change(spec, fixed),
+            _measure(fixed, seed, passes, thresholds, progress, placement),
+            fix.title,
         )
-    preset = build_preset(spec, seed=seed)
+    preset = build_preset(spec, seed=seed, placement=placement)
     return try_on_copy(
         preset.model, preset.make_batch, preset.loss, fix, passes=passes, seed=seed, thresholds=thresholds,
-        title=spec.describe(),
+        title=spec.describe(), placement=placement,
     )  # fmt: skip
 
 
-def _measure(spec: DemoSpec, seed: int, passes: int, thresholds: Thresholds | None, progress, ignore=()) -> Report:
-    preset = build_preset(spec, seed=seed)
+def _measure(
+    spec: DemoSpec,
+    seed: int,
+    passes: int,
+    thresholds: Thresholds | None,
+    progress: ProgressFn | None,
+    placement: Placement,
+    ignore: tuple[str, ...] = (),
+) -> Report:
+    preset = build_preset(spec, seed=seed, placement=placement)
     return check_model(
         preset.model, preset.make_batch, preset.loss, passes=passes, seed=seed, thresholds=thresholds,
-        title=spec.describe(), structure=preset.structure, progress=progress, ignore=ignore,
+        title=spec.describe(), structure=preset.structure, progress=progress, ignore=ignore, placement=placement,
     )  # fmt: skip
 
 

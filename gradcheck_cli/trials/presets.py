@@ -14,7 +14,8 @@ from gradcheck_cli.common.choices import Activation, Arch, FixId, Init, Norm
 from gradcheck_cli.common.errors import InvalidOptionError
 from gradcheck_cli.common.stats import ModelStructure
 from gradcheck_cli.judge.fixes import chrono_forget_bias
-from gradcheck_cli.measure.probe import describe_structure, move_to_placement
+from gradcheck_cli.measure.graph import describe_structure
+from gradcheck_cli.measure.placement import AS_PLACED, Placement, move_to_placement
 from gradcheck_cli.trials.transforms import set_memory_gate_bias
 
 CLASSES = 10  # a 10-way classification head, cross-entropy against random labels
@@ -120,8 +121,9 @@ class Preset:
         return F.cross_entropy(output, batch.target)
 
 
-def build_preset(spec: DemoSpec, seed: int = 0) -> Preset:
-    """Build the preset with its weights drawn from ``seed`` (the global RNG state is left as found)."""
+def build_preset(spec: DemoSpec, seed: int = 0, placement: Placement = AS_PLACED) -> Preset:
+    """Build the preset with its weights drawn from ``seed`` (the global RNG state is left as found), on
+    ``placement.device``."""
     spec = spec.resolved()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -129,7 +131,7 @@ def build_preset(spec: DemoSpec, seed: int = 0) -> Preset:
             model: nn.Module = RecurrentClassifier(spec)
         else:
             model = DeepNet(spec)
-    move_to_placement(model)  # the preset is gradcheck's own: built on the CPU, moved where the passes run
+    move_to_placement(model, placement)  # the preset is gradcheck's own: built on the CPU, moved where the passes run
     return Preset(spec, model, describe_structure(model, residual=spec.residual))
 
 

@@ -18,16 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from gradcheck_cli.measure.probe import (
-    ACTIVATION_TYPES,
-    ALL_NORM_TYPES,
-    ELEMENTWISE_NODES,
-    VIEW_NODES,
-    WeightedDepths,
-    tensors_in,
-    walk_weighted_depths,
-)
-from gradcheck_cli.measure.torch_compat import clear_frames, release_nodes
+from gradcheck_cli.measure.graph import ELEMENTWISE_NODES, VIEW_NODES, WeightedDepths, walk_weighted_depths
+from gradcheck_cli.measure.layer_types import ACTIVATION_TYPES, ALL_NORM_TYPES
+from gradcheck_cli.measure.tensors import tensors_in
+from gradcheck_cli.measure.torch_compat import clear_frames, direct_parameters, private_hooks_work, release_nodes
 
 # Runs one forward pass of the model it is given and returns the loss (a tensor with a graph behind it).
 ForwardLoss = Callable[[nn.Module], torch.Tensor]
@@ -102,7 +96,7 @@ def branch_weight(module: nn.Module) -> nn.Parameter | None:
     affine=False, a layer without a weight)."""
     if isinstance(module, nn.MultiheadAttention):
         module = module.out_proj  # (its forward uses out_proj's weight without calling it as a module)
-    weight = module._parameters.get("weight")
+    weight = direct_parameters(module, private_hooks_work()).get("weight")
     return weight if isinstance(weight, nn.Parameter) else None
 
 
@@ -110,7 +104,7 @@ def _may_end_a_branch(module: nn.Module) -> bool:
     """Norms, attention, and layers with a weight of their own; not activations (a PReLU's zero slope is a ReLU)."""
     if isinstance(module, (*ALL_NORM_TYPES, nn.MultiheadAttention)):
         return True
-    return "weight" in module._parameters and not isinstance(module, ACTIVATION_TYPES)
+    return "weight" in direct_parameters(module, private_hooks_work()) and not isinstance(module, ACTIVATION_TYPES)
 
 
 def _end_of(node: Any, walk: WeightedDepths, outputs: dict[Any, nn.Module]) -> Any | None:

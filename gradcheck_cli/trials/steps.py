@@ -15,6 +15,7 @@ from gradcheck_cli.common.stats import ModelStructure
 from gradcheck_cli.examine.check_model import check_model
 from gradcheck_cli.examine.copies import train_copy
 from gradcheck_cli.judge.diagnosis import Thresholds, with_later_findings
+from gradcheck_cli.measure.placement import AS_PLACED, Placement
 from gradcheck_cli.report.report import Report, TrainingStep
 
 
@@ -31,9 +32,10 @@ def track_training(
     seed: int,
     thresholds: Thresholds | None,
     structure: ModelStructure | None = None,
+    placement: Placement = AS_PLACED,
 ) -> None:
-    """Train a copy for ``steps`` steps, measure it after each, and add to ``report`` the steps and the
-    findings that appear only once training has started."""
+    """Train a copy for ``steps`` steps, measure it after each (under ``placement``, as the model was), and add
+    to ``report`` the steps and the findings that appear only once training has started."""
     report.training_setup = (
         f"{steps} {optimizer.value.upper()} step(s), lr {lr:g}, on a copy, with the same synthetic batches"
     )
@@ -44,7 +46,7 @@ def track_training(
     ):
         measured = check_model(
             trained, make_batch, loss_fn, passes=passes, seed=seed, thresholds=thresholds, title=report.title,
-            structure=structure,
+            structure=structure, placement=placement,
         )  # fmt: skip
         report.training.append(TrainingStep(step, loss, measured))
     if len(report.training) > 1:

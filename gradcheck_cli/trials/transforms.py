@@ -21,7 +21,8 @@ from torch import nn
 from gradcheck_cli.common.errors import describe_exception
 from gradcheck_cli.examine.copies import deepcopy_model
 from gradcheck_cli.judge.fixes import SATURATING
-from gradcheck_cli.measure.probe import ACTIVATION_TYPES, ALL_NORM_TYPES
+from gradcheck_cli.measure.layer_types import ACTIVATION_TYPES, ALL_NORM_TYPES
+from gradcheck_cli.measure.torch_compat import child_registry
 from gradcheck_cli.trials.residual_branches import BranchEnds, ForwardLoss, branch_weight, find_branch_ends
 
 
@@ -51,7 +52,7 @@ _SHAPE_KEEPING = (
     nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
 )  # fmt: skip
 # PyTorch's gate layout: LSTM rows are (input, forget, cell, output), GRU rows (reset, update, new); the
-# gate that keeps the state is rows [h:2h] in both (fixes._MEMORY_GATE has the same pairing).
+# gate that keeps the state is rows [h:2h] in both (fixes_recurrent._MEMORY_GATE has the same pairing).
 _MEMORY_GATE = {"forget": nn.LSTM, "update": nn.GRU}
 
 
@@ -395,12 +396,13 @@ def _swap_modules(
         if id(parent) in visited:
             return
         visited.add(id(parent))
-        # _modules, not named_children(): that skips a module registered twice in the same parent.
-        for name, child in list(parent._modules.items()):
+        # The registry, not named_children(): that skips a module registered twice in the same parent.
+        children = child_registry(parent)
+        for name, child in list(children.items()):
             if child is None:
                 continue
             if matches(child):
-                parent._modules[name] = replacement(child)
+                children[name] = replacement(child)
             else:
                 visit(child)
 
@@ -474,14 +476,14 @@ def _plain_sequentials(model: nn.Module) -> list[nn.Sequential]:
 
 
 def _entries(seq: nn.Sequential) -> list[tuple[str, nn.Module]]:
-    return [(name, module) for name, module in seq._modules.items() if module is not None]
+    return [(name, module) for name, module in child_registry(seq).items() if module is not None]
 
 
 def _refill(seq: nn.Sequential, entries: Iterable[tuple[str, nn.Module]]) -> None:
     """Change the Sequential in place (not a new one in its parent): the model's own references to it, the
     root among them, then see the change. The original children keep their names and new ones are named
     after them ("3_norm"), so the fixed model's layers can be matched to the measured ones by name."""
-    for name in list(seq._modules):
+    for name in list(child_registry(seq)):
         delattr(seq, name)
     for name, module in entries:
         seq.add_module(name, module)

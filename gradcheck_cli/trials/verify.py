@@ -20,7 +20,8 @@ from gradcheck_cli.common.errors import GradcheckError
 from gradcheck_cli.examine.check_model import check_model
 from gradcheck_cli.judge.diagnosis import Diagnosis, Thresholds
 from gradcheck_cli.judge.fixes import Fix
-from gradcheck_cli.measure.probe import batch_on_device
+from gradcheck_cli.measure.placement import AS_PLACED, Placement
+from gradcheck_cli.measure.tensors import batch_on_device
 from gradcheck_cli.report.report import FixTrial, Report
 from gradcheck_cli.trials.transforms import FixNotApplicable, apply_fix_to_copy
 
@@ -146,15 +147,17 @@ def try_on_copy(
     seed: int,
     thresholds: Thresholds | None,
     title: str,
+    placement: Placement = AS_PLACED,
 ) -> FixTrial:
-    """One fix on a copy of a user's model (scan), measured with the same batches and loss."""
+    """One fix on a copy of a user's model (scan), measured with the same batches and loss, under the same
+    ``placement``."""
     if fix.id == FixId.CLIPPING.value:
         max_norm = (fix.params or {}).get("max_norm")
         if max_norm is None:
             return FixTrial(fix.id, "no clipping threshold could be derived from the measured norms", None, fix.title)
         report = check_model(
             model, make_batch, loss_fn, passes=passes, seed=seed, thresholds=thresholds, title=title,
-            clip_grad_norm=max_norm,
+            clip_grad_norm=max_norm, placement=placement,
         )  # fmt: skip
         return FixTrial(fix.id, f"gradients clipped to a total norm of {max_norm:g}", report, fix.title)
     if fix.id == FixId.LEARNING_RATE.value:
@@ -177,8 +180,9 @@ def try_on_copy(
             return FixTrial(fix.id, "it needs a change of the forward code (see the fix's code)", None, fix.title)
         try:
             report = check_model(
-                changed, make_batch, loss_fn, passes=passes, seed=seed, thresholds=thresholds, title=title
-            )
+                changed, make_batch, loss_fn, passes=passes, seed=seed, thresholds=thresholds, title=title,
+                placement=placement,
+            )  # fmt: skip
         except GradcheckError as error:
             failure = error
             continue

@@ -44,15 +44,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gradcheck_cli.choices import Activation, Arch, Init, Norm, OutputFormat
-from gradcheck_cli.demo import run_demo
-from gradcheck_cli.options import ScanOptions
-from gradcheck_cli.presets import DemoSpec
 from torch import nn
 
+from gradcheck_cli.common.choices import Activation, Arch, Init, Norm, OutputFormat
+from gradcheck_cli.common.options import ScanOptions
 from gradcheck_cli.render.interface import RenderOptions, get_renderer
-from gradcheck_cli.report import Report
-from gradcheck_cli.scan import scan_target
+from gradcheck_cli.report.report import Report
+from gradcheck_cli.scan.scan import scan_target
+from gradcheck_cli.trials.demo import run_demo
+from gradcheck_cli.trials.presets import DemoSpec
 from tests import test_calibration as calibration
 
 ROOT = Path(__file__).resolve().parents[2]
