@@ -20,7 +20,8 @@ import yaml
 from typer.testing import CliRunner
 
 from gradcheck_cli.cli.main import app
-from gradcheck_cli.config.config import DEPRECATED_THRESHOLD_KEYS, KEYS, THRESHOLD_KEYS, ConfigError, load_config
+from gradcheck_cli.config.config import KEYS, ConfigError, load_config
+from gradcheck_cli.config.thresholds import DEPRECATED_THRESHOLD_KEYS, THRESHOLD_KEYS
 from gradcheck_cli.scan.pytest_plugin import GradcheckFixture
 
 if sys.version_info >= (3, 11):

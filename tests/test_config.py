@@ -10,17 +10,12 @@ import pytest
 
 from gradcheck_cli.common.choices import FailOn, LossKind, Optimizer, OutputFormat
 from gradcheck_cli.common.errors import GradcheckError
-from gradcheck_cli.config.config import (
-    DEPRECATED_THRESHOLD_KEYS,
-    DTYPE_NAMES,
-    KEYS,
-    THRESHOLD_KEYS,
-    Config,
-    ConfigError,
-    TargetConfig,
-    find_config,
-    load_config,
-)
+from gradcheck_cli.common.options import DTYPE_BYTES
+from gradcheck_cli.config.config import Config, TargetConfig, load_config
+from gradcheck_cli.config.discovery import find_config
+from gradcheck_cli.config.nodes import ConfigError
+from gradcheck_cli.config.settings import KEYS
+from gradcheck_cli.config.thresholds import DEPRECATED_THRESHOLD_KEYS, THRESHOLD_KEYS
 
 
 def write(path: Path, text: str) -> Path:
@@ -277,11 +272,10 @@ def test_snake_case_keys_are_accepted(project: Path):
 
 
 def test_keys_and_thresholds_match_the_rest_of_the_package():
-    from gradcheck_cli.common.options import DTYPE_BYTES
     from gradcheck_cli.judge.diagnosis import Thresholds
     from gradcheck_cli.load.inputs import DTYPES
 
-    assert DTYPE_NAMES == tuple(DTYPES)
+    assert tuple(DTYPE_BYTES) == tuple(DTYPES)
     assert {name: dtype.itemsize for name, dtype in DTYPES.items()} == DTYPE_BYTES
     assert [key.replace("-", "_") for key in THRESHOLD_KEYS] == [
         f.name for f in dataclasses.fields(Thresholds) if f.name != "lr"

@@ -21,7 +21,9 @@ from typer.testing import CliRunner
 from gradcheck_cli.cli.main import app
 from gradcheck_cli.common.errors import GradcheckError
 from gradcheck_cli.common.limits import RANGES, parse_memory, range_problem
-from gradcheck_cli.config.config import MAX_CONFIG_BYTES, Config, ConfigError, load_config
+from gradcheck_cli.config.config import Config, load_config
+from gradcheck_cli.config.discovery import MAX_CONFIG_BYTES
+from gradcheck_cli.config.nodes import ConfigError
 from gradcheck_cli.monitor.history import HistoryError, read_history
 from gradcheck_cli.report.baseline import load_baseline
 

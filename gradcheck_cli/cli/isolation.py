@@ -95,22 +95,22 @@ class WorkerRun:
                                   "ended this process's worker, and with it the distributed run.")  # fmt: skip
                 return
 
-    def agree(self, exit_code: int) -> int:
-        """Under torchrun, the first process's exit code (it wrote the report) on every process; 2 where this
-        process's worker is gone, since then the processes cannot agree."""
+    def agree(self, exit_code: int) -> int | None:
+        """Under torchrun, the first process's exit code (it wrote the report) on every process; None where
+        this process's worker is gone, since then the processes cannot agree (the CLI exits 2)."""
         worker = self.worker
         if self.request.distributed is None:
             return exit_code
         if worker is None or worker.process.poll() is not None:
-            return max(exit_code, 2)
+            return None
         try:
             os.write(worker.jobs, pickle.dumps(exit_code))
         except OSError:
-            return max(exit_code, 2)
+            return None
         for message in _messages(worker, self.request.limits.timeout):
             if message[0] == "agreed":
                 return int(message[1])
-        return max(exit_code, 2)
+        return None
 
 
 # --- The worker's start and stop ----------------------------------------------------------------------

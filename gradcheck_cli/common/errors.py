@@ -1,4 +1,6 @@
-"""The one exception family. The CLI turns these into exit code 2 in one place (``cli.main``)."""
+"""The one exception family. The CLI turns these into one sentence on stderr and exit code 2 in one place:
+``Invocation.error`` in gradcheck_cli/cli/invocation.py, whose ``failed`` is the only code that sets 2 (Typer
+exits 2 by itself for a command line it cannot parse)."""
 
 MAX_QUOTED_CHARS = 300  # of another exception's text inside one of our sentences
 

@@ -13,6 +13,8 @@ from gradcheck_cli.common.limits import range_problem, show_bytes
 # The dtypes --input-dtype names, with their bytes per element: inputs.DTYPES maps the same names to torch
 # dtypes (inputs.py imports torch; a test keeps the two equal, itemsizes included).
 DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "bool": 1}
+# The suffixes of a saved model: a target ending so is a file to load, not package.module:factory.
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".jit", ".torchscript", ".ckpt", ".bin")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,14 @@ class ScanOptions:
     steps: int = 0  # optimizer steps on a copy, measured after each
     optimizer: Optimizer = Optimizer.SGD
     ignore: tuple[str, ...] = ()  # glob patterns of layer names to measure but not judge
+
+
+def split_target(target: str) -> tuple[str, str, str]:
+    """'model.py:build' -> ('model.py', ':', 'build'); Windows drive letters are not split."""
+    head, separator, tail = target.rpartition(":")
+    if not separator or not tail or "/" in tail or "\\" in tail or len(head) <= 1:
+        return target, "", ""
+    return head, separator, tail
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
