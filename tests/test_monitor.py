@@ -17,6 +17,7 @@ from gradcheck_cli.common.batches import Batch
 from gradcheck_cli.common.errors import GradcheckError, InvalidOptionError
 from gradcheck_cli.measure.probe import probe_model
 from gradcheck_cli.monitor import monitor as monitor_module
+from gradcheck_cli.monitor import ring as ring_module
 from gradcheck_cli.monitor.history import GRADIENT_GROWTH, NONFINITE, read_history
 from gradcheck_cli.monitor.monitor import GradientProblemError, GradientProblemWarning, Monitor
 
@@ -302,10 +303,10 @@ def test_record_and_a_function_for_on_problem():
 
 
 def test_every_above_the_ring_reads_out_when_full_and_still_names_the_step(monkeypatch):
-    monkeypatch.setattr(monitor_module, "RING_BUDGET_BYTES", 3 * 8 * 8)  # 8 parameters: 3 rows
+    monkeypatch.setattr(ring_module, "RING_BUDGET_BYTES", 3 * 8 * 8)  # 8 parameters: 3 rows
     model = mlp()
     monitor = Monitor(model, norms_every=1, every=10, on_problem="record")
-    assert monitor._capacity == 3
+    assert monitor._ring.capacity == 3
     train(model, monitor, 11, nan_grad_at=5)
     (problem,) = monitor.problems
     assert (problem.step, problem.layer) == (5, "2")
@@ -460,8 +461,9 @@ def test_auto_norms_every_takes_the_norms_every_step_while_they_cost_at_most_1_p
     train_timed(model, monitor, clock, 40)
     # chosen after 16 timed steps (steps 2-17), then taken on every stride-th step from there; the steps
     # between read the watch (the biases' norms), not yet timed, where the full norms leave it room
-    assert (monitor.norms_stride, monitor._watching) == (stride, watching)
-    rows = list(zip(monitor._row_steps[: monitor._unread], monitor._full[: monitor._unread]))
+    assert (monitor.norms_stride, monitor._schedule.watching) == (stride, watching)
+    ring = monitor._ring
+    rows = list(zip(ring.row_steps[: ring.unread], ring.full[: ring.unread]))
     assert [step for step, full in rows if full] == list(range(2, 18)) + list(range(17 + stride, 41, stride))
     assert [step for step, _ in rows] == (list(range(2, 41)) if watching else [step for step, _ in rows if _])
     monitor.detach()
