@@ -181,9 +181,9 @@ def test_genuine_export_archive_with_buffers_scans_without_trust_pickle(tmp_path
     ],
 )
 def test_shape_formulas_torch_writes_are_accepted(expression):
-    from gradcheck_cli.load.loading import _is_formula
+    from gradcheck_cli.load.export_hazards import is_formula
 
-    assert _is_formula(expression)
+    assert is_formula(expression)
 
 
 @pytest.mark.parametrize(
@@ -203,9 +203,9 @@ def test_shape_formulas_torch_writes_are_accepted(expression):
     ids=lambda text: text[:30],
 )
 def test_shape_expressions_that_would_run_code_are_not_formulas(expression):
-    from gradcheck_cli.load.loading import _is_formula
+    from gradcheck_cli.load.export_hazards import is_formula
 
-    assert not _is_formula(expression)
+    assert not is_formula(expression)
 
 
 # --- 4. torch's own output while loading is silenced ----------------------------------------------------

@@ -21,7 +21,9 @@ from typer.testing import CliRunner
 from gradcheck_cli.cli.main import app
 from gradcheck_cli.common.errors import GradcheckError
 from gradcheck_cli.common.options import InputOptions, ScanOptions
-from gradcheck_cli.load.inputs import IMAGENET_SIZE, LARGE_SAMPLE_BATCH_SIZE, plan_inputs
+from gradcheck_cli.load.image_sizes import IMAGENET_SIZE
+from gradcheck_cli.load.input_specs import LARGE_SAMPLE_BATCH_SIZE
+from gradcheck_cli.load.inputs import plan_inputs
 from gradcheck_cli.scan.scan import scan_model
 
 

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 from gradcheck_cli.cli.main import app
 from gradcheck_cli.common.errors import GradcheckError
 from gradcheck_cli.common.options import ScanOptions
-from gradcheck_cli.load.loading import FACTORY_NAMES, load_target
+from gradcheck_cli.load.discovery import FACTORY_NAMES
+from gradcheck_cli.load.loading import load_target
 from gradcheck_cli.measure.torch_compat import EXPORT_ARCHIVE
 from gradcheck_cli.scan.scan import scan_target
 
