@@ -1,7 +1,7 @@
 """A NaN made by an op outside its domain gets the op named and a domain fix with code (issue 22, item 5).
 
 Regression: a NaN from ``torch.log`` of negatives got clipping as its only fix. Now the watched pass names the
-torch op inside the module (a TorchFunctionMode, nonfinite.py), the range that left its domain and the line
+torch op inside the module (a TorchFunctionMode, measure/nonfinite/), the range that left its domain and the line
 that called it; the finding's cause is ``domain_error`` and its one fix ``safe_op``, whose code is the user's
 own call with the operand clamped. Each model below is scanned as a file, the suggested line is put in place of
 the call it names, and the fixed file scans finite.
@@ -14,12 +14,14 @@ from typer.testing import CliRunner
 
 from gradcheck_cli.cli.main import app
 from gradcheck_cli.common.batches import Batch
-from gradcheck_cli.common.choices import CauseId, FindingKind, FixId, Verdict
+from gradcheck_cli.common.choices import CauseId, FindingKind, FixId, LossKind, Verdict
 from gradcheck_cli.common.options import ScanOptions
 from gradcheck_cli.common.stats import NonfiniteOp
 from gradcheck_cli.judge.diagnosis import Thresholds
-from gradcheck_cli.judge.fixes import _rewrite
-from gradcheck_cli.measure.nonfinite import _call_source, trace_nonfinite
+from gradcheck_cli.judge.fixes_safe_code import rewrite_call
+from gradcheck_cli.load.objective import Objective
+from gradcheck_cli.measure.nonfinite import trace_nonfinite
+from gradcheck_cli.measure.nonfinite.caller import call_source
 from gradcheck_cli.scan.scan import scan_target
 
 MODEL = """\
@@ -228,15 +230,15 @@ def test_cli_text_shows_the_op_the_cause_and_the_safe_code(tmp_path):
 )
 def test_rewrite_keeps_the_operand_in_the_domain(domain, source, operand_range, expected):
     op = NonfiniteOp("torch.op", domain, "", operand_range, "float32", source=source)
-    rewritten = _rewrite(op, "1e-6")
+    rewritten = rewrite_call(op, "1e-6")
     assert (rewritten[2] if rewritten else None) == expected
 
 
 def test_call_source_without_column_positions_is_the_whole_line(tmp_path):
     path = tmp_path / "f.py"
     path.write_text("x = 1\n    return torch.log(h)  # comment\n")
-    assert _call_source(str(path), 2, (None, None, None, None)) == "return torch.log(h)  # comment"
-    assert _call_source(str(path), 2, (2, 2, 11, 23)) == "torch.log(h)"
+    assert call_source(str(path), 2, (None, None, None, None)) == "return torch.log(h)  # comment"
+    assert call_source(str(path), 2, (2, 2, 11, 23)) == "torch.log(h)"
 
 
 def test_the_op_watch_ends_with_the_pass():
@@ -246,6 +248,17 @@ def test_the_op_watch_ends_with_the_pass():
     origin = trace_nonfinite(model, Batch(args=(torch.randn(8, 4),)), lambda out, batch: torch.log(out).mean())
     assert origin.stage == "loss" and origin.op.name == "torch.log"
     assert not torch.overrides._get_current_function_mode_stack()  # nothing left watching torch calls
+
+
+def test_an_op_in_gradchecks_own_loss_gets_no_location():
+    """Regression (issue 24): once the tracer moved into measure/, the calling-line search took gradcheck's own
+    loss code (load/objective.py) for the user's and named a line of it, which the user has no reason to edit."""
+    model = nn.Linear(4, 4)
+    with torch.no_grad():
+        model.weight.fill_(1e19)  # finite outputs whose squares overflow float32 in the built-in MSE loss
+    origin = trace_nonfinite(model, Batch(args=(torch.ones(2, 4),)), Objective(model, LossKind.MSE, {}))
+    assert origin.stage == "loss" and origin.op.name == "torch.nn.functional.mse_loss"
+    assert origin.op.location is None and origin.op.source is None
 
 
 def test_a_domain_error_training_steps_make_keeps_its_safe_op_fix(tmp_path):

@@ -17,7 +17,8 @@ from gradcheck_cli.common.choices import CauseId, FindingKind, FixId, LayerStatu
 from gradcheck_cli.common.stats import LayerStats, ModelStructure, NonfiniteOrigin, ProbeResult, RecurrentStats
 from gradcheck_cli.judge.causes import Cause, causes_for, order_fixes, zero_init_cause
 from gradcheck_cli.judge.depth_trend import MIN_TREND_LAYERS, DepthProfile, depth_profile, like_ratios, theil_sen_slope
-from gradcheck_cli.judge.fixes import PRACTICAL_LR_FLOOR, Fix, FixContext, fixes_for
+from gradcheck_cli.judge.fixes import PRACTICAL_LR_FLOOR, Fix, FixContext
+from gradcheck_cli.judge.fixes_catalog import fixes_for
 
 # |D| in decades, D = log10(b at the input end / b at the output end). Every pathology measured for
 # GRADIENTS.md had |D| >= 3.1 and every healthy design |D| <= 0.5 (SELU at depth 64: 0.95), so one
@@ -298,7 +299,7 @@ def _origin_text(origin: NonfiniteOrigin) -> str:
         shown = ", ".join(origin.passed_on[:3]) + (", ..." if len(origin.passed_on) > 3 else "")
         passed = f"; {len(origin.passed_on)} module(s) only passed it on ({shown})"
     made = ""
-    # The op inside that module's code (nonfinite.py), where it says more than the module: one with a domain, or
+    # The op inside that module's code (measure/nonfinite/), where it says more than the module: one with a domain, or
     # one the user's code called (not the F.linear inside an nn.Linear of gradcheck's demo).
     if origin.op is not None and (origin.op.domain is not None or origin.op.location is not None):
         made = f"; made by {origin.op.detail}" + (f" at {origin.op.location}" if origin.op.location else "")
