@@ -360,7 +360,7 @@ def test_a_narrow_terminal_leaves_the_chart_out_and_says_so():
 
 def test_every_status_has_a_chart_severity():
     from gradcheck_cli.common.choices import LayerStatus
-    from gradcheck_cli.render.text import CHART_SEVERITY
+    from gradcheck_cli.render.text_charts import CHART_SEVERITY
 
     assert set(CHART_SEVERITY) == set(LayerStatus)
 

@@ -117,7 +117,7 @@ def test_condensed_table_keeps_the_ends_and_says_what_it_skipped():
 
 def test_every_status_and_verdict_has_a_style():
     from gradcheck_cli.common.choices import LayerStatus, Verdict
-    from gradcheck_cli.render.text import STATUS_STYLE, VERDICT_STYLE
+    from gradcheck_cli.render.text_style import STATUS_STYLE, VERDICT_STYLE
 
     assert set(STATUS_STYLE) == set(LayerStatus) and set(VERDICT_STYLE) == set(Verdict)
 

@@ -25,7 +25,7 @@ from gradcheck_cli.render.chart import Bar, draw_bar_chart, group_bars
 from gradcheck_cli.render.json import json_safe, layer_figures
 from gradcheck_cli.render.names import LINE_CHARS, Names, shown
 from gradcheck_cli.render.table import Cell, Column, fitted_table
-from gradcheck_cli.render.text import SEVERITY_STYLE, STATUS_STYLE, VERDICT_STYLE, number_text
+from gradcheck_cli.render.text_style import SEVERITY_STYLE, STATUS_STYLE, VERDICT_STYLE, number_text
 
 # Bump the major part on any change to an existing key's meaning or removal (new keys are a minor change).
 REPORT_SCHEMA_VERSION = "1.0"

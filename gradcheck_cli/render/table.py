@@ -81,3 +81,11 @@ def fitted_table(
     for row in cells:
         table.add_row(*(row[index] for index in kept))
     return table, [column for index, column in enumerate(columns) if index not in kept]
+
+
+def left_out(dropped: list[Column], width: int) -> list[Text]:
+    """One line naming the columns a narrow terminal left out, and where they are."""
+    if not dropped:
+        return []
+    headers = ", ".join(column.header for column in dropped)
+    return [Text(f"Not shown at {width} columns: {headers} (see --format json).", style="dim")]
