@@ -153,6 +153,7 @@ def blocks_file(tmp_path_factory) -> str:
 
 
 @pytest.mark.skipif(not FSDP2.available(), reason=FSDP2.missing())
+@pytest.mark.slow  # a few seconds of subprocesses: run with -m slow (CI runs it), keeping the default suite fast
 def test_fsdp_and_shard_model_match_one_process_and_an_error_on_one_process_reaches_both(tmp_path, blocks_file):
     """--fsdp shards the blocks file; the example shards itself with its shard_model; the third file fails
     to import on process 1 only: both processes report it (the first prints) and exit 2, none hangs."""

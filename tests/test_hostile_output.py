@@ -387,6 +387,7 @@ PLOT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a few seconds of subprocesses: run with -m slow (CI runs it), keeping the default suite fast
 def test_plot_writes_nothing_into_home_and_draws_hostile_names(tmp_path):
     pytest.importorskip("matplotlib")
     home, temporary = tmp_path / "home", tmp_path / "tmp"

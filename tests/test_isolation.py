@@ -157,6 +157,7 @@ def test_input_at_import_does_not_wait(runner, tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow  # a few seconds of subprocesses: run with -m slow (CI runs it), keeping the default suite fast
 def test_a_hang_is_stopped_at_the_timeout(runner, tmp_path):
     started = time.monotonic()
     result = scan(runner, model_file(tmp_path, "hangs.py", "time.sleep(600)"), "--timeout", "3")
@@ -265,6 +266,7 @@ def _gone(pid: int) -> bool:
     return False
 
 
+@pytest.mark.slow  # a few seconds of subprocesses: run with -m slow (CI runs it), keeping the default suite fast
 @pytest.mark.parametrize(("number", "exit_status"), [(signal.SIGTERM, -signal.SIGTERM), (signal.SIGINT, 130)])
 def test_a_signal_to_the_cli_ends_the_worker_too(tmp_path, number, exit_status):
     process, worker = _start_cli(tmp_path, "time.sleep(600)")

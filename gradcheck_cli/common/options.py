@@ -10,8 +10,8 @@ from gradcheck_cli.common.choices import LossKind, Optimizer
 from gradcheck_cli.common.errors import GradcheckError
 from gradcheck_cli.common.limits import range_problem, show_bytes
 
-# The dtypes --input-dtype names, with their bytes per element: inputs.DTYPES maps the same names to torch
-# dtypes (inputs.py imports torch; a test keeps the two equal, itemsizes included).
+# The dtypes --input-dtype names, with their bytes per element: load/inputs.DTYPES maps these names to torch's
+# dtypes (a test checks the itemsizes against torch's).
 DTYPE_BYTES = {"float32": 4, "float64": 8, "float16": 2, "bfloat16": 2, "int64": 8, "int32": 4, "bool": 1}
 # The suffixes of a saved model: a target ending so is a file to load, not package.module:factory.
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".pt2", ".ts", ".jit", ".torchscript", ".ckpt", ".bin")

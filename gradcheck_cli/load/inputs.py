@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from gradcheck_cli.common.errors import GradcheckError
-from gradcheck_cli.common.options import InputOptions
+from gradcheck_cli.common.options import DTYPE_BYTES, InputOptions
 from gradcheck_cli.load.config_inputs import from_config
 from gradcheck_cli.load.first_layer import from_first_layer
 from gradcheck_cli.load.given_inputs import from_function, from_shapes, like_saved
@@ -22,15 +22,8 @@ from gradcheck_cli.load.input_plan import InputPlan
 from gradcheck_cli.load.input_specs import DEFAULT_BATCH_SIZE, DEFAULT_SEQ_LEN
 
 EXAMPLE_INPUT_NAMES = ("example_inputs", "sample_input", "get_inputs")
-DTYPES = {
-    "float32": torch.float32,
-    "float64": torch.float64,
-    "float16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "int64": torch.int64,
-    "int32": torch.int32,
-    "bool": torch.bool,
-}
+# --input-dtype's names (their one home is common/options.py, which the CLI reads without torch) as torch dtypes.
+DTYPES = {name: getattr(torch, name) for name in DTYPE_BYTES}
 
 
 def plan_inputs(

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from gradcheck_cli.measure.tensors import tensors_in
+
 
 @dataclass
 class Tally:
@@ -36,15 +38,7 @@ class Tally:
 
 def float_tensors(value: Any) -> Iterator[torch.Tensor]:
     """Every floating-point tensor inside nested tuples, lists and dicts (outputs are often tuples)."""
-    if isinstance(value, torch.Tensor):
-        if value.is_floating_point():
-            yield value
-    elif isinstance(value, (tuple, list)):
-        for item in value:
-            yield from float_tensors(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from float_tensors(item)
+    return (tensor for tensor in tensors_in(value) if tensor.is_floating_point())
 
 
 def tally_of(tensors: Iterable[torch.Tensor]) -> Tally:
