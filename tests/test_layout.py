@@ -96,7 +96,7 @@ def test_torch_free_folders_have_no_module_level_torch_import():
 
 
 def test_importing_every_torch_free_module_leaves_torch_unloaded():
-    torch_free = [name.removesuffix(".__init__") for name in modules() if not TORCH.get(folder(name) or "", True)]
+    torch_free = [name for name in modules() if not TORCH.get(folder(name) or "", True)]
     code = (
         "import importlib, sys\n"
         f"for name in {torch_free!r}:\n"

@@ -5,16 +5,17 @@ import torch
 from torch import nn
 
 from gradcheck_cli.measure.fp16_range import Fp16Ranges
-from gradcheck_cli.measure.outputs import BACKWARD, FORWARD, OutputNorms, OutputWatch
+from gradcheck_cli.measure.layer_figures import SIGNAL_BACKWARD, SIGNAL_FORWARD
+from gradcheck_cli.measure.outputs import OutputNorms, OutputWatch
 
 
 def test_kept_tensors_are_reduced_together_and_unpacked_per_slot():
     norms = OutputNorms()
     norms.start_pass(first=False)
-    norms.record((FORWARD, 0), torch.full((4,), 2.0))  # kept
-    norms.record((BACKWARD, 1), torch.full((4,), 3.0))  # kept
-    norms.wide_keys = {(FORWARD, 1)}
-    norms.record((FORWARD, 1), torch.full((1,), 1e-30))  # float64 at once
+    norms.record((SIGNAL_FORWARD, 0), torch.full((4,), 2.0))  # kept
+    norms.record((SIGNAL_BACKWARD, 1), torch.full((4,), 3.0))  # kept
+    norms.wide_keys = {(SIGNAL_FORWARD, 1)}
+    norms.record((SIGNAL_FORWARD, 1), torch.full((1,), 1e-30))  # float64 at once
     norms.reduce_kept()
     host = [float(n) for n in norms.narrow] + [float(n) for n in norms.wide]
     forward_sq, backward_sq, seen, exact = norms.unpack(host, 0, 2)
@@ -26,21 +27,21 @@ def test_a_kept_tensor_changed_before_its_norm_marks_the_pass_and_its_slot():
     norms = OutputNorms()
     norms.start_pass(first=False)
     kept = torch.ones(4)
-    norms.record((FORWARD, 0), kept)
+    norms.record((SIGNAL_FORWARD, 0), kept)
     kept.mul_(2)  # an in-place op after the hook
     norms.reduce_kept()
-    assert norms.overwritten and (FORWARD, 0) in norms.immediate_keys
+    assert norms.overwritten and (SIGNAL_FORWARD, 0) in norms.immediate_keys
 
 
 def test_the_first_pass_notes_an_output_an_in_place_op_overwrites():
     norms = OutputNorms()
     norms.start_pass(first=True)
     output = torch.ones(4)
-    norms.record((FORWARD, 0), output)
+    norms.record((SIGNAL_FORWARD, 0), output)
     assert len(norms.narrow) == 1  # the first pass reduces outputs at once
     output.relu_()
     norms.note_overwrite()
-    assert (FORWARD, 0) in norms.immediate_keys and not norms.overwritten
+    assert (SIGNAL_FORWARD, 0) in norms.immediate_keys and not norms.overwritten
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -2,7 +2,7 @@
 
 import math
 
-from gradcheck_cli.measure.outputs import BACKWARD, FORWARD
+from gradcheck_cli.measure.layer_figures import SIGNAL_BACKWARD, SIGNAL_FORWARD
 from gradcheck_cli.measure.pass_figures import PassFigures
 from gradcheck_cli.measure.precision import PassPlan, float64_slots
 
@@ -15,14 +15,14 @@ def figures(forward_sq, backward_sq, *, exact=True, loss=1.0):
 
 
 def test_slots_outside_the_safe_range_go_to_float64():
-    assert float64_slots(figures([1.0, 1e-20], [1e30, 1.0]), 1.0) == {(FORWARD, 1), (BACKWARD, 0)}
+    assert float64_slots(figures([1.0, 1e-20], [1e30, 1.0]), 1.0) == {(SIGNAL_FORWARD, 1), (SIGNAL_BACKWARD, 0)}
 
 
 def test_the_loss_scale_is_divided_out_of_the_backward_slots():
     # a backward sum of squares of 1e-20 seen through a loss scale of 2**16 is in range
     assert float64_slots(figures([1.0], [1e-20 * 2.0**32]), 2.0**16) == set()
     assert float64_slots(figures([1.0], [1e-20 * 2.0**32]), 1.0) == set()
-    assert float64_slots(figures([1.0], [1e-20]), 1.0) == {(BACKWARD, 0)}
+    assert float64_slots(figures([1.0], [1e-20]), 1.0) == {(SIGNAL_BACKWARD, 0)}
 
 
 def test_an_exact_pass_stands():

@@ -25,8 +25,6 @@ from gradcheck_cli.measure.layer_types import SCALE_INVARIANT_NORMS
 from gradcheck_cli.measure.tensors import carries_grad, starts_path, tensors_in
 from gradcheck_cli.measure.torch_compat import gradient_edge_function, release_nodes, tensor_version
 
-# A norm's slot: (FORWARD or BACKWARD, layer index), as layer_figures.signal_squares reads it.
-FORWARD, BACKWARD = SIGNAL_FORWARD, SIGNAL_BACKWARD
 # Kept tensors are reduced together once they hold this much: small enough that they are still in cache (at
 # 8 MiB, a 200-layer narrow MLP's norms read them back from memory: 3.6 ms a probe against 2.8), and a bound
 # on the memory batching may add.
@@ -72,12 +70,12 @@ class OutputNorms:
         if key in self.wide_keys:
             self.wide.append(torch.linalg.vector_norm(tensor, dtype=torch.float64))
             self.wide_slots.append(key)
-        elif (self.first and key[0] == FORWARD) or key in self.immediate_keys or tensor.numel() >= LARGE_NUMEL:
+        elif (self.first and key[0] == SIGNAL_FORWARD) or key in self.immediate_keys or tensor.numel() >= LARGE_NUMEL:
             self.narrow.append(torch.linalg.vector_norm(tensor, dtype=narrow_dtype(tensor)))
             self.narrow_slots.append(key)
         else:
             self.keep(key, tensor)
-        if self.first and key[0] == FORWARD:
+        if self.first and key[0] == SIGNAL_FORWARD:
             self.last_output = (key, tensor, tensor_version(tensor))
 
     def keep(self, key: tuple[int, int], tensor: torch.Tensor) -> None:
@@ -122,7 +120,7 @@ class OutputNorms:
         # Each float32 sum of squares in its exact range (a slot is in float32 or float64 for the whole pass, so
         # its sum is all float32 norms, one per output where a layer has several).
         low, high = EXACT_FLOAT32_NORM
-        sums = {FORWARD: forward_sq, BACKWARD: backward_sq}
+        sums = {SIGNAL_FORWARD: forward_sq, SIGNAL_BACKWARD: backward_sq}
         exact = all(low * low <= sums[slot][index] <= high * high for slot, index in self.narrow_slots)
         return forward_sq, backward_sq, backward_seen, exact
 
@@ -164,7 +162,7 @@ class OutputWatch:
         self.graph_nodes: list[Any] = []
         self._fired: set[int] = set()  # layers whose hooked output gradient arrived this pass
         self._reach_layers: set[int] = set()
-        self._backward_keys = [(BACKWARD, index) for index in range(len(layers))]
+        self._backward_keys = [(SIGNAL_BACKWARD, index) for index in range(len(layers))]
         self._backward_hooks = [self._make_backward_hook(index) for index in range(len(layers))]
         self.last_layer: int | None = None  # the layer with weights that ran last (what an activation follows)
         # (layer, weak reference to its output) of the last layer hooked on the first pass, and layer -> the
@@ -185,7 +183,7 @@ class OutputWatch:
         # Layers whose output this pass keeps for a batched norm, unless it is large (forward_hook's last case).
         if self.autograd_passes and not first:
             seen, norms = self._seen, self.norms
-            unbatched = {index for slot, index in (*norms.wide_keys, *norms.immediate_keys) if slot == FORWARD}
+            unbatched = {index for slot, index in (*norms.wide_keys, *norms.immediate_keys) if slot == SIGNAL_FORWARD}
             self._batched = [index in seen and index not in unbatched for index in range(len(self.layers))]
         else:
             self._batched = [False] * len(self.layers)
@@ -200,7 +198,7 @@ class OutputWatch:
         return [self.layers[i][0] or "(model)" for i in self.order]
 
     def forward_hook(self, index: int) -> Callable:
-        key = (FORWARD, index)
+        key = (SIGNAL_FORWARD, index)
         backward_hook = self._backward_hooks[index]
         norms, gradient_edge = self.norms, self._gradient_edge
         keep = norms.keep

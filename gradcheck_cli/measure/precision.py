@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from gradcheck_cli.measure.outputs import BACKWARD, FORWARD
+from gradcheck_cli.measure.layer_figures import SIGNAL_BACKWARD, SIGNAL_FORWARD
 from gradcheck_cli.measure.pass_figures import PassFigures
 
 # A slot whose previous pass lay inside this range, a thousandfold inside the exact one, is taken in
@@ -26,7 +26,7 @@ def float64_slots(figures: PassFigures, loss_scale: float) -> set[tuple[int, int
     wide = set()
     low, high = SAFE_FLOAT32_NORM
     raw = loss_scale**2  # the hooks see the scaled gradients
-    for slot, sums, factor in ((FORWARD, figures.forward_sq, 1.0), (BACKWARD, figures.backward_sq, raw)):
+    for slot, sums, factor in ((SIGNAL_FORWARD, figures.forward_sq, 1.0), (SIGNAL_BACKWARD, figures.backward_sq, raw)):
         for index, sq in enumerate(sums):
             if not low * low <= sq * factor <= high * high:
                 wide.add((slot, index))
